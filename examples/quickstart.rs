@@ -1,0 +1,2 @@
+//! placeholder until the quickstart lands
+fn main() {}

@@ -1,0 +1,1 @@
+//! Helpers shared by the idsync examples: the bundled sample org chart.

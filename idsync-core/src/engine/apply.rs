@@ -1,0 +1,615 @@
+//! Applying a plan: phases in order, bounded concurrency inside a phase, dependencies
+//! respected, every op journaled with its link, shadow and audit records.
+
+use std::collections::{BTreeMap, HashMap};
+
+use futures::stream::{self, StreamExt};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::plan::{Plan, PlannedOp};
+use super::{Engine, GuardVerdict, Job};
+use crate::error::{Error, ErrorKind, Result};
+use crate::model::{Anchor, Entity, EntityKind};
+use crate::source::Op;
+use crate::store::{
+    AuditEntry, JournalEntry, JournalState, LinkChange, OpRecord, RunRecord, RunStatus,
+    ShadowChange,
+};
+
+/// An error as reported (errors themselves are not cloneable or serializable).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorInfo {
+    /// The kind.
+    pub kind: ErrorKind,
+    /// The full message, with provider, code and context.
+    pub message: String,
+    /// The provider's own code.
+    pub provider_code: Option<String>,
+}
+
+impl From<&Error> for ErrorInfo {
+    fn from(e: &Error) -> Self {
+        ErrorInfo {
+            kind: e.kind(),
+            message: e.to_string(),
+            provider_code: e.provider_code().map(str::to_owned),
+        }
+    }
+}
+
+/// How one op ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OpState {
+    /// Applied.
+    Applied,
+    /// The sink refused it or it failed.
+    Failed,
+    /// Not attempted: an op it depends on did not succeed.
+    Skipped,
+}
+
+/// The outcome of one op.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OpOutcome {
+    /// The op's id in the plan.
+    pub id: usize,
+    /// The op's name.
+    pub op: String,
+    /// The target anchor (for creates: the anchor the sink assigned).
+    pub anchor: Option<Anchor>,
+    /// The source entity.
+    pub source: Option<Anchor>,
+    /// How it ended.
+    pub state: OpState,
+    /// The error, when it failed.
+    pub error: Option<ErrorInfo>,
+}
+
+/// Counts of a report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ReportCounts {
+    /// Ops in the plan.
+    pub planned: usize,
+    /// Ops applied.
+    pub applied: usize,
+    /// Ops failed.
+    pub failed: usize,
+    /// Ops skipped because a dependency failed.
+    pub skipped: usize,
+    /// Links written without an op.
+    pub linked: usize,
+    /// Ambiguous correlations.
+    pub conflicts: usize,
+    /// Applied ops by name.
+    pub by_op: BTreeMap<String, usize>,
+}
+
+/// The result of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// The run.
+    pub run_id: String,
+    /// The job.
+    pub job: String,
+    /// How it ended.
+    pub status: RunStatus,
+    /// Counts.
+    pub counts: ReportCounts,
+    /// Every op with its outcome, in plan order.
+    pub outcomes: Vec<OpOutcome>,
+    /// The guard's verdict.
+    pub guard: GuardVerdict,
+    /// Conflicts from planning.
+    pub conflicts: Vec<super::Conflict>,
+    /// Warnings from planning.
+    pub warnings: Vec<String>,
+    /// Whether the source cursor was committed.
+    pub cursor_committed: bool,
+}
+
+impl Report {
+    pub(crate) fn guarded(plan: &Plan) -> Report {
+        Report {
+            run_id: plan.run_id.clone(),
+            job: plan.job.clone(),
+            status: RunStatus::NeedsApproval,
+            counts: ReportCounts {
+                planned: plan.ops.len(),
+                conflicts: plan.conflicts.len(),
+                ..ReportCounts::default()
+            },
+            outcomes: Vec::new(),
+            guard: plan.guard.clone(),
+            conflicts: plan.conflicts.clone(),
+            warnings: plan.warnings.clone(),
+            cursor_committed: false,
+        }
+    }
+
+    /// The outcomes that failed.
+    pub fn failures(&self) -> impl Iterator<Item = &OpOutcome> {
+        self.outcomes.iter().filter(|o| o.state == OpState::Failed)
+    }
+}
+
+/// Put created anchors into an op's pending references.
+fn resolve(p: &PlannedOp, created: &HashMap<usize, Anchor>) -> Result<Op> {
+    let mut op = p.op.clone();
+    for r in &p.pending {
+        let anchor = created.get(&r.op).cloned().ok_or_else(|| {
+            Error::unexpected(format!(
+                "op {} needs the anchor created by op {}, which has none",
+                p.id, r.op
+            ))
+        })?;
+        match (&mut op, r.field.as_str()) {
+            (Op::CreateOrg { org }, "parent") => org.parent = Some(anchor),
+            (Op::MoveOrg { parent, .. }, "parent") => *parent = Some(anchor),
+            (Op::CreateAccount { account }, f) => account.set_ref(f, r.index, anchor),
+            (Op::UpdateAccount { anchor: a, .. }, "anchor") => *a = anchor,
+            (Op::UpdateAccount { changes, .. }, "manager") => {
+                changes.insert("manager".into(), Value::String(anchor.into_string()));
+            }
+            (Op::UpdateAccount { changes, .. }, "orgs") => {
+                if let Some(Value::Array(items)) = changes.get_mut("orgs")
+                    && let Some(slot) = items.get_mut(r.index)
+                {
+                    *slot = Value::String(anchor.into_string());
+                }
+            }
+            (op, f) => {
+                return Err(Error::unexpected(format!(
+                    "op {} ({}) has a pending reference in field {f} that cannot be resolved",
+                    p.id,
+                    op.name()
+                )));
+            }
+        }
+    }
+    Ok(op)
+}
+
+/// The shadow change of an applied op (for sinks that cannot be read).
+fn shadow_change(op: &Op, anchor: &Anchor) -> Option<ShadowChange> {
+    match op {
+        Op::CreateOrg { org } => {
+            let mut o = org.clone();
+            o.anchor = anchor.clone();
+            serde_json::to_value(o)
+                .ok()
+                .map(|entity| ShadowChange::Put {
+                    anchor: anchor.clone(),
+                    entity,
+                })
+        }
+        Op::CreateAccount { account } => {
+            let mut a = account.clone();
+            a.anchor = anchor.clone();
+            serde_json::to_value(a)
+                .ok()
+                .map(|entity| ShadowChange::Put {
+                    anchor: anchor.clone(),
+                    entity,
+                })
+        }
+        Op::DeleteOrg { .. } | Op::DeleteAccount { .. } => Some(ShadowChange::Remove {
+            anchor: anchor.clone(),
+        }),
+        _ => None, // updates: written from the full entity after the patch, below
+    }
+}
+
+struct Outcome {
+    state: OpState,
+    anchor: Option<Anchor>,
+    error: Option<Error>,
+}
+
+async fn apply_one(
+    engine: &Engine,
+    job: &Job,
+    plan: &Plan,
+    p: &PlannedOp,
+    created: &HashMap<usize, Anchor>,
+    shadow_entities: &HashMap<(EntityKind, Anchor), Value>,
+) -> Outcome {
+    let failed = |e: Error| Outcome {
+        state: OpState::Failed,
+        anchor: None,
+        error: Some(e),
+    };
+    let op = match resolve(p, created) {
+        Ok(op) => op,
+        Err(e) => return failed(e),
+    };
+    let caps = job.sink.capabilities();
+    if !caps.supports(&op) {
+        return failed(Error::unsupported(format!(
+            "sink {} does not take {}",
+            job.sink.describe().provider,
+            op.name()
+        )));
+    }
+    let now = engine.clock.now();
+    let intent = JournalEntry {
+        run_id: plan.run_id.clone(),
+        op_index: p.id,
+        op: op.clone(),
+        source_anchor: p.source.clone(),
+        target_anchor: None,
+        state: JournalState::Intent,
+        error: None,
+        at: now,
+    };
+    if let Err(e) = engine.store.journal_intent(&intent).await {
+        return failed(e);
+    }
+    let kind = op.entity();
+    let record_for = |anchor: &Anchor, state: JournalState, error: Option<&Error>| -> OpRecord {
+        let link = match (&op, &p.source) {
+            (Op::CreateOrg { .. } | Op::CreateAccount { .. }, Some(s)) => Some(LinkChange::Put {
+                source: s.clone(),
+                target: anchor.clone(),
+            }),
+            (Op::DeleteOrg { .. } | Op::DeleteAccount { .. }, Some(s)) => {
+                Some(LinkChange::Remove { source: s.clone() })
+            }
+            _ => None,
+        };
+        let (before, after) = match &op {
+            Op::CreateOrg { org } => (None, serde_json::to_value(org).ok()),
+            Op::CreateAccount { account } => (None, serde_json::to_value(account).ok()),
+            Op::UpdateOrg { changes, .. } | Op::UpdateAccount { changes, .. } => {
+                (None, serde_json::to_value(changes).ok())
+            }
+            Op::MoveOrg { parent, .. } => (None, Some(serde_json::json!({ "parent": parent }))),
+            Op::DisableAccount { .. } => (None, Some(serde_json::json!({ "status": "disabled" }))),
+            Op::EnableAccount { .. } => (None, Some(serde_json::json!({ "status": "active" }))),
+            Op::DeleteOrg { .. } | Op::DeleteAccount { .. } => (None, None),
+        };
+        let ok = state == JournalState::Done;
+        OpRecord {
+            job: job.name.clone(),
+            kind,
+            journal: Some(JournalEntry {
+                state,
+                target_anchor: Some(anchor.clone()),
+                error: error.map(|e| e.to_string()),
+                at: engine.clock.now(),
+                ..intent.clone()
+            }),
+            link: if ok { link } else { None },
+            shadow: if ok && !caps.readable {
+                shadow_change(&op, anchor).or_else(|| {
+                    // update-like op: patch the shadow copy's full entity
+                    let base = shadow_entities.get(&(kind, anchor.clone()))?.clone();
+                    patched_entity(kind, base, &op).map(|entity| ShadowChange::Put {
+                        anchor: anchor.clone(),
+                        entity,
+                    })
+                })
+            } else {
+                None
+            },
+            audit: if ok {
+                Some(AuditEntry {
+                    run_id: plan.run_id.clone(),
+                    job: job.name.clone(),
+                    kind,
+                    anchor: anchor.clone(),
+                    op: op.name().to_owned(),
+                    before,
+                    after,
+                    at: engine.clock.now(),
+                })
+            } else {
+                None
+            },
+        }
+    };
+
+    // The hub writes the op and its record in one transaction.
+    let hub_store = job
+        .sink
+        .as_hub()
+        .map(|h| h.store().clone())
+        .filter(|s| same_store(s, &engine.store));
+    let result = if let Some(store) = hub_store {
+        let anchor = op.anchor().clone();
+        let rec = record_for(&anchor, JournalState::Done, None);
+        store.hub_apply(&op, Some(&rec)).await.map(|a| (a, true))
+    } else {
+        job.sink.apply(&op).await.map(|a| (a, false))
+    };
+    match result {
+        Ok((applied, recorded)) => {
+            let anchor = applied.anchor.unwrap_or_else(|| op.anchor().clone());
+            if !recorded {
+                let rec = record_for(&anchor, JournalState::Done, None);
+                if let Err(e) = engine.store.record(&rec).await {
+                    // Applied at the sink but not recorded: report it; the next run
+                    // correlates the entity again instead of duplicating it.
+                    return Outcome {
+                        state: OpState::Failed,
+                        anchor: Some(anchor),
+                        error: Some(e),
+                    };
+                }
+            }
+            Outcome {
+                state: OpState::Applied,
+                anchor: Some(anchor),
+                error: None,
+            }
+        }
+        Err(e) => {
+            // A create that collides with what a crashed earlier run already created for
+            // the same source entity is adopted instead of failing.
+            if e.kind() == ErrorKind::AlreadyExists && op.is_create() && !caps.assigns_anchors {
+                let proposed = op.anchor().clone();
+                match super::plan::crashed_create(engine, &job.name, p.source.as_ref(), &proposed)
+                    .await
+                {
+                    Ok(true) => {
+                        let rec = record_for(&proposed, JournalState::Done, None);
+                        return match engine.store.record(&rec).await {
+                            Ok(()) => Outcome {
+                                state: OpState::Applied,
+                                anchor: Some(proposed),
+                                error: None,
+                            },
+                            Err(e2) => failed(e2),
+                        };
+                    }
+                    Ok(false) => {}
+                    Err(e2) => return failed(e2),
+                }
+            }
+            let anchor = op.anchor().clone();
+            let rec = record_for(&anchor, JournalState::Failed, Some(&e));
+            if let Err(e2) = engine.store.record(&rec).await {
+                tracing::warn!(error = %e2, "could not journal a failed op");
+            }
+            failed(e)
+        }
+    }
+}
+
+fn same_store(
+    a: &std::sync::Arc<dyn crate::store::Store>,
+    b: &std::sync::Arc<dyn crate::store::Store>,
+) -> bool {
+    std::ptr::addr_eq(std::sync::Arc::as_ptr(a), std::sync::Arc::as_ptr(b))
+}
+
+/// The full entity after an update-like op, for shadow copies.
+fn patched_entity(kind: EntityKind, base: Value, op: &Op) -> Option<Value> {
+    fn patch<E: Entity + serde::Serialize + serde::de::DeserializeOwned>(
+        base: Value,
+        op: &Op,
+    ) -> Option<Value> {
+        let mut e: E = serde_json::from_value(base).ok()?;
+        match op {
+            Op::UpdateOrg { changes, .. } | Op::UpdateAccount { changes, .. } => {
+                for (f, v) in changes {
+                    e.set(f, v.clone()).ok()?;
+                }
+            }
+            Op::MoveOrg { parent, .. } => {
+                let v = parent
+                    .as_ref()
+                    .map(|p| Value::String(p.as_str().to_owned()))
+                    .unwrap_or(Value::Null);
+                e.set("parent", v).ok()?;
+            }
+            Op::DisableAccount { .. } => e.set("status", Value::from("disabled")).ok()?,
+            Op::EnableAccount { .. } => e.set("status", Value::from("active")).ok()?,
+            _ => return None,
+        }
+        serde_json::to_value(e).ok()
+    }
+    match kind {
+        EntityKind::Org => patch::<crate::model::Org>(base, op),
+        EntityKind::Account => patch::<crate::model::Account>(base, op),
+    }
+}
+
+async fn load_shadow(
+    engine: &Engine,
+    job: &Job,
+    plan: &Plan,
+) -> Result<HashMap<(EntityKind, Anchor), Value>> {
+    let mut out = HashMap::new();
+    if job.sink.capabilities().readable {
+        return Ok(out);
+    }
+    let wanted: std::collections::HashSet<(EntityKind, Anchor)> = plan
+        .ops
+        .iter()
+        .filter(|p| !p.op.is_create())
+        .map(|p| (p.op.entity(), p.op.anchor().clone()))
+        .collect();
+    if wanted.is_empty() {
+        return Ok(out);
+    }
+    for kind in [EntityKind::Org, EntityKind::Account] {
+        let mut req = crate::source::PageRequest::sized(1000);
+        loop {
+            let page = engine.store.shadow(&job.name, kind, req.clone()).await?;
+            for v in page.items {
+                let anchor = v
+                    .get("anchor")
+                    .and_then(Value::as_str)
+                    .map(Anchor::from)
+                    .unwrap_or_default();
+                if wanted.contains(&(kind, anchor.clone())) {
+                    out.insert((kind, anchor), v);
+                }
+            }
+            match page.next {
+                Some(t) => req.token = Some(t),
+                None => break,
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) async fn apply_plan(engine: &Engine, job: &Job, plan: &Plan) -> Result<Report> {
+    let started = engine.clock.now();
+    let mut run = RunRecord {
+        id: plan.run_id.clone(),
+        job: job.name.clone(),
+        status: RunStatus::Running,
+        started_at: plan.created_at,
+        finished_at: None,
+        plan: Some(serde_json::to_value(plan)?),
+        summary: None,
+    };
+    engine.store.put_run(&run).await?;
+
+    // Links of correlations that need no op, and stale links.
+    let mut linked = 0usize;
+    for l in &plan.links {
+        engine
+            .store
+            .record(&OpRecord {
+                job: job.name.clone(),
+                kind: l.kind,
+                journal: None,
+                link: Some(LinkChange::Put {
+                    source: l.source.clone(),
+                    target: l.target.clone(),
+                }),
+                shadow: None,
+                audit: None,
+            })
+            .await?;
+        linked += 1;
+    }
+    for l in &plan.stale_links {
+        engine
+            .store
+            .record(&OpRecord {
+                job: job.name.clone(),
+                kind: l.kind,
+                journal: None,
+                link: Some(LinkChange::Remove {
+                    source: l.source.clone(),
+                }),
+                shadow: None,
+                audit: None,
+            })
+            .await?;
+    }
+    let shadow_entities = load_shadow(engine, job, plan).await?;
+
+    let mut created: HashMap<usize, Anchor> = HashMap::new();
+    let mut states: HashMap<usize, OpState> = HashMap::new();
+    let mut outcomes: Vec<OpOutcome> = Vec::with_capacity(plan.ops.len());
+    let concurrency = job.concurrency.max(1);
+    let mut i = 0;
+    while i < plan.ops.len() {
+        let phase = plan.ops[i].phase;
+        let mut j = i;
+        while j < plan.ops.len() && plan.ops[j].phase == phase {
+            j += 1;
+        }
+        let batch = &plan.ops[i..j];
+        let created_ref = &created;
+        let states_ref = &states;
+        let shadow_ref = &shadow_entities;
+        let results: Vec<(usize, Outcome)> = stream::iter(batch.iter())
+            .map(|p| async move {
+                if p.deps
+                    .iter()
+                    .any(|d| states_ref.get(d) != Some(&OpState::Applied))
+                {
+                    return (
+                        p.id,
+                        Outcome {
+                            state: OpState::Skipped,
+                            anchor: None,
+                            error: None,
+                        },
+                    );
+                }
+                (
+                    p.id,
+                    apply_one(engine, job, plan, p, created_ref, shadow_ref).await,
+                )
+            })
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+        for (id, o) in results {
+            states.insert(id, o.state);
+            if o.state == OpState::Applied
+                && let Some(a) = &o.anchor
+            {
+                created.insert(id, a.clone());
+            }
+            let p = &plan.ops[id];
+            outcomes.push(OpOutcome {
+                id,
+                op: p.op.name().to_owned(),
+                anchor: o
+                    .anchor
+                    .or_else(|| (!p.op.is_create()).then(|| p.op.anchor().clone())),
+                source: p.source.clone(),
+                state: o.state,
+                error: o.error.as_ref().map(ErrorInfo::from),
+            });
+        }
+        i = j;
+    }
+    outcomes.sort_by_key(|o| o.id);
+    let mut counts = ReportCounts {
+        planned: plan.ops.len(),
+        linked,
+        conflicts: plan.conflicts.len(),
+        ..ReportCounts::default()
+    };
+    for o in &outcomes {
+        match o.state {
+            OpState::Applied => {
+                counts.applied += 1;
+                *counts.by_op.entry(o.op.clone()).or_insert(0) += 1;
+            }
+            OpState::Failed => counts.failed += 1,
+            OpState::Skipped => counts.skipped += 1,
+        }
+    }
+    let ok = counts.failed == 0 && counts.skipped == 0;
+    // The cursor moves only after everything succeeded.
+    let mut cursor_committed = false;
+    if ok && let Some(c) = &plan.cursor {
+        engine
+            .store
+            .commit_cursor(&job.name, plan.cursor_from.as_ref(), c)
+            .await?;
+        cursor_committed = true;
+    }
+    run.status = if ok {
+        RunStatus::Succeeded
+    } else {
+        RunStatus::PartiallyFailed
+    };
+    run.finished_at = Some(engine.clock.now());
+    run.summary = Some(serde_json::to_value(&counts)?);
+    let _ = started;
+    engine.store.put_run(&run).await?;
+    Ok(Report {
+        run_id: plan.run_id.clone(),
+        job: job.name.clone(),
+        status: run.status,
+        counts,
+        outcomes,
+        guard: plan.guard.clone(),
+        conflicts: plan.conflicts.clone(),
+        warnings: plan.warnings.clone(),
+        cursor_committed,
+    })
+}

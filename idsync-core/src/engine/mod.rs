@@ -1,0 +1,501 @@
+//! The engine: read → map → correlate → plan → guard → apply, for full and incremental
+//! runs, in either direction.
+//!
+//! * A [`Job`] is `(source, sink, mapping, policy)`.
+//! * [`Engine::plan`] reads both sides completely (a failed or short read aborts before
+//!   anything is planned), maps, correlates (links first, then ordered rules; only a unique
+//!   match links), and produces a serializable [`Plan`] in a stable order.
+//! * The [`Guard`] stops plans that would disable or delete too much: they are stored as
+//!   "needs approval" and nothing is applied until [`Engine::approve`].
+//! * [`Engine::apply`] applies with bounded concurrency; an op waits for the ops it depends
+//!   on, every op is journaled, a failed op does not stop unrelated ops.
+//! * [`Engine::run_changes`] takes a source's change set through the same path and commits
+//!   the cursor only after every op succeeded.
+
+mod apply;
+mod index;
+mod plan;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::{Clock, SystemClock};
+use crate::error::{Error, ErrorKind, Result};
+use crate::mapping::Mapping;
+use crate::model::{Account, Org};
+use crate::source::{ChangeSet, Sink, Source, SyncCursor};
+use crate::store::{Link, RunRecord, RunStatus, Store};
+
+pub use apply::{ErrorInfo, OpOutcome, OpState, Report, ReportCounts};
+pub use plan::{Conflict, PendingRef, Plan, PlannedOp};
+
+/// What happens to target entities whose source entity is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case", tag = "policy")]
+pub enum DeletionPolicy {
+    /// Disable accounts; keep orgs (the default).
+    #[default]
+    Disable,
+    /// Delete accounts, then orgs (child-first).
+    Delete,
+    /// Leave them alone.
+    Ignore,
+    /// Disable accounts now; delete them (and then empty orgs) once they have been disabled
+    /// by this job for longer than `retention`.
+    DisableThenDelete {
+        /// How long a disabled account is kept.
+        #[serde(with = "humantime_secs")]
+        retention: Duration,
+    },
+}
+
+mod humantime_secs {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_secs())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_secs)
+    }
+}
+
+/// A limit on one kind of operation: at most `max_count` ops, and at most `max_percent`
+/// percent of the target's entities of that kind. `None` means no limit of that form.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+pub struct Threshold {
+    /// Absolute maximum.
+    pub max_count: Option<usize>,
+    /// Maximum as a percentage of the target's entities (0–100).
+    pub max_percent: Option<f64>,
+}
+
+impl Threshold {
+    /// A threshold.
+    pub fn new(max_count: Option<usize>, max_percent: Option<f64>) -> Self {
+        Threshold {
+            max_count,
+            max_percent,
+        }
+    }
+
+    fn crossed(&self, count: usize, total: usize) -> Option<String> {
+        if let Some(max) = self.max_count
+            && count > max
+        {
+            return Some(format!("{count} > {max}"));
+        }
+        if let Some(pct) = self.max_percent
+            && count > 0
+        {
+            let share = if total == 0 {
+                100.0
+            } else {
+                count as f64 * 100.0 / total as f64
+            };
+            if share > pct {
+                return Some(format!("{count} of {total} ({share:.1}% > {pct}%)"));
+            }
+        }
+        None
+    }
+}
+
+/// Safety thresholds. By default a run that would disable or delete more than 5% of the
+/// target's accounts, or more than 500, stops as "needs approval".
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Guard {
+    /// Disables and deletes of accounts together.
+    pub destructive_accounts: Threshold,
+    /// Deletes of orgs.
+    pub org_deletes: Threshold,
+    /// Further per-op thresholds, by op name (`"update_account"`, `"create_org"`, ...).
+    #[serde(default)]
+    pub per_op: BTreeMap<String, Threshold>,
+}
+
+impl Default for Guard {
+    fn default() -> Self {
+        Guard {
+            destructive_accounts: Threshold::new(Some(500), Some(5.0)),
+            org_deletes: Threshold::new(Some(100), Some(5.0)),
+            per_op: BTreeMap::new(),
+        }
+    }
+}
+
+impl Guard {
+    /// No thresholds at all (tests, or jobs that are reviewed otherwise).
+    pub fn off() -> Self {
+        Guard {
+            destructive_accounts: Threshold::default(),
+            org_deletes: Threshold::default(),
+            per_op: BTreeMap::new(),
+        }
+    }
+}
+
+/// The guard's verdict on a plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct GuardVerdict {
+    /// True: the plan needs approval before it is applied.
+    pub stopped: bool,
+    /// Which thresholds were crossed.
+    pub reasons: Vec<String>,
+}
+
+/// One synchronization job: where from, where to, how.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// A unique, stable name: links, cursors and runs are kept under it.
+    pub name: String,
+    /// Where entities come from.
+    pub source: Arc<dyn Source>,
+    /// Where they go.
+    pub sink: Arc<dyn Sink>,
+    /// How they are mapped; the mapping's fields are the fields this job owns.
+    pub mapping: Mapping,
+    /// Correlation rules for accounts, tried in order: account field names whose values
+    /// are compared trimmed and case-insensitively (e.g. `employee_id`, `email`, `username`).
+    pub correlation: Vec<String>,
+    /// What happens to entities whose source is gone.
+    pub deletion: DeletionPolicy,
+    /// Safety thresholds.
+    pub guard: Guard,
+    /// Ops applied at once.
+    pub concurrency: usize,
+    /// Page size asked of both sides.
+    pub page_size: Option<usize>,
+    /// Also disable/delete target entities this job never linked (the job is the only
+    /// authority over the target). Off by default: entities created by others are left alone.
+    pub authoritative: bool,
+    /// Allow a full run whose source lists no accounts at all while the target holds
+    /// accounts linked to it. Off by default: an empty answer is treated as a failed read.
+    pub allow_empty_source: bool,
+    /// Sync the org tree (when both sides have one).
+    pub sync_orgs: bool,
+}
+
+impl Job {
+    /// A job with the defaults: identity mapping, correlation by employee id, email, then
+    /// username, disable on deletion, default guard, concurrency 8.
+    pub fn new(name: impl Into<String>, source: Arc<dyn Source>, sink: Arc<dyn Sink>) -> Self {
+        Job {
+            name: name.into(),
+            source,
+            sink,
+            mapping: Mapping::identity(),
+            correlation: vec!["employee_id".into(), "email".into(), "username".into()],
+            deletion: DeletionPolicy::default(),
+            guard: Guard::default(),
+            concurrency: 8,
+            page_size: None,
+            authoritative: false,
+            allow_empty_source: false,
+            sync_orgs: true,
+        }
+    }
+
+    /// Set the mapping.
+    pub fn with_mapping(mut self, mapping: Mapping) -> Self {
+        self.mapping = mapping;
+        self
+    }
+
+    /// Set the deletion policy.
+    pub fn with_deletion(mut self, policy: DeletionPolicy) -> Self {
+        self.deletion = policy;
+        self
+    }
+
+    /// Set the guard.
+    pub fn with_guard(mut self, guard: Guard) -> Self {
+        self.guard = guard;
+        self
+    }
+
+    /// Set the correlation rules.
+    pub fn with_correlation(mut self, fields: Vec<String>) -> Self {
+        self.correlation = fields;
+        self
+    }
+
+    /// Set the apply concurrency (at least 1).
+    pub fn with_concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
+        self
+    }
+
+    /// Set the page size.
+    pub fn with_page_size(mut self, n: usize) -> Self {
+        self.page_size = Some(n.max(1));
+        self
+    }
+}
+
+/// Runs jobs against a store.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Engine {
+    /// An engine on `store` with the system clock.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Engine {
+            store,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// Use another clock.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    fn new_run_id(&self, job: &Job) -> String {
+        let n: u32 = rand::random();
+        format!(
+            "{}-{}-{:08x}",
+            job.name,
+            self.clock.now().format("%Y%m%dT%H%M%S%3f"),
+            n
+        )
+    }
+
+    /// Read both sides and plan, without applying. The plan is stored as a run with
+    /// status `planned` (or `needs_approval` when the guard stops it).
+    pub async fn plan(&self, job: &Job) -> Result<Plan> {
+        let run_id = self.new_run_id(job);
+        let started = self.clock.now();
+        // Take the source's cursor before reading, so that changes made during the read
+        // are seen by the next incremental run.
+        let cursor = if job.source.capabilities().changes {
+            Some(job.source.current_cursor().await?)
+        } else {
+            None
+        };
+        let cursor_from = self.store.cursor(&job.name).await?;
+        let mut plan = match plan::plan_full(self, job, &run_id).await {
+            Ok(p) => p,
+            Err(e) => {
+                self.fail_run(job, &run_id, started, &e).await;
+                return Err(e);
+            }
+        };
+        plan.cursor = cursor;
+        plan.cursor_from = cursor_from;
+        plan.created_at = started;
+        self.record_plan(job, &plan, false).await?;
+        Ok(plan)
+    }
+
+    async fn fail_run(
+        &self,
+        job: &Job,
+        run_id: &str,
+        started: chrono::DateTime<chrono::Utc>,
+        e: &Error,
+    ) {
+        let rec = RunRecord {
+            id: run_id.to_owned(),
+            job: job.name.clone(),
+            status: RunStatus::Failed,
+            started_at: started,
+            finished_at: Some(self.clock.now()),
+            plan: None,
+            summary: Some(serde_json::json!({ "error": e.to_string() })),
+        };
+        // Best effort: the read error is what the caller needs to see.
+        let _ = self.store.put_run(&rec).await;
+    }
+
+    async fn record_plan(&self, job: &Job, plan: &Plan, applying: bool) -> Result<()> {
+        let status = if plan.guard.stopped {
+            RunStatus::NeedsApproval
+        } else if applying {
+            RunStatus::Running
+        } else {
+            RunStatus::Planned
+        };
+        let rec = RunRecord {
+            id: plan.run_id.clone(),
+            job: job.name.clone(),
+            status,
+            started_at: plan.created_at,
+            finished_at: if plan.guard.stopped {
+                Some(self.clock.now())
+            } else {
+                None
+            },
+            plan: Some(serde_json::to_value(plan)?),
+            summary: Some(serde_json::to_value(plan.summary())?),
+        };
+        self.store.put_run(&rec).await
+    }
+
+    /// Plan, then apply unless the guard stops the plan. A guarded plan returns a report
+    /// with status `needs_approval` and applies nothing.
+    pub async fn run(&self, job: &Job) -> Result<Report> {
+        let plan = self.plan(job).await?;
+        if plan.guard.stopped {
+            return Ok(Report::guarded(&plan));
+        }
+        self.apply(job, &plan).await
+    }
+
+    /// Apply a plan (one that passed the guard, or was approved).
+    pub async fn apply(&self, job: &Job, plan: &Plan) -> Result<Report> {
+        if plan.guard.stopped {
+            let approved = self
+                .store
+                .run(&plan.run_id)
+                .await?
+                .is_some_and(|r| r.status == RunStatus::Approved);
+            if !approved {
+                return Err(Error::new(
+                    ErrorKind::NeedsApproval,
+                    format!(
+                        "run {} crossed the guard ({}); approve it first",
+                        plan.run_id,
+                        plan.guard.reasons.join("; ")
+                    ),
+                ));
+            }
+        }
+        apply::apply_plan(self, job, plan).await
+    }
+
+    /// Approve a run stopped by the guard and apply its stored plan.
+    pub async fn approve(&self, job: &Job, run_id: &str) -> Result<Report> {
+        let mut run = self
+            .store
+            .run(run_id)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("no run {run_id}")))?;
+        if run.job != job.name {
+            return Err(Error::config(format!(
+                "run {run_id} belongs to job {}, not {}",
+                run.job, job.name
+            )));
+        }
+        if run.status != RunStatus::NeedsApproval && run.status != RunStatus::Approved {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!(
+                    "run {run_id} is {}, not waiting for approval",
+                    run.status.as_str()
+                ),
+            ));
+        }
+        let plan: Plan = serde_json::from_value(
+            run.plan
+                .clone()
+                .ok_or_else(|| Error::unexpected(format!("run {run_id} has no stored plan")))?,
+        )?;
+        run.status = RunStatus::Approved;
+        self.store.put_run(&run).await?;
+        self.apply(job, &plan).await
+    }
+
+    /// Incremental run: apply what changed at the source since the stored cursor, through
+    /// the same correlate / plan / apply path, on the changed entities only. Without a
+    /// stored cursor, or when the source says the cursor is stale, this is a full run.
+    pub async fn run_changes(&self, job: &Job) -> Result<Report> {
+        if !job.source.capabilities().changes {
+            return Err(Error::unsupported(format!(
+                "source {} cannot report changes",
+                job.source.describe().provider
+            )));
+        }
+        let Some(since) = self.store.cursor(&job.name).await? else {
+            return self.run(job).await;
+        };
+        let cs = job.source.changes(&since).await?;
+        if !cs.complete {
+            tracing::warn!(job = %job.name, "change cursor is stale; running a full sync");
+            return self.run(job).await;
+        }
+        let plan = self.plan_changes(job, cs, Some(since)).await?;
+        if plan.guard.stopped {
+            return Ok(Report::guarded(&plan));
+        }
+        self.apply(job, &plan).await
+    }
+
+    /// Plan a change set (as [`run_changes`](Self::run_changes) does), without applying.
+    pub async fn plan_changes(
+        &self,
+        job: &Job,
+        changes: ChangeSet,
+        since: Option<SyncCursor>,
+    ) -> Result<Plan> {
+        let run_id = self.new_run_id(job);
+        let started = self.clock.now();
+        let cursor = changes.cursor.clone();
+        let mut plan = match plan::plan_changes(self, job, &run_id, changes).await {
+            Ok(p) => p,
+            Err(e) => {
+                self.fail_run(job, &run_id, started, &e).await;
+                return Err(e);
+            }
+        };
+        plan.created_at = started;
+        plan.cursor = cursor;
+        plan.cursor_from = since;
+        self.record_plan(job, &plan, false).await?;
+        Ok(plan)
+    }
+
+    /// Create or update one account at once (e.g. a just-in-time login), through the same
+    /// correlate / plan / apply path.
+    pub async fn upsert_account(&self, job: &Job, account: Account) -> Result<Report> {
+        let cs = ChangeSet {
+            account_upserts: vec![account],
+            complete: true,
+            ..ChangeSet::default()
+        };
+        let plan = self.plan_changes(job, cs, None).await?;
+        if plan.guard.stopped {
+            return Ok(Report::guarded(&plan));
+        }
+        self.apply(job, &plan).await
+    }
+
+    /// Create or update one org at once.
+    pub async fn upsert_org(&self, job: &Job, org: Org) -> Result<Report> {
+        let cs = ChangeSet {
+            org_upserts: vec![org],
+            complete: true,
+            ..ChangeSet::default()
+        };
+        let plan = self.plan_changes(job, cs, None).await?;
+        self.apply(job, &plan).await
+    }
+
+    /// The links of a job (tests and diagnostics).
+    pub async fn links(&self, job: &str, kind: crate::model::EntityKind) -> Result<Vec<Link>> {
+        let mut out = Vec::new();
+        let mut req = crate::source::PageRequest::sized(10_000);
+        loop {
+            let page = self.store.links(job, kind, req.clone()).await?;
+            out.extend(page.items);
+            match page.next {
+                Some(t) => req.token = Some(t),
+                None => return Ok(out),
+            }
+        }
+    }
+}

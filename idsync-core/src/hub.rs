@@ -1,0 +1,123 @@
+//! [`Hub`]: the hub directory of a [`Store`] as a [`Source`] and [`Sink`].
+//!
+//! Inbound jobs write into it, outbound jobs read from it. Its change feed makes it an
+//! incremental source: `changes(since)` returns what changed after a feed sequence number.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::model::{Account, Anchor, EntityKind, Org};
+use crate::source::{
+    Applied, Capabilities, ChangeSet, Descriptor, Op, Page, PageRequest, Sink, Source, SyncCursor,
+};
+use crate::store::Store;
+
+/// The hub directory over a store.
+#[derive(Debug, Clone)]
+pub struct Hub {
+    store: Arc<dyn Store>,
+    name: String,
+}
+
+impl Hub {
+    /// The hub of `store`.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Hub {
+            store,
+            name: "hub".to_owned(),
+        }
+    }
+
+    /// The store behind the hub.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+}
+
+const FEED_BATCH: usize = 10_000;
+
+#[async_trait]
+impl Source for Hub {
+    fn describe(&self) -> Descriptor {
+        Descriptor::new("hub", self.name.clone())
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            changes: true,
+            ..Capabilities::read_write()
+        }
+    }
+
+    async fn check(&self) -> Result<()> {
+        self.store.hub_orgs(PageRequest::sized(1)).await.map(|_| ())
+    }
+
+    async fn orgs(&self, page: PageRequest) -> Result<Page<Org>> {
+        self.store.hub_orgs(page).await
+    }
+
+    async fn accounts(&self, page: PageRequest) -> Result<Page<Account>> {
+        self.store.hub_accounts(page).await
+    }
+
+    async fn current_cursor(&self) -> Result<SyncCursor> {
+        let mut since = 0u64;
+        loop {
+            let batch = self.store.feed(since, FEED_BATCH).await?;
+            match batch.last() {
+                Some(last) => since = last.seq,
+                None => return Ok(SyncCursor(since.to_string())),
+            }
+        }
+    }
+
+    async fn changes(&self, since: &SyncCursor) -> Result<ChangeSet> {
+        let mut from: u64 = since.0.parse().map_err(|_| {
+            Error::new(ErrorKind::InvalidData, "hub: malformed cursor")
+                .with_context("cursor", since.0.clone())
+        })?;
+        let mut touched: BTreeSet<(EntityKind, Anchor)> = BTreeSet::new();
+        loop {
+            let batch = self.store.feed(from, FEED_BATCH).await?;
+            let Some(last) = batch.last() else { break };
+            from = last.seq;
+            touched.extend(batch.into_iter().map(|f| (f.kind, f.anchor)));
+        }
+        let mut cs = ChangeSet {
+            cursor: Some(SyncCursor(from.to_string())),
+            complete: true,
+            ..ChangeSet::default()
+        };
+        for (kind, anchor) in touched {
+            match kind {
+                EntityKind::Org => match self.store.hub_org(&anchor).await? {
+                    Some(o) => cs.org_upserts.push(o),
+                    None => cs.org_deletes.push(anchor),
+                },
+                EntityKind::Account => match self.store.hub_account(&anchor).await? {
+                    Some(a) => cs.account_upserts.push(a),
+                    None => cs.account_deletes.push(anchor),
+                },
+            }
+        }
+        Ok(cs)
+    }
+}
+
+#[async_trait]
+impl Sink for Hub {
+    async fn apply(&self, op: &Op) -> Result<Applied> {
+        self.store
+            .hub_apply(op, None)
+            .await
+            .map_err(|e| e.with_provider("hub"))
+    }
+
+    fn as_hub(&self) -> Option<&Hub> {
+        Some(self)
+    }
+}

@@ -1,0 +1,82 @@
+//! # idsync-core
+//!
+//! The heart of idsync: the model ([`Org`], [`Account`], [`Anchor`]), the [`Source`] and
+//! [`Sink`] traits every provider implements, one [`Error`] type that says whether to retry,
+//! the engine (map, correlate, plan, guard, apply), layers (retry, rate limit, concurrency
+//! limit, timeout) that wrap any adapter, the [`Store`] trait with an in-memory store, and
+//! an in-memory adapter.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use idsync_core::{Account, Engine, Hub, Job, MemoryAdapter, MemoryStore, Org, Store};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> idsync_core::Result<()> {
+//! // A source with one department and one person.
+//! let mut alice = Account::new("u1", "alice");
+//! alice.orgs = vec!["d1".into()];
+//! let source = Arc::new(MemoryAdapter::with_data(
+//!     "hr",
+//!     vec![Org::new("d1", None, "研发中心")],
+//!     vec![alice],
+//! ));
+//! // The hub lives in a store; an inbound job writes into it.
+//! let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+//! let hub = Arc::new(Hub::new(store.clone()));
+//! let engine = Engine::new(store);
+//! let job = Job::new("hr-to-hub", source, hub);
+//!
+//! let report = engine.run(&job).await?;
+//! assert_eq!(report.counts.applied, 2); // one org, one account
+//! let again = engine.run(&job).await?;
+//! assert_eq!(again.counts.planned, 0); // nothing changed, nothing to do
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! | piece | what |
+//! |---|---|
+//! | [`model`] | anchors, orgs, accounts, validation |
+//! | [`source`] | `Source`, `Sink`, pages, ops, change sets, capabilities |
+//! | [`engine`] | jobs, plans, the guard, apply, reports, incremental runs |
+//! | [`mapping`] | rename, constant, template, transforms, scoping |
+//! | [`layers`] | retry, rate limit, concurrency limit, timeout |
+//! | [`store`] | the `Store` trait; [`MemoryStore`] |
+//! | [`MemoryAdapter`] | an in-memory source and sink |
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+#![warn(unreachable_pub, missing_debug_implementations)]
+
+pub mod clock;
+pub mod directory;
+pub mod engine;
+pub mod error;
+pub mod hub;
+pub mod layers;
+pub mod mapping;
+pub mod memory;
+pub mod memory_store;
+pub mod model;
+pub mod source;
+pub mod store;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use directory::Directory;
+pub use engine::{
+    DeletionPolicy, Engine, Guard, Job, OpOutcome, Plan, PlannedOp, Report, ReportCounts, Threshold,
+};
+pub use error::{Error, ErrorKind, ErrorStatus, Result};
+pub use hub::Hub;
+pub use layers::Layer;
+pub use mapping::{FieldRule, Mapping, Scope, Transform};
+pub use memory::MemoryAdapter;
+pub use memory_store::MemoryStore;
+pub use model::{Account, Anchor, Attrs, Entity, EntityKind, Org, Status};
+pub use source::{
+    Applied, Capabilities, ChangeSet, Descriptor, Op, Page, PageRequest, PageToken, Patch,
+    RateLimit, Sink, Source, SourceExt, SyncCursor,
+};
+pub use store::{
+    AuditEntry, FeedEntry, JournalEntry, JournalState, Link, LinkChange, OpRecord, RunRecord,
+    RunStatus, ShadowChange, Store,
+};

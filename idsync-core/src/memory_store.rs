@@ -1,0 +1,331 @@
+//! [`MemoryStore`]: the [`Store`] kept in memory (tests, examples, one-shot runs).
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::clock::{Clock, SystemClock};
+use crate::directory::{DEFAULT_PAGE_SIZE, Directory};
+use crate::error::{Error, ErrorKind, Result};
+use crate::model::{Account, Anchor, EntityKind, Org};
+use crate::source::{Applied, Op, Page, PageRequest, PageToken, SyncCursor};
+use crate::store::{
+    AuditEntry, FeedEntry, JournalEntry, JournalState, Link, LinkChange, OpRecord, RunRecord,
+    ShadowChange, Store,
+};
+
+#[derive(Debug, Default)]
+struct State {
+    hub: Directory,
+    feed: Vec<FeedEntry>,
+    links: HashMap<(String, EntityKind), BTreeMap<Anchor, Anchor>>,
+    shadow: HashMap<(String, EntityKind), BTreeMap<Anchor, Value>>,
+    cursors: HashMap<String, SyncCursor>,
+    runs: BTreeMap<String, RunRecord>,
+    journal: HashMap<String, BTreeMap<usize, JournalEntry>>,
+    /// (job, run, op index) of intents not yet done or failed.
+    open: BTreeMap<(String, String, usize), JournalEntry>,
+    audit: HashMap<(EntityKind, Anchor), Vec<AuditEntry>>,
+    leases: HashMap<String, (String, DateTime<Utc>)>,
+}
+
+/// A [`Store`] in memory.
+#[derive(Debug, Clone)]
+pub struct MemoryStore {
+    state: Arc<Mutex<State>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore::new()
+    }
+}
+
+impl MemoryStore {
+    /// An empty store on the system clock.
+    pub fn new() -> Self {
+        MemoryStore::with_clock(Arc::new(SystemClock))
+    }
+
+    /// An empty store on a given clock.
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        MemoryStore {
+            state: Arc::new(Mutex::new(State::default())),
+            clock,
+        }
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, State>> {
+        self.state
+            .lock()
+            .map_err(|_| Error::unexpected("memory store lock poisoned"))
+    }
+}
+
+fn page_map<V: Clone, T>(
+    map: Option<&BTreeMap<Anchor, V>>,
+    req: &PageRequest,
+    f: impl Fn(&Anchor, &V) -> T,
+) -> Page<T> {
+    let Some(map) = map else {
+        return Page::last(Vec::new());
+    };
+    let size = req.size.unwrap_or(DEFAULT_PAGE_SIZE).max(1);
+    let start = match &req.token {
+        Some(t) => Bound::Excluded(Anchor::new(t.0.clone())),
+        None => Bound::Unbounded,
+    };
+    let mut items = Vec::new();
+    let mut next = None;
+    let mut last: Option<&Anchor> = None;
+    for (k, v) in map.range((start, Bound::Unbounded)) {
+        if items.len() == size {
+            next = last.map(|l| PageToken(l.as_str().to_owned()));
+            break;
+        }
+        items.push(f(k, v));
+        last = Some(k);
+    }
+    Page { items, next }
+}
+
+fn apply_record(st: &mut State, rec: &OpRecord) {
+    let key = (rec.job.clone(), rec.kind);
+    match &rec.link {
+        Some(LinkChange::Put { source, target }) => {
+            st.links
+                .entry(key.clone())
+                .or_default()
+                .insert(source.clone(), target.clone());
+        }
+        Some(LinkChange::Remove { source }) => {
+            if let Some(m) = st.links.get_mut(&key) {
+                m.remove(source);
+            }
+        }
+        None => {}
+    }
+    match &rec.shadow {
+        Some(ShadowChange::Put { anchor, entity }) => {
+            st.shadow
+                .entry(key)
+                .or_default()
+                .insert(anchor.clone(), entity.clone());
+        }
+        Some(ShadowChange::Remove { anchor }) => {
+            if let Some(m) = st.shadow.get_mut(&key) {
+                m.remove(anchor);
+            }
+        }
+        None => {}
+    }
+    if let Some(j) = &rec.journal {
+        st.open
+            .remove(&(rec.job.clone(), j.run_id.clone(), j.op_index));
+        st.journal
+            .entry(j.run_id.clone())
+            .or_default()
+            .insert(j.op_index, j.clone());
+    }
+    if let Some(a) = &rec.audit {
+        st.audit
+            .entry((a.kind, a.anchor.clone()))
+            .or_default()
+            .push(a.clone());
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn hub_orgs(&self, page: PageRequest) -> Result<Page<Org>> {
+        Ok(self.lock()?.hub.org_page(&page))
+    }
+
+    async fn hub_accounts(&self, page: PageRequest) -> Result<Page<Account>> {
+        Ok(self.lock()?.hub.account_page(&page))
+    }
+
+    async fn hub_org(&self, anchor: &Anchor) -> Result<Option<Org>> {
+        Ok(self.lock()?.hub.orgs.get(anchor).cloned())
+    }
+
+    async fn hub_account(&self, anchor: &Anchor) -> Result<Option<Account>> {
+        Ok(self.lock()?.hub.accounts.get(anchor).cloned())
+    }
+
+    async fn hub_apply(&self, op: &Op, record: Option<&OpRecord>) -> Result<Applied> {
+        let now = self.clock.now();
+        let mut st = self.lock()?;
+        let (applied, change) = st.hub.apply(op, None)?;
+        let seq = st.feed.last().map(|f| f.seq).unwrap_or(0) + 1;
+        st.feed.push(FeedEntry {
+            seq,
+            kind: op.entity(),
+            anchor: change.anchor.clone(),
+            entity: change.after.clone(),
+            at: now,
+        });
+        if let Some(rec) = record {
+            let mut rec = rec.clone();
+            if let Some(a) = &mut rec.audit {
+                a.before = change.before;
+                a.after = change.after;
+            }
+            apply_record(&mut st, &rec);
+        }
+        Ok(applied)
+    }
+
+    async fn links(&self, job: &str, kind: EntityKind, page: PageRequest) -> Result<Page<Link>> {
+        let st = self.lock()?;
+        Ok(page_map(
+            st.links.get(&(job.to_owned(), kind)),
+            &page,
+            |s, t| Link {
+                kind,
+                source: s.clone(),
+                target: t.clone(),
+            },
+        ))
+    }
+
+    async fn shadow(&self, job: &str, kind: EntityKind, page: PageRequest) -> Result<Page<Value>> {
+        let st = self.lock()?;
+        Ok(page_map(
+            st.shadow.get(&(job.to_owned(), kind)),
+            &page,
+            |_, v| v.clone(),
+        ))
+    }
+
+    async fn cursor(&self, job: &str) -> Result<Option<SyncCursor>> {
+        Ok(self.lock()?.cursors.get(job).cloned())
+    }
+
+    async fn commit_cursor(
+        &self,
+        job: &str,
+        expected: Option<&SyncCursor>,
+        cursor: &SyncCursor,
+    ) -> Result<()> {
+        let mut st = self.lock()?;
+        if st.cursors.get(job) != expected {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!("the cursor of job {job} moved since it was read"),
+            ));
+        }
+        st.cursors.insert(job.to_owned(), cursor.clone());
+        Ok(())
+    }
+
+    async fn put_run(&self, run: &RunRecord) -> Result<()> {
+        self.lock()?.runs.insert(run.id.clone(), run.clone());
+        Ok(())
+    }
+
+    async fn run(&self, id: &str) -> Result<Option<RunRecord>> {
+        Ok(self.lock()?.runs.get(id).cloned())
+    }
+
+    async fn runs(&self, job: Option<&str>, limit: usize) -> Result<Vec<RunRecord>> {
+        let st = self.lock()?;
+        let mut v: Vec<RunRecord> = st
+            .runs
+            .values()
+            .filter(|r| job.is_none_or(|j| r.job == j))
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| b.started_at.cmp(&a.started_at).then(b.id.cmp(&a.id)));
+        v.truncate(limit);
+        Ok(v)
+    }
+
+    async fn journal_intent(&self, entry: &JournalEntry) -> Result<()> {
+        let mut st = self.lock()?;
+        let job = st
+            .runs
+            .get(&entry.run_id)
+            .map(|r| r.job.clone())
+            .unwrap_or_default();
+        st.open
+            .insert((job, entry.run_id.clone(), entry.op_index), entry.clone());
+        st.journal
+            .entry(entry.run_id.clone())
+            .or_default()
+            .insert(entry.op_index, entry.clone());
+        Ok(())
+    }
+
+    async fn record(&self, record: &OpRecord) -> Result<()> {
+        let mut st = self.lock()?;
+        apply_record(&mut st, record);
+        Ok(())
+    }
+
+    async fn journal(&self, run_id: &str) -> Result<Vec<JournalEntry>> {
+        Ok(self
+            .lock()?
+            .journal
+            .get(run_id)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    async fn open_intents(&self, job: &str) -> Result<Vec<JournalEntry>> {
+        let st = self.lock()?;
+        let mut v: Vec<JournalEntry> = st
+            .open
+            .iter()
+            .filter(|((j, _, _), e)| j == job && e.state == JournalState::Intent)
+            .map(|(_, e)| e.clone())
+            .collect();
+        v.sort_by(|a, b| a.at.cmp(&b.at).then(a.op_index.cmp(&b.op_index)));
+        Ok(v)
+    }
+
+    async fn audit(&self, kind: EntityKind, anchor: &Anchor) -> Result<Vec<AuditEntry>> {
+        Ok(self
+            .lock()?
+            .audit
+            .get(&(kind, anchor.clone()))
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    async fn feed(&self, since: u64, limit: usize) -> Result<Vec<FeedEntry>> {
+        let st = self.lock()?;
+        let start = st.feed.partition_point(|f| f.seq <= since);
+        Ok(st.feed[start..].iter().take(limit).cloned().collect())
+    }
+
+    async fn acquire_lease(&self, job: &str, holder: &str, ttl: Duration) -> Result<bool> {
+        let now = self.clock.now();
+        let mut st = self.lock()?;
+        if let Some((h, until)) = st.leases.get(job)
+            && h != holder
+            && *until > now
+        {
+            return Ok(false);
+        }
+        let ttl =
+            chrono::Duration::from_std(ttl).map_err(|_| Error::config("lease ttl out of range"))?;
+        st.leases
+            .insert(job.to_owned(), (holder.to_owned(), now + ttl));
+        Ok(true)
+    }
+
+    async fn release_lease(&self, job: &str, holder: &str) -> Result<()> {
+        let mut st = self.lock()?;
+        if st.leases.get(job).is_some_and(|(h, _)| h == holder) {
+            st.leases.remove(job);
+        }
+        Ok(())
+    }
+}

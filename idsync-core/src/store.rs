@@ -1,0 +1,275 @@
+//! The [`Store`] trait: the hub directory, links, shadow copies, sync cursors, runs and
+//! their journals, audit entries, an ordered change feed, and job leases.
+//!
+//! Three implementations share one test suite: [`MemoryStore`](crate::MemoryStore) here,
+//! SQLite and PostgreSQL in `idsync-store`.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::Result;
+use crate::model::{Account, Anchor, EntityKind, Org};
+use crate::source::{Applied, Op, Page, PageRequest, SyncCursor};
+
+/// A link between a source entity and a target entity of one job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Link {
+    /// Org or account.
+    pub kind: EntityKind,
+    /// The source's anchor.
+    pub source: Anchor,
+    /// The target's anchor.
+    pub target: Anchor,
+}
+
+/// Where a run stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Planned, not applied (a dry run).
+    Planned,
+    /// Stopped by the guard; waits for approval.
+    NeedsApproval,
+    /// Approved; will be applied by the next `apply`.
+    Approved,
+    /// Being applied.
+    Running,
+    /// Every op succeeded.
+    Succeeded,
+    /// Some ops failed.
+    PartiallyFailed,
+    /// The run failed before or while applying (e.g. a read error).
+    Failed,
+}
+
+impl RunStatus {
+    /// A short stable name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Planned => "planned",
+            RunStatus::NeedsApproval => "needs_approval",
+            RunStatus::Approved => "approved",
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::PartiallyFailed => "partially_failed",
+            RunStatus::Failed => "failed",
+        }
+    }
+}
+
+/// One run of a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// Unique id.
+    pub id: String,
+    /// The job's name.
+    pub job: String,
+    /// Status.
+    pub status: RunStatus,
+    /// When planning started.
+    pub started_at: DateTime<Utc>,
+    /// When it ended (applied, failed, or stopped at the guard).
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The plan (serialized [`Plan`](crate::Plan)), kept for review and approval.
+    pub plan: Option<Value>,
+    /// Counts and notes (serialized report summary).
+    pub summary: Option<Value>,
+}
+
+/// The state of one op in a run's journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JournalState {
+    /// About to be sent to the sink.
+    Intent,
+    /// Applied.
+    Done,
+    /// Failed.
+    Failed,
+    /// Not attempted (a dependency failed).
+    Skipped,
+}
+
+/// One op of a run, as journaled.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JournalEntry {
+    /// The run.
+    pub run_id: String,
+    /// The op's index in the plan.
+    pub op_index: usize,
+    /// The op as sent (anchors resolved).
+    pub op: Op,
+    /// The source entity it came from.
+    pub source_anchor: Option<Anchor>,
+    /// The target anchor written (for creates: the one the sink assigned).
+    pub target_anchor: Option<Anchor>,
+    /// State.
+    pub state: JournalState,
+    /// The error, for failed ops.
+    pub error: Option<String>,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// Before and after of one entity in one run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// The run.
+    pub run_id: String,
+    /// The job.
+    pub job: String,
+    /// Org or account.
+    pub kind: EntityKind,
+    /// The target anchor.
+    pub anchor: Anchor,
+    /// The op's name.
+    pub op: String,
+    /// The entity (or the changed fields) before.
+    pub before: Option<Value>,
+    /// The entity (or the changed fields) after.
+    pub after: Option<Value>,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// A change of a link, recorded with the op that caused it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkChange {
+    /// Link source to target.
+    Put {
+        /// Source anchor.
+        source: Anchor,
+        /// Target anchor.
+        target: Anchor,
+    },
+    /// Forget the link of this source anchor.
+    Remove {
+        /// Source anchor.
+        source: Anchor,
+    },
+}
+
+/// A change of a shadow copy (what was last written to an unreadable sink).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShadowChange {
+    /// The entity as now written (JSON of an `Org` or `Account`).
+    Put {
+        /// Target anchor.
+        anchor: Anchor,
+        /// The entity.
+        entity: Value,
+    },
+    /// The entity was deleted.
+    Remove {
+        /// Target anchor.
+        anchor: Anchor,
+    },
+}
+
+/// Everything one applied (or failed) op changes in the store. A store writes it atomically.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OpRecord {
+    /// The job.
+    pub job: String,
+    /// Org or account.
+    pub kind: EntityKind,
+    /// The journal entry (state `Done` or `Failed`); `None` for a link-only record
+    /// (an entity correlated to an equal target needs no op, only its link).
+    pub journal: Option<JournalEntry>,
+    /// The link to put or remove.
+    pub link: Option<LinkChange>,
+    /// The shadow copy to put or remove.
+    pub shadow: Option<ShadowChange>,
+    /// The audit entry.
+    pub audit: Option<AuditEntry>,
+}
+
+/// One entry of the hub's ordered change feed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeedEntry {
+    /// Sequence number, strictly increasing.
+    pub seq: u64,
+    /// Org or account.
+    pub kind: EntityKind,
+    /// The hub anchor.
+    pub anchor: Anchor,
+    /// The entity after the change; `None` for a delete.
+    pub entity: Option<Value>,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// The store behind the hub and the engine.
+///
+/// Listings are paged like a [`Source`](crate::Source)'s. All methods are safe to call
+/// concurrently.
+#[async_trait]
+pub trait Store: Send + Sync + fmt::Debug {
+    // --- hub directory -------------------------------------------------------------
+    /// One page of hub orgs, ordered by anchor.
+    async fn hub_orgs(&self, page: PageRequest) -> Result<Page<Org>>;
+    /// One page of hub accounts, ordered by anchor.
+    async fn hub_accounts(&self, page: PageRequest) -> Result<Page<Account>>;
+    /// One hub org.
+    async fn hub_org(&self, anchor: &Anchor) -> Result<Option<Org>>;
+    /// One hub account.
+    async fn hub_account(&self, anchor: &Anchor) -> Result<Option<Account>>;
+    /// Apply an op to the hub directory, append the change to the feed, and — when given —
+    /// write the op's record, all in one transaction. Creates keep the proposed anchor and
+    /// fail with `AlreadyExists` if it is taken.
+    async fn hub_apply(&self, op: &Op, record: Option<&OpRecord>) -> Result<Applied>;
+
+    // --- links ---------------------------------------------------------------------
+    /// One page of a job's links of one kind, ordered by source anchor.
+    async fn links(&self, job: &str, kind: EntityKind, page: PageRequest) -> Result<Page<Link>>;
+
+    // --- shadow copies ---------------------------------------------------------------
+    /// One page of the shadow copy of a job's target (JSON entities), ordered by anchor.
+    async fn shadow(&self, job: &str, kind: EntityKind, page: PageRequest) -> Result<Page<Value>>;
+
+    // --- cursors -----------------------------------------------------------------------
+    /// The committed incremental-sync cursor of a job.
+    async fn cursor(&self, job: &str) -> Result<Option<SyncCursor>>;
+    /// Commit a cursor, if the stored one still equals `expected` (else `Conflict`).
+    async fn commit_cursor(
+        &self,
+        job: &str,
+        expected: Option<&SyncCursor>,
+        cursor: &SyncCursor,
+    ) -> Result<()>;
+
+    // --- runs and journal ----------------------------------------------------------------
+    /// Insert or replace a run.
+    async fn put_run(&self, run: &RunRecord) -> Result<()>;
+    /// One run.
+    async fn run(&self, id: &str) -> Result<Option<RunRecord>>;
+    /// The most recent runs (newest first), optionally of one job.
+    async fn runs(&self, job: Option<&str>, limit: usize) -> Result<Vec<RunRecord>>;
+    /// Journal an intent (before the op is sent).
+    async fn journal_intent(&self, entry: &JournalEntry) -> Result<()>;
+    /// Write the record of an applied or failed op atomically: journal, link, shadow, audit.
+    async fn record(&self, record: &OpRecord) -> Result<()>;
+    /// The journal of a run, by op index (the latest state of each op).
+    async fn journal(&self, run_id: &str) -> Result<Vec<JournalEntry>>;
+    /// Intents of a job that never reached `Done`/`Failed` (a crashed run), oldest first.
+    async fn open_intents(&self, job: &str) -> Result<Vec<JournalEntry>>;
+
+    // --- audit and feed ---------------------------------------------------------------
+    /// The audit trail of one entity (target anchor), oldest first.
+    async fn audit(&self, kind: EntityKind, anchor: &Anchor) -> Result<Vec<AuditEntry>>;
+    /// Feed entries with `seq > since`, at most `limit`, in order.
+    async fn feed(&self, since: u64, limit: usize) -> Result<Vec<FeedEntry>>;
+
+    // --- leases --------------------------------------------------------------------------
+    /// Take or renew the lease on a job for `ttl`. `false` when another holder has it.
+    async fn acquire_lease(&self, job: &str, holder: &str, ttl: Duration) -> Result<bool>;
+    /// Give the lease up (no-op when not held by `holder`).
+    async fn release_lease(&self, job: &str, holder: &str) -> Result<()>;
+}
