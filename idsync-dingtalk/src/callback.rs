@@ -1,0 +1,411 @@
+//! DingTalk HTTP event callbacks (事件订阅): an axum [`Router`] that checks, decrypts and
+//! acknowledges pushes, and an [`EventLog`] that [`DingTalkSource::changes`](crate::DingTalkSource)
+//! turns into a change set by re-reading the changed users and departments.
+//!
+//! A push is `POST <url>?signature=..&timestamp=..&nonce=..` (also `msg_signature`,
+//! `timeStamp`) with `{"encrypt": "..."}`. The router
+//!
+//! 1. rejects a bad signature (HTTP 403) and a replay: a timestamp outside the window, or a
+//!    nonce seen inside the window (HTTP 403);
+//! 2. decrypts ([`CallbackCrypto`]), accepting both payload formats (legacy `UserId` /
+//!    `DeptId` / `TimeStamp`, current `userId` / `deptId` / `timeStamp`);
+//! 3. records directory events in the [`EventLog`] and answers the encrypted `success`
+//!    (also for `check_url`), `{"msg_signature","timeStamp","nonce","encrypt"}`.
+//!
+//! Events carry ids only; the source re-reads each entity when changes are asked for.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::post;
+use idsync_core::{Clock, Result, SyncCursor, SystemClock};
+use serde_json::Value;
+
+use crate::client::int_of;
+use crate::config::CallbackConfig;
+use crate::crypto::CallbackCrypto;
+use crate::error::DingTalkError;
+
+/// An entity an event names.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EventTarget {
+    /// A user (`userid`).
+    User(String),
+    /// A department (`dept_id`).
+    Dept(i64),
+}
+
+/// One recorded event: what it names and whether it says the entity is gone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Position in the log.
+    pub seq: u64,
+    /// `EventType`, e.g. `user_add_org`.
+    pub event_type: String,
+    /// The entity.
+    pub target: EventTarget,
+    /// `user_leave_org` / `org_dept_remove`.
+    pub deleted: bool,
+}
+
+/// The entities changed since a cursor.
+#[derive(Debug, Clone)]
+pub(crate) struct Batch {
+    /// Each changed entity once, with "deleted" from its last event.
+    pub(crate) targets: Vec<(EventTarget, bool)>,
+    pub(crate) cursor: SyncCursor,
+    pub(crate) complete: bool,
+}
+
+/// An in-memory, bounded, ordered log of directory events.
+///
+/// Cursors are `"<epoch>:<seq>"`; the epoch is random per log, so a cursor from another
+/// process (or from before a restart) is reported as stale (`complete: false`), as is a
+/// cursor older than the oldest event kept.
+#[derive(Debug)]
+pub struct EventLog {
+    epoch: String,
+    capacity: usize,
+    inner: Mutex<LogInner>,
+}
+
+#[derive(Debug, Default)]
+struct LogInner {
+    events: VecDeque<Event>,
+    /// The seq of the last event ever recorded.
+    last: u64,
+}
+
+impl EventLog {
+    /// An empty log keeping at most `capacity` events.
+    pub fn new(capacity: usize) -> Self {
+        let mut r = [0u8; 6];
+        rand::Rng::fill(&mut rand::rng(), &mut r);
+        EventLog {
+            epoch: r.iter().map(|b| format!("{b:02x}")).collect(),
+            capacity: capacity.max(1),
+            inner: Mutex::new(LogInner::default()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, LogInner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records one event.
+    pub fn push(&self, event_type: &str, target: EventTarget, deleted: bool) {
+        let mut g = self.lock();
+        g.last += 1;
+        let seq = g.last;
+        g.events.push_back(Event {
+            seq,
+            event_type: event_type.to_owned(),
+            target,
+            deleted,
+        });
+        while g.events.len() > self.capacity {
+            g.events.pop_front();
+        }
+    }
+
+    /// The cursor after the last recorded event.
+    pub fn current(&self) -> SyncCursor {
+        SyncCursor(format!("{}:{}", self.epoch, self.lock().last))
+    }
+
+    /// Number of events kept.
+    pub fn len(&self) -> usize {
+        self.lock().events.len()
+    }
+
+    /// True when no event is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub(crate) fn since(&self, since: &SyncCursor) -> Batch {
+        let g = self.lock();
+        let current = SyncCursor(format!("{}:{}", self.epoch, g.last));
+        let parsed = since
+            .0
+            .split_once(':')
+            .filter(|(e, _)| *e == self.epoch)
+            .and_then(|(_, s)| s.parse::<u64>().ok());
+        let oldest_kept = g.events.front().map(|e| e.seq).unwrap_or(g.last + 1);
+        let Some(from) = parsed.filter(|s| *s <= g.last && s + 1 >= oldest_kept) else {
+            return Batch {
+                targets: Vec::new(),
+                cursor: current,
+                complete: false,
+            };
+        };
+        let mut last: BTreeMap<EventTarget, (u64, bool)> = BTreeMap::new();
+        for e in g.events.iter().filter(|e| e.seq > from) {
+            last.insert(e.target.clone(), (e.seq, e.deleted));
+        }
+        let mut targets: Vec<(u64, EventTarget, bool)> =
+            last.into_iter().map(|(t, (s, d))| (s, t, d)).collect();
+        targets.sort();
+        Batch {
+            targets: targets.into_iter().map(|(_, t, d)| (t, d)).collect(),
+            cursor: current,
+            complete: true,
+        }
+    }
+}
+
+/// Reads a key in either casing (`UserId` / `userId`, `TimeStamp` / `timeStamp`).
+fn get_ci<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
+    v.as_object()?
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(key))
+        .map(|(_, v)| v)
+}
+
+fn id_list(v: Option<&Value>) -> Vec<Value> {
+    match v {
+        Some(Value::Array(a)) => a.clone(),
+        Some(Value::String(s)) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(|p| Value::String(p.to_owned()))
+            .collect(),
+        Some(n @ Value::Number(_)) => vec![n.clone()],
+        _ => Vec::new(),
+    }
+}
+
+/// A decrypted event, parsed: its type and the entities it names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedEvent {
+    /// `EventType`.
+    pub event_type: String,
+    /// The entities it names, with "deleted".
+    pub targets: Vec<(EventTarget, bool)>,
+}
+
+/// Parses a decrypted event payload (either format). Unknown event types name nothing.
+pub fn parse_event(message: &str) -> Result<ParsedEvent> {
+    let v: Value = serde_json::from_str(message)
+        .map_err(|_| DingTalkError::Crypto("event payload is not JSON".into()))?;
+    let event_type = get_ci(&v, "EventType")
+        .and_then(Value::as_str)
+        .ok_or_else(|| DingTalkError::Crypto("event payload without EventType".into()))?
+        .to_owned();
+    let users = || {
+        id_list(get_ci(&v, "UserId"))
+            .iter()
+            .filter_map(|u| match u {
+                Value::String(s) => Some(s.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    let depts = || {
+        id_list(get_ci(&v, "DeptId"))
+            .iter()
+            .filter_map(int_of)
+            .collect::<Vec<_>>()
+    };
+    let targets = match event_type.as_str() {
+        "user_add_org" | "user_modify_org" | "user_active_org" | "org_admin_add"
+        | "org_admin_remove" => users()
+            .into_iter()
+            .map(|u| (EventTarget::User(u), false))
+            .collect(),
+        "user_leave_org" => users()
+            .into_iter()
+            .map(|u| (EventTarget::User(u), true))
+            .collect(),
+        "org_dept_create" | "org_dept_modify" => depts()
+            .into_iter()
+            .map(|d| (EventTarget::Dept(d), false))
+            .collect(),
+        "org_dept_remove" => depts()
+            .into_iter()
+            .map(|d| (EventTarget::Dept(d), true))
+            .collect(),
+        _ => Vec::new(),
+    };
+    Ok(ParsedEvent {
+        event_type,
+        targets,
+    })
+}
+
+struct RouterState {
+    crypto: CallbackCrypto,
+    log: Arc<EventLog>,
+    window: Duration,
+    clock: Arc<dyn Clock>,
+    /// nonce -> when it was seen (ms)
+    nonces: Mutex<HashMap<String, i64>>,
+}
+
+/// Builds the callback [`Router`] (mounted at `/`; nest it where you like). Events go into
+/// `log`. The owner key defaults to the config's `owner_key`, else `app_key`.
+pub fn callback_router(cfg: &CallbackConfig, app_key: &str, log: Arc<EventLog>) -> Result<Router> {
+    callback_router_with_clock(cfg, app_key, log, Arc::new(SystemClock))
+}
+
+/// [`callback_router`] with an injected clock (for tests of the replay window).
+pub fn callback_router_with_clock(
+    cfg: &CallbackConfig,
+    app_key: &str,
+    log: Arc<EventLog>,
+    clock: Arc<dyn Clock>,
+) -> Result<Router> {
+    let owner = cfg.owner_key.clone().unwrap_or_else(|| app_key.to_owned());
+    let crypto = CallbackCrypto::new(cfg.token.clone(), &cfg.aes_key, owner)?;
+    let state = Arc::new(RouterState {
+        crypto,
+        log,
+        window: Duration::from_secs(cfg.replay_window_secs),
+        clock,
+        nonces: Mutex::new(HashMap::new()),
+    });
+    Ok(Router::new().route("/", post(receive)).with_state(state))
+}
+
+fn reject(status: StatusCode, why: &'static str) -> Response {
+    tracing::warn!(why, "DingTalk callback rejected");
+    (status, Json(serde_json::json!({"error": why}))).into_response()
+}
+
+fn random_nonce() -> String {
+    const CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut r = [0u8; 16];
+    rand::Rng::fill(&mut rand::rng(), &mut r);
+    r.iter()
+        .map(|b| char::from(CHARS[usize::from(*b) % CHARS.len()]))
+        .collect()
+}
+
+async fn receive(
+    State(st): State<Arc<RouterState>>,
+    Query(q): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
+    let param = |a: &str, b: &str| q.get(a).or_else(|| q.get(b)).cloned();
+    let (Some(signature), Some(timestamp), Some(nonce)) = (
+        param("signature", "msg_signature"),
+        param("timestamp", "timeStamp"),
+        q.get("nonce").cloned(),
+    ) else {
+        return reject(
+            StatusCode::BAD_REQUEST,
+            "missing signature, timestamp or nonce",
+        );
+    };
+    let Ok(json) = serde_json::from_slice::<Value>(&body) else {
+        return reject(StatusCode::BAD_REQUEST, "body is not JSON");
+    };
+    let Some(encrypt) = json.get("encrypt").and_then(Value::as_str) else {
+        return reject(StatusCode::BAD_REQUEST, "body has no encrypt");
+    };
+    if !st.crypto.verify(&signature, &timestamp, &nonce, encrypt) {
+        return reject(StatusCode::FORBIDDEN, "bad signature");
+    }
+    // replay: timestamp window (ms or s), then nonce cache
+    let now_ms = st.clock.now().timestamp_millis();
+    let Ok(ts) = timestamp.trim().parse::<i64>() else {
+        return reject(StatusCode::BAD_REQUEST, "timestamp is not a number");
+    };
+    let ts_ms = if ts < 100_000_000_000 {
+        ts.saturating_mul(1000)
+    } else {
+        ts
+    };
+    let window_ms = i64::try_from(st.window.as_millis()).unwrap_or(i64::MAX);
+    if (now_ms - ts_ms).abs() > window_ms {
+        return reject(StatusCode::FORBIDDEN, "timestamp outside the replay window");
+    }
+    {
+        let mut seen = st
+            .nonces
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        seen.retain(|_, at| now_ms - *at <= window_ms);
+        if seen.contains_key(&nonce) {
+            return reject(StatusCode::FORBIDDEN, "nonce replayed");
+        }
+        seen.insert(nonce, now_ms);
+    }
+    let Ok(decrypted) = st.crypto.decrypt(encrypt) else {
+        return reject(StatusCode::BAD_REQUEST, "cannot decrypt");
+    };
+    let Ok(event) = parse_event(&decrypted.message) else {
+        return reject(StatusCode::BAD_REQUEST, "not an event");
+    };
+    for (target, deleted) in event.targets {
+        st.log.push(&event.event_type, target, deleted);
+    }
+    let reply_ts = now_ms.to_string();
+    match st.crypto.reply("success", &reply_ts, &random_nonce()) {
+        Ok(v) => Json(v).into_response(),
+        Err(_) => reject(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cannot encrypt the reply",
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_payload_formats() {
+        let legacy = parse_event(
+            r#"{"CorpId":"ding1","EventType":"user_add_org","UserId":["u1","u2"],"OptStaffId":"x","TimeStamp":"1718003521786"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            legacy.targets,
+            vec![
+                (EventTarget::User("u1".into()), false),
+                (EventTarget::User("u2".into()), false)
+            ]
+        );
+        let current = parse_event(
+            r#"{"EventType":"org_dept_remove","EventTime":1,"CorpId":"c","BizId":"b","eventId":"e","timeStamp":1718003521786,"deptId":[563782301]}"#,
+        )
+        .unwrap();
+        assert_eq!(current.targets, vec![(EventTarget::Dept(563782301), true)]);
+        let leave = parse_event(r#"{"EventType":"user_leave_org","userId":["u9"]}"#).unwrap();
+        assert_eq!(leave.targets, vec![(EventTarget::User("u9".into()), true)]);
+        let check = parse_event(r#"{"EventType":"check_url"}"#).unwrap();
+        assert!(check.targets.is_empty());
+        assert!(parse_event("not json").is_err());
+    }
+
+    #[test]
+    fn event_log_cursors() {
+        let log = EventLog::new(3);
+        let start = log.current();
+        log.push("user_add_org", EventTarget::User("a".into()), false);
+        log.push("user_modify_org", EventTarget::User("a".into()), false);
+        log.push("user_add_org", EventTarget::User("b".into()), false);
+        let b = log.since(&start);
+        assert!(b.complete);
+        assert_eq!(b.targets.len(), 2, "coalesced by entity");
+        let mid = b.cursor.clone();
+        log.push("user_leave_org", EventTarget::User("a".into()), true);
+        let b2 = log.since(&mid);
+        assert_eq!(b2.targets, vec![(EventTarget::User("a".into()), true)]);
+        // start is now older than what the log keeps (capacity 3, 4 events)
+        assert!(!log.since(&start).complete);
+        assert!(!log.since(&SyncCursor("other:1".into())).complete);
+        assert!(log.since(&log.current()).targets.is_empty());
+    }
+}

@@ -1,0 +1,308 @@
+//! Configuration of a DingTalk tenant connection.
+
+use std::time::Duration;
+
+use idsync_core::Result;
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use crate::error::DingTalkError;
+
+/// Base URL of the standard (mainland) legacy API.
+pub const STANDARD_BASE_URL: &str = "https://oapi.dingtalk.com";
+/// Base URL of the international (dingtalk.io) legacy API. Single public source: verify it
+/// for your tenant.
+pub const INTERNATIONAL_BASE_URL: &str = "https://oapi.dingtalk.io";
+
+/// How to reach one DingTalk organization with one internal app.
+///
+/// `base_url` is [`STANDARD_BASE_URL`] by default; use [`INTERNATIONAL_BASE_URL`] for
+/// dingtalk.io tenants, or your own host for a Dedicated DingTalk (专属钉钉) deployment.
+///
+/// ```
+/// let cfg: idsync_dingtalk::DingTalkConfig = toml_like();
+/// # fn toml_like() -> idsync_dingtalk::DingTalkConfig {
+/// #     serde_json::from_value(serde_json::json!({
+/// #         "app_key": "dingabc", "app_secret": "s3cret", "base_url": "https://oapi.example.com"
+/// #     })).unwrap()
+/// # }
+/// assert_eq!(cfg.base_url, "https://oapi.example.com");
+/// assert!(!format!("{cfg:?}").contains("s3cret"));
+/// ```
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DingTalkConfig {
+    /// Legacy API base URL (no trailing slash needed).
+    #[serde(default = "default_base_url")]
+    pub base_url: String,
+    /// The app's AppKey (also the default callback owner key).
+    pub app_key: String,
+    /// The app's AppSecret.
+    pub app_secret: SecretString,
+    /// A name for reports (defaults to the AppKey).
+    #[serde(default)]
+    pub instance: Option<String>,
+    /// The department the tree walk starts from (`1`, the root, by default).
+    #[serde(default = "default_root")]
+    pub root_dept_id: i64,
+    /// Page size of `v2/user/list` (at most 100).
+    #[serde(default = "default_page_size")]
+    pub page_size: usize,
+    /// `language` sent with reads.
+    #[serde(default = "default_language")]
+    pub language: String,
+    /// Call `v2/user/get` for every listed user, to read `manager_userid` (one more call
+    /// per user). Without it accounts carry no manager, in full and incremental reads alike.
+    #[serde(default)]
+    pub fetch_user_details: bool,
+    /// The documented per-app per-API limit, used as the rate-limit layer's default.
+    #[serde(default = "default_qps")]
+    pub qps: u32,
+    /// Timeout of one HTTP request, in seconds.
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+    /// Refresh the access token this many seconds before it expires.
+    #[serde(default = "default_margin")]
+    pub token_refresh_margin_secs: u64,
+    /// Event callback settings; absent when events are not used.
+    #[serde(default)]
+    pub callback: Option<CallbackConfig>,
+}
+
+/// HTTP event subscription (事件订阅) settings.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallbackConfig {
+    /// The signing token.
+    pub token: SecretString,
+    /// The 43-character EncodingAESKey.
+    pub aes_key: SecretString,
+    /// The key that ends each plaintext: AppKey (default), CorpId or suiteKey.
+    #[serde(default)]
+    pub owner_key: Option<String>,
+    /// Requests whose timestamp is further than this from now are rejected as replays.
+    #[serde(default = "default_window")]
+    pub replay_window_secs: u64,
+    /// How many events the in-memory change log keeps.
+    #[serde(default = "default_log")]
+    pub event_log_capacity: usize,
+}
+
+fn default_base_url() -> String {
+    STANDARD_BASE_URL.to_owned()
+}
+fn default_root() -> i64 {
+    1
+}
+fn default_page_size() -> usize {
+    100
+}
+fn default_language() -> String {
+    "zh_CN".to_owned()
+}
+fn default_qps() -> u32 {
+    20
+}
+fn default_timeout() -> u64 {
+    30
+}
+fn default_margin() -> u64 {
+    300
+}
+fn default_window() -> u64 {
+    300
+}
+fn default_log() -> usize {
+    10_000
+}
+
+impl std::fmt::Debug for DingTalkConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DingTalkConfig")
+            .field("base_url", &self.base_url)
+            .field("app_key", &self.app_key)
+            .field("app_secret", &"[redacted]")
+            .field("instance", &self.instance)
+            .field("root_dept_id", &self.root_dept_id)
+            .field("page_size", &self.page_size)
+            .field("language", &self.language)
+            .field("fetch_user_details", &self.fetch_user_details)
+            .field("qps", &self.qps)
+            .field("timeout_secs", &self.timeout_secs)
+            .field("token_refresh_margin_secs", &self.token_refresh_margin_secs)
+            .field("callback", &self.callback)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for CallbackConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallbackConfig")
+            .field("token", &"[redacted]")
+            .field("aes_key", &"[redacted]")
+            .field("owner_key", &self.owner_key)
+            .field("replay_window_secs", &self.replay_window_secs)
+            .field("event_log_capacity", &self.event_log_capacity)
+            .finish()
+    }
+}
+
+impl CallbackConfig {
+    /// Callback settings with the default window and log size.
+    pub fn new(token: SecretString, aes_key: SecretString) -> Self {
+        CallbackConfig {
+            token,
+            aes_key,
+            owner_key: None,
+            replay_window_secs: default_window(),
+            event_log_capacity: default_log(),
+        }
+    }
+}
+
+impl DingTalkConfig {
+    /// A config with defaults for everything but the credentials.
+    pub fn new(app_key: impl Into<String>, app_secret: SecretString) -> Self {
+        DingTalkConfig {
+            base_url: default_base_url(),
+            app_key: app_key.into(),
+            app_secret,
+            instance: None,
+            root_dept_id: default_root(),
+            page_size: default_page_size(),
+            language: default_language(),
+            fetch_user_details: false,
+            qps: default_qps(),
+            timeout_secs: default_timeout(),
+            token_refresh_margin_secs: default_margin(),
+            callback: None,
+        }
+    }
+
+    /// Use another base URL (international, Dedicated DingTalk, or a fake).
+    pub fn with_base_url(mut self, base_url: impl Into<String>) -> Self {
+        self.base_url = base_url.into();
+        self
+    }
+
+    /// Reads `IDSYNC_DINGTALK_APP_KEY`, `IDSYNC_DINGTALK_APP_SECRET` and optionally
+    /// `IDSYNC_DINGTALK_BASE_URL`, `IDSYNC_DINGTALK_ROOT_DEPT_ID`,
+    /// `IDSYNC_DINGTALK_CALLBACK_TOKEN` + `IDSYNC_DINGTALK_CALLBACK_AES_KEY`
+    /// (+ `IDSYNC_DINGTALK_CALLBACK_OWNER_KEY`).
+    pub fn from_env() -> Result<Self> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// [`DingTalkConfig::from_env`] over any lookup function (testable).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let need = |k: &str| {
+            get(k)
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| DingTalkError::Config(format!("{k} is not set")))
+        };
+        let mut cfg = DingTalkConfig::new(
+            need("IDSYNC_DINGTALK_APP_KEY")?,
+            SecretString::from(need("IDSYNC_DINGTALK_APP_SECRET")?),
+        );
+        if let Some(url) = get("IDSYNC_DINGTALK_BASE_URL") {
+            cfg.base_url = url;
+        }
+        if let Some(root) = get("IDSYNC_DINGTALK_ROOT_DEPT_ID") {
+            cfg.root_dept_id = root.trim().parse().map_err(|_| {
+                DingTalkError::Config("IDSYNC_DINGTALK_ROOT_DEPT_ID is not an integer".into())
+            })?;
+        }
+        if let (Some(token), Some(aes)) = (
+            get("IDSYNC_DINGTALK_CALLBACK_TOKEN"),
+            get("IDSYNC_DINGTALK_CALLBACK_AES_KEY"),
+        ) {
+            let mut cb = CallbackConfig::new(SecretString::from(token), SecretString::from(aes));
+            cb.owner_key = get("IDSYNC_DINGTALK_CALLBACK_OWNER_KEY");
+            cfg.callback = Some(cb);
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks the values that can be checked offline.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: &str| -> Result<()> { Err(DingTalkError::Config(m.to_owned()).into()) };
+        if self.app_key.trim().is_empty() {
+            return bad("app_key is empty");
+        }
+        if !(self.base_url.starts_with("https://") || self.base_url.starts_with("http://")) {
+            return bad("base_url must start with https:// (or http:// for a local fake)");
+        }
+        if self.page_size == 0 || self.page_size > 100 {
+            return bad("page_size must be in 1..=100");
+        }
+        if self.qps == 0 {
+            return bad("qps must be positive");
+        }
+        Ok(())
+    }
+
+    /// The base URL without a trailing slash.
+    pub(crate) fn base(&self) -> &str {
+        self.base_url.trim_end_matches('/')
+    }
+
+    pub(crate) fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_secs.max(1))
+    }
+
+    /// The instance name for descriptors and reports.
+    pub fn instance_name(&self) -> String {
+        self.instance
+            .clone()
+            .unwrap_or_else(|| self.app_key.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_lookup_and_redaction() {
+        let env = |k: &str| match k {
+            "IDSYNC_DINGTALK_APP_KEY" => Some("dingkey".to_owned()),
+            "IDSYNC_DINGTALK_APP_SECRET" => Some("topsecret".to_owned()),
+            "IDSYNC_DINGTALK_BASE_URL" => Some(INTERNATIONAL_BASE_URL.to_owned()),
+            "IDSYNC_DINGTALK_CALLBACK_TOKEN" => Some("cbtoken".to_owned()),
+            "IDSYNC_DINGTALK_CALLBACK_AES_KEY" => Some("cbaeskey".to_owned()),
+            _ => None,
+        };
+        let cfg = DingTalkConfig::from_lookup(env).unwrap();
+        assert_eq!(cfg.base_url, INTERNATIONAL_BASE_URL);
+        assert_eq!(cfg.root_dept_id, 1);
+        let dbg = format!("{cfg:?}");
+        assert!(!dbg.contains("topsecret"), "{dbg}");
+        assert!(!dbg.contains("cbtoken"), "{dbg}");
+        assert!(!dbg.contains("cbaeskey"), "{dbg}");
+        assert!(DingTalkConfig::from_lookup(|_| None).is_err());
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let r: std::result::Result<DingTalkConfig, _> = serde_json::from_value(
+            serde_json::json!({"app_key": "a", "app_secret": "b", "bogus": 1}),
+        );
+        assert!(r.is_err());
+        let ok: DingTalkConfig =
+            serde_json::from_value(serde_json::json!({"app_key": "a", "app_secret": "b"})).unwrap();
+        assert_eq!(ok.base_url, STANDARD_BASE_URL);
+        assert_eq!(ok.page_size, 100);
+    }
+
+    #[test]
+    fn validate_rejects_bad_values() {
+        let mut c = DingTalkConfig::new("k", SecretString::from("s".to_owned()));
+        assert!(c.validate().is_ok());
+        c.page_size = 500;
+        assert!(c.validate().is_err());
+        let c =
+            DingTalkConfig::new("k", SecretString::from("s".to_owned())).with_base_url("ftp://x");
+        assert!(c.validate().is_err());
+    }
+}

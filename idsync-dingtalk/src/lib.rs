@@ -1,0 +1,24 @@
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+#![warn(unreachable_pub, missing_debug_implementations)]
+
+pub mod callback;
+mod client;
+pub mod config;
+pub mod crypto;
+mod error;
+#[cfg(feature = "fake")]
+pub mod fake;
+pub mod mapping;
+mod sink;
+mod source;
+
+pub use callback::{EventLog, callback_router};
+pub use config::{CallbackConfig, DingTalkConfig};
+pub use crypto::CallbackCrypto;
+pub use sink::DingTalkSink;
+pub use source::DingTalkSource;
+
+/// The provider name in descriptors and errors.
+pub const PROVIDER: &str = "dingtalk";

@@ -1,0 +1,186 @@
+//! [`DingTalkSink`]: creates, updates, moves and deletes users and departments.
+//!
+//! Request quirks kept here: `dept_id_list` is a comma-separated string, cleared fields go
+//! into `force_update_fields`, department names may not contain `-`, `,` or `，`, a user
+//! needs a `mobile` and at least one department. DingTalk has one root department and no
+//! "disabled" users (a person leaves by deletion), so `disable` is not offered and a
+//! root org (`parent: None`) maps onto the tenant's root department.
+
+use async_trait::async_trait;
+use idsync_core::{
+    Account, Anchor, Applied, Capabilities, ChangeSet, Descriptor, Error, Op, Org, Page,
+    PageRequest, Result, Sink, Source, SyncCursor,
+};
+use serde_json::{Value, json};
+
+use crate::PROVIDER;
+use crate::config::DingTalkConfig;
+use crate::mapping;
+use crate::source::DingTalkSource;
+
+/// Writes to a DingTalk organization; reads like [`DingTalkSource`].
+#[derive(Debug, Clone)]
+pub struct DingTalkSink {
+    source: DingTalkSource,
+}
+
+impl DingTalkSink {
+    /// A sink for the tenant and app in `cfg`.
+    pub fn new(cfg: DingTalkConfig) -> Result<Self> {
+        Ok(DingTalkSink {
+            source: DingTalkSource::new(cfg)?,
+        })
+    }
+
+    /// A sink over an existing source (sharing its token cache and event log).
+    pub fn from_source(source: DingTalkSource) -> Self {
+        DingTalkSink { source }
+    }
+
+    /// The source side.
+    pub fn source(&self) -> &DingTalkSource {
+        &self.source
+    }
+
+    fn root(&self) -> i64 {
+        self.source.inner.cfg.root_dept_id
+    }
+
+    fn warn_skipped(op: &Op, skipped: &[String]) {
+        if !skipped.is_empty() {
+            tracing::warn!(
+                op = op.name(),
+                anchor = %op.anchor(),
+                fields = ?skipped,
+                "DingTalk cannot write these fields; skipped"
+            );
+        }
+    }
+
+    async fn apply_op(&self, op: &Op) -> Result<Applied> {
+        let s = &self.source;
+        match op {
+            Op::CreateOrg { org } => {
+                let Some(parent) = &org.parent else {
+                    // DingTalk has exactly one root: a root org is the tenant's root.
+                    return Ok(Applied::with_anchor(Anchor::new(self.root().to_string())));
+                };
+                let body = mapping::dept_create_body(org, mapping::dept_id(parent)?)?;
+                let v = s.post("/topapi/v2/department/create", body).await?;
+                let id = v
+                    .pointer("/result/dept_id")
+                    .and_then(crate::client::int_of)
+                    .ok_or_else(|| Error::invalid_data("department/create: no dept_id"))?;
+                Ok(Applied::with_anchor(Anchor::new(id.to_string())))
+            }
+            Op::UpdateOrg { anchor, changes } => {
+                let dept = mapping::dept_id(anchor)?;
+                let (body, skipped) = mapping::dept_update_body(dept, changes)?;
+                Self::warn_skipped(op, &skipped);
+                if body.as_object().is_some_and(|o| o.len() > 1) {
+                    s.post("/topapi/v2/department/update", body).await?;
+                }
+                Ok(Applied::with_anchor(anchor.clone()))
+            }
+            Op::MoveOrg { anchor, parent } => {
+                let dept = mapping::dept_id(anchor)?;
+                let Some(parent) = parent else {
+                    return Err(Error::unsupported(
+                        "DingTalk has one root department; an org cannot become a root",
+                    ));
+                };
+                let parent_id = mapping::dept_id(parent)?;
+                s.post(
+                    "/topapi/v2/department/update",
+                    json!({"dept_id": dept, "parent_id": parent_id}),
+                )
+                .await?;
+                Ok(Applied::with_anchor(anchor.clone()))
+            }
+            Op::DeleteOrg { anchor } => {
+                let dept = mapping::dept_id(anchor)?;
+                if dept == self.root() {
+                    return Err(Error::unsupported("the root department cannot be deleted"));
+                }
+                s.post("/topapi/v2/department/delete", json!({"dept_id": dept}))
+                    .await?;
+                Ok(Applied::with_anchor(anchor.clone()))
+            }
+            Op::CreateAccount { account } => {
+                let body = mapping::user_create_body(account)?;
+                let v = s.post("/topapi/v2/user/create", body).await?;
+                let id = v
+                    .pointer("/result/userid")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| Error::invalid_data("user/create: no userid"))?;
+                Ok(Applied::with_anchor(Anchor::new(id)))
+            }
+            Op::UpdateAccount { anchor, changes } => {
+                let (body, skipped) = mapping::user_update_body(anchor.as_str(), changes)?;
+                Self::warn_skipped(op, &skipped);
+                if body.as_object().is_some_and(|o| o.len() > 1) {
+                    s.post("/topapi/v2/user/update", body).await?;
+                }
+                Ok(Applied::with_anchor(anchor.clone()))
+            }
+            Op::DisableAccount { .. } | Op::EnableAccount { .. } => Err(Error::unsupported(
+                "DingTalk has no disabled state: a person leaves by deletion",
+            )),
+            Op::DeleteAccount { anchor } => {
+                s.post("/topapi/v2/user/delete", json!({"userid": anchor.as_str()}))
+                    .await?;
+                Ok(Applied::with_anchor(anchor.clone()))
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Source for DingTalkSink {
+    fn describe(&self) -> Descriptor {
+        self.source.describe()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            create: true,
+            update: true,
+            delete: true,
+            move_org: true,
+            disable: false,
+            assigns_anchors: true,
+            ..self.source.capabilities_read()
+        }
+    }
+
+    async fn check(&self) -> Result<()> {
+        self.source.check().await
+    }
+
+    async fn orgs(&self, page: PageRequest) -> Result<Page<Org>> {
+        self.source.orgs(page).await
+    }
+
+    async fn accounts(&self, page: PageRequest) -> Result<Page<Account>> {
+        self.source.accounts(page).await
+    }
+
+    async fn current_cursor(&self) -> Result<SyncCursor> {
+        self.source.current_cursor().await
+    }
+
+    async fn changes(&self, since: &SyncCursor) -> Result<ChangeSet> {
+        self.source.changes(since).await
+    }
+}
+
+#[async_trait]
+impl Sink for DingTalkSink {
+    async fn apply(&self, op: &Op) -> Result<Applied> {
+        self.apply_op(op).await.map_err(|e| {
+            e.with_provider(PROVIDER)
+                .with_operation(op.name())
+                .with_context("anchor", op.anchor().as_str())
+        })
+    }
+}
