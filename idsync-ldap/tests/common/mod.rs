@@ -1,0 +1,255 @@
+//! Test harness: one real server per test binary, started by the project's own scripts
+//! unless the environment already describes one (as CI's `eval "$(scripts/services/... start)"`
+//! does). Each test works in its own random OU.
+#![allow(
+    dead_code,
+    unreachable_pub,
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+use idsync_ldap::{Dialect, LdapConfig, LdapDirectory};
+use ldap3::{LdapConnAsync, LdapConnSettings, Mod, Scope, SearchEntry};
+
+/// Connection facts of a running server.
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub vars: HashMap<String, String>,
+    pub prefix: &'static str,
+    pub dialect: Dialect,
+}
+
+impl Server {
+    pub fn var(&self, name: &str) -> String {
+        self.vars
+            .get(&format!("{}{name}", self.prefix))
+            .cloned()
+            .unwrap_or_else(|| panic!("{}{name} is not known for this server", self.prefix))
+    }
+    pub fn url(&self) -> String {
+        self.var("URL")
+    }
+    pub fn base_dn(&self) -> String {
+        self.var("BASE_DN")
+    }
+    pub fn bind_dn(&self) -> String {
+        self.var("BIND_DN")
+    }
+    pub fn bind_pw(&self) -> String {
+        self.var("BIND_PW")
+    }
+    pub fn ca_file(&self) -> String {
+        self.var("TLS_CA_FILE")
+    }
+    /// A config for `base_dn` with admin credentials and the test CA.
+    pub fn config(&self, base_dn: &str) -> LdapConfig {
+        LdapConfig::new(self.url(), base_dn, self.dialect)
+            .with_bind(self.bind_dn(), self.bind_pw())
+            .with_ca_file(self.ca_file())
+    }
+    pub fn directory(&self, base_dn: &str) -> LdapDirectory {
+        LdapDirectory::new(self.config(base_dn)).unwrap()
+    }
+}
+
+fn script(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("scripts")
+        .join("services")
+        .join(name)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn run_script(name: &str, datadir: &PathBuf, env: &[(&str, String)]) -> HashMap<String, String> {
+    let path = script(name);
+    let mut cmd = Command::new("bash");
+    cmd.arg(&path).arg("start").arg(datadir);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", path.display()));
+    if !out.status.success() {
+        panic!(
+            "{} start {} failed ({}); the test server is required, not optional.\nstdout:\n{}\nstderr:\n{}",
+            path.display(),
+            datadir.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+fn from_env(prefix: &str, keys: &[&str]) -> Option<HashMap<String, String>> {
+    let url = std::env::var(format!("{prefix}URL")).ok()?;
+    let mut vars = HashMap::new();
+    vars.insert(format!("{prefix}URL"), url);
+    for k in keys {
+        if let Ok(v) = std::env::var(format!("{prefix}{k}")) {
+            vars.insert(format!("{prefix}{k}"), v);
+        }
+    }
+    Some(vars)
+}
+
+/// The OpenLDAP server of this test binary.
+pub fn openldap() -> &'static Server {
+    static S: OnceLock<Server> = OnceLock::new();
+    S.get_or_init(|| {
+        let keys = [
+            "BASE_DN",
+            "BIND_DN",
+            "BIND_PW",
+            "TLS_CA_FILE",
+            "CONFIG_BIND_DN",
+            "CONFIG_BIND_PW",
+        ];
+        let mut vars = match from_env("LDAP_", &keys) {
+            Some(v) => v,
+            None => {
+                let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+                    .join(format!("idsync-openldap-{}", std::process::id()));
+                run_script(
+                    "openldap.sh",
+                    &dir,
+                    &[
+                        ("OPENLDAP_PORT", free_port().to_string()),
+                        ("OPENLDAP_LDAPS_PORT", free_port().to_string()),
+                        ("OPENLDAP_OWNER_PID", std::process::id().to_string()),
+                    ],
+                )
+            }
+        };
+        if let Some(v) = std::env::var("LDAPS_URL")
+            .ok()
+            .or_else(|| vars.get("LDAPS_URL").cloned())
+        {
+            vars.insert("LDAP_LDAPS_URL".into(), v);
+        }
+        Server {
+            vars,
+            prefix: "LDAP_",
+            dialect: Dialect::Openldap,
+        }
+    })
+}
+
+/// The Samba AD DC of this test binary (ports 389/636 are fixed, so the data dir is
+/// shared by the test binaries and reused: provisioning costs ~11 s once).
+pub fn samba() -> &'static Server {
+    static S: OnceLock<Server> = OnceLock::new();
+    S.get_or_init(|| {
+        let vars = match from_env(
+            "AD_",
+            &["BASE_DN", "BIND_DN", "BIND_PW", "TLS_CA_FILE", "LDAPS_URL"],
+        ) {
+            Some(v) => v,
+            None => {
+                let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("idsync-samba-ad");
+                run_script(
+                    "samba-ad.sh",
+                    &dir,
+                    &[("SAMBA_OWNER_PID", std::process::id().to_string())],
+                )
+            }
+        };
+        Server {
+            vars,
+            prefix: "AD_",
+            dialect: Dialect::Ad,
+        }
+    })
+}
+
+/// A raw admin connection for setting up fixtures.
+pub async fn admin(server: &Server) -> ldap3::Ldap {
+    let (conn, mut ldap) = LdapConnAsync::with_settings(LdapConnSettings::new(), &server.url())
+        .await
+        .unwrap();
+    ldap3::drive!(conn);
+    ldap.simple_bind(&server.bind_dn(), &server.bind_pw())
+        .await
+        .unwrap()
+        .success()
+        .unwrap();
+    ldap
+}
+
+pub fn random_name(prefix: &str) -> String {
+    use rand::Rng;
+    let n: u64 = rand::rng().random();
+    format!("{prefix}{n:016x}")
+}
+
+/// Creates a fresh random OU under the server's base DN and returns its DN.
+pub async fn namespace(server: &Server) -> String {
+    let mut ldap = admin(server).await;
+    let dn = format!("ou={},{}", random_name("t-"), server.base_dn());
+    add(
+        &mut ldap,
+        &dn,
+        &[("objectClass", &["top", "organizationalUnit"])],
+    )
+    .await;
+    dn
+}
+
+pub async fn add(ldap: &mut ldap3::Ldap, dn: &str, attrs: &[(&str, &[&str])]) {
+    let attrs: Vec<(String, std::collections::HashSet<String>)> = attrs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.iter().map(|s| (*s).to_owned()).collect()))
+        .collect();
+    ldap.add(dn, attrs)
+        .await
+        .unwrap()
+        .success()
+        .unwrap_or_else(|e| panic!("add {dn}: {e}"));
+}
+
+pub async fn modify(ldap: &mut ldap3::Ldap, dn: &str, attr: &str, vals: &[&str]) {
+    ldap.modify(
+        dn,
+        vec![Mod::Replace(
+            attr.to_owned(),
+            vals.iter().map(|s| (*s).to_owned()).collect(),
+        )],
+    )
+    .await
+    .unwrap()
+    .success()
+    .unwrap_or_else(|e| panic!("modify {dn}: {e}"));
+}
+
+pub async fn read(ldap: &mut ldap3::Ldap, dn: &str, attrs: &[&str]) -> Option<SearchEntry> {
+    let res = ldap
+        .search(dn, Scope::Base, "(objectClass=*)", attrs.to_vec())
+        .await
+        .unwrap();
+    if res.1.rc == 32 {
+        return None;
+    }
+    let (entries, _) = res.success().unwrap();
+    entries.into_iter().next().map(SearchEntry::construct)
+}
