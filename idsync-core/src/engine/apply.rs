@@ -2,6 +2,7 @@
 //! respected, every op journaled with its link, shadow and audit records.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
 
 use futures::stream::{self, StreamExt};
 use serde::{Deserialize, Serialize};
@@ -213,7 +214,7 @@ async fn apply_one(
     plan: &Plan,
     p: &PlannedOp,
     created: &HashMap<usize, Anchor>,
-    shadow_entities: &HashMap<(EntityKind, Anchor), Value>,
+    shadow_entities: &Mutex<HashMap<(EntityKind, Anchor), Value>>,
 ) -> Outcome {
     let failed = |e: Error| Outcome {
         state: OpState::Failed,
@@ -282,14 +283,7 @@ async fn apply_one(
             }),
             link: if ok { link } else { None },
             shadow: if ok && !caps.readable {
-                shadow_change(&op, anchor).or_else(|| {
-                    // update-like op: patch the shadow copy's full entity
-                    let base = shadow_entities.get(&(kind, anchor.clone()))?.clone();
-                    patched_entity(kind, base, &op).map(|entity| ShadowChange::Put {
-                        anchor: anchor.clone(),
-                        entity,
-                    })
-                })
+                next_shadow(shadow_entities, kind, &op, anchor)
             } else {
                 None
             },
@@ -375,6 +369,37 @@ async fn apply_one(
             failed(e)
         }
     }
+}
+
+/// The shadow change of an op, keeping the run's copy of shadow entities current.
+fn next_shadow(
+    shadow: &Mutex<HashMap<(EntityKind, Anchor), Value>>,
+    kind: EntityKind,
+    op: &Op,
+    anchor: &Anchor,
+) -> Option<ShadowChange> {
+    let mut map = shadow.lock().ok()?;
+    let change = match shadow_change(op, anchor) {
+        Some(c) => c,
+        None => {
+            // update-like op: patch the full entity
+            let base = map.get(&(kind, anchor.clone()))?.clone();
+            let entity = patched_entity(kind, base, op)?;
+            ShadowChange::Put {
+                anchor: anchor.clone(),
+                entity,
+            }
+        }
+    };
+    match &change {
+        ShadowChange::Put { entity, .. } => {
+            map.insert((kind, anchor.clone()), entity.clone());
+        }
+        ShadowChange::Remove { .. } => {
+            map.remove(&(kind, anchor.clone()));
+        }
+    }
+    Some(change)
 }
 
 fn same_store(
@@ -504,7 +529,7 @@ pub(crate) async fn apply_plan(engine: &Engine, job: &Job, plan: &Plan) -> Resul
             })
             .await?;
     }
-    let shadow_entities = load_shadow(engine, job, plan).await?;
+    let shadow_entities = Mutex::new(load_shadow(engine, job, plan).await?);
 
     let mut created: HashMap<usize, Anchor> = HashMap::new();
     let mut states: HashMap<usize, OpState> = HashMap::new();

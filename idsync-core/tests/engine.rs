@@ -1,0 +1,651 @@
+//! Engine behaviour on the memory adapter and the memory hub.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use idsync_core::engine::OpState;
+use idsync_core::source::collect_accounts;
+use idsync_core::*;
+
+fn org(a: &str, p: Option<&str>, name: &str) -> Org {
+    Org::new(a, p.map(Anchor::from), name)
+}
+
+fn person(a: &str, user: &str, orgs: &[&str]) -> Account {
+    let mut acc = Account::new(a, user);
+    acc.display_name = Some(user.to_uppercase());
+    acc.email = Some(format!("{user}@example.com"));
+    acc.employee_id = Some(format!("E{a}"));
+    acc.orgs = orgs.iter().map(|o| Anchor::from(*o)).collect();
+    acc
+}
+
+fn sample() -> (Vec<Org>, Vec<Account>) {
+    let orgs = vec![
+        org("root", None, "公司"),
+        org("rd", Some("root"), "研发中心"),
+        org("be", Some("rd"), "后端组"),
+        org("fe", Some("rd"), "前端组"),
+        org("hr", Some("root"), "人力资源"),
+    ];
+    let mut accounts = vec![
+        person("1", "zhangsan", &["be"]),
+        person("2", "lisi", &["fe", "hr"]),
+        person("3", "alice", &["hr"]),
+        person("4", "bob", &["root"]),
+    ];
+    accounts[0].manager = Some("4".into());
+    accounts[1].manager = Some("1".into());
+    (orgs, accounts)
+}
+
+struct Setup {
+    source: Arc<MemoryAdapter>,
+    store: Arc<dyn Store>,
+    engine: Engine,
+    job: Job,
+}
+
+fn setup_with(sink: Arc<dyn Sink>, store: Arc<dyn Store>) -> Setup {
+    let (orgs, accounts) = sample();
+    let source = Arc::new(MemoryAdapter::with_data("src", orgs, accounts));
+    let engine = Engine::new(store.clone());
+    let job = Job::new("test", source.clone(), sink).with_guard(Guard::off());
+    Setup {
+        source,
+        store,
+        engine,
+        job,
+    }
+}
+
+fn hub_setup() -> Setup {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let hub = Arc::new(Hub::new(store.clone()));
+    setup_with(hub, store)
+}
+
+#[tokio::test]
+async fn first_run_creates_second_run_is_empty() {
+    let s = hub_setup();
+    let r = s.engine.run(&s.job).await.unwrap();
+    assert_eq!(r.status, RunStatus::Succeeded, "{r:#?}");
+    assert_eq!(r.counts.by_op.get("create_org"), Some(&5));
+    assert_eq!(r.counts.by_op.get("create_account"), Some(&4));
+    // managers set after creates
+    assert_eq!(r.counts.by_op.get("update_account"), Some(&2));
+    let hub_acc = s.store.hub_account(&"1".into()).await.unwrap().unwrap();
+    assert_eq!(hub_acc.manager, Some("4".into()));
+    let lisi = s.store.hub_account(&"2".into()).await.unwrap().unwrap();
+    assert_eq!(lisi.orgs, vec![Anchor::from("fe"), Anchor::from("hr")]);
+    let plan = s.engine.plan(&s.job).await.unwrap();
+    assert!(plan.is_empty(), "second plan: {plan:#?}");
+    // the journal and the audit trail have every op
+    let journal = s.store.journal(&r.run_id).await.unwrap();
+    assert_eq!(journal.len(), r.counts.applied);
+    assert!(journal.iter().all(|j| j.state == JournalState::Done));
+    let trail = s
+        .store
+        .audit(EntityKind::Account, &"1".into())
+        .await
+        .unwrap();
+    assert_eq!(trail.first().unwrap().op, "create_account");
+    assert!(trail.first().unwrap().after.is_some());
+}
+
+#[tokio::test]
+async fn plan_is_ordered_and_serializable() {
+    let s = hub_setup();
+    let plan = s.engine.plan(&s.job).await.unwrap();
+    let names: Vec<&str> = plan.ops.iter().map(|p| p.op.name()).collect();
+    let first_account = names.iter().position(|n| n.ends_with("_account")).unwrap();
+    assert!(names[..first_account].iter().all(|n| *n == "create_org"));
+    // parent before child
+    let pos = |a: &str| {
+        plan.ops
+            .iter()
+            .position(|p| p.op.anchor().as_str() == a && p.op.name() == "create_org")
+            .unwrap()
+    };
+    assert!(pos("root") < pos("rd") && pos("rd") < pos("be"));
+    let json = serde_json::to_string(&plan).unwrap();
+    let back: Plan = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, plan);
+    // a second plan of the same input is identical apart from run id and time
+    let again = s.engine.plan(&s.job).await.unwrap();
+    assert_eq!(
+        serde_json::to_value(&again.ops).unwrap(),
+        serde_json::to_value(&plan.ops).unwrap()
+    );
+}
+
+#[tokio::test]
+async fn rename_and_move_are_update_and_move_never_delete_create() {
+    let s = hub_setup();
+    s.engine.run(&s.job).await.unwrap();
+    s.source
+        .edit(|d| {
+            d.orgs.get_mut(&Anchor::from("be")).unwrap().name = "服务端组".into();
+            d.orgs.get_mut(&Anchor::from("fe")).unwrap().parent = Some("hr".into());
+            let z = d.accounts.get_mut(&Anchor::from("1")).unwrap();
+            z.title = Some("Engineer".into());
+            z.orgs = vec!["fe".into()];
+        })
+        .unwrap();
+    let plan = s.engine.plan(&s.job).await.unwrap();
+    let names: Vec<&str> = plan.ops.iter().map(|p| p.op.name()).collect();
+    assert_eq!(
+        names,
+        vec!["update_org", "move_org", "update_account"],
+        "{plan:#?}"
+    );
+    match &plan.ops[2].op {
+        Op::UpdateAccount { changes, .. } => {
+            let keys: Vec<&String> = changes.keys().collect();
+            assert_eq!(keys, vec!["orgs", "title"], "only changed fields");
+        }
+        other => panic!("{other:?}"),
+    }
+    let r = s.engine.apply(&s.job, &plan).await.unwrap();
+    assert_eq!(r.counts.failed, 0);
+    let fe = s.store.hub_org(&"fe".into()).await.unwrap().unwrap();
+    assert_eq!(fe.parent, Some("hr".into()));
+    assert!(s.engine.plan(&s.job).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn removed_accounts_are_disabled_by_default_and_deleted_on_request() {
+    let s = hub_setup();
+    s.engine.run(&s.job).await.unwrap();
+    s.source
+        .edit(|d| {
+            d.accounts.remove(&Anchor::from("3"));
+        })
+        .unwrap();
+    let plan = s.engine.plan(&s.job).await.unwrap();
+    assert_eq!(plan.ops.len(), 1);
+    assert_eq!(plan.ops[0].op, Op::DisableAccount { anchor: "3".into() });
+    s.engine.apply(&s.job, &plan).await.unwrap();
+    let alice = s.store.hub_account(&"3".into()).await.unwrap().unwrap();
+    assert_eq!(alice.status, Status::Disabled);
+    assert!(s.engine.plan(&s.job).await.unwrap().is_empty());
+    // with the delete policy the disabled account goes
+    let job = s.job.clone().with_deletion(DeletionPolicy::Delete);
+    let r = s.engine.run(&job).await.unwrap();
+    assert_eq!(r.counts.by_op.get("delete_account"), Some(&1));
+    assert!(s.store.hub_account(&"3".into()).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn guard_stops_mass_disable_and_approval_applies_it() {
+    let s = hub_setup();
+    s.engine.run(&s.job).await.unwrap();
+    s.source
+        .edit(|d| {
+            d.accounts.remove(&Anchor::from("2"));
+            d.accounts.remove(&Anchor::from("3"));
+        })
+        .unwrap();
+    let job = s.job.clone().with_guard(Guard::default());
+    let r = s.engine.run(&job).await.unwrap();
+    assert_eq!(r.status, RunStatus::NeedsApproval);
+    assert!(r.guard.reasons[0].contains("50.0%"), "{:?}", r.guard);
+    // nothing applied
+    let lisi = s.store.hub_account(&"2".into()).await.unwrap().unwrap();
+    assert_eq!(lisi.status, Status::Active);
+    let run = s.store.run(&r.run_id).await.unwrap().unwrap();
+    assert_eq!(run.status, RunStatus::NeedsApproval);
+    let approved = s.engine.approve(&job, &r.run_id).await.unwrap();
+    assert_eq!(approved.counts.by_op.get("disable_account"), Some(&2));
+    let lisi = s.store.hub_account(&"2".into()).await.unwrap().unwrap();
+    assert_eq!(lisi.status, Status::Disabled);
+}
+
+#[test]
+fn default_guard_thresholds() {
+    let g = Guard::default();
+    assert_eq!(g.destructive_accounts.max_count, Some(500));
+    assert_eq!(g.destructive_accounts.max_percent, Some(5.0));
+}
+
+/// A source whose account listing fails after the first page.
+#[derive(Debug)]
+struct Flaky {
+    inner: MemoryAdapter,
+    empty: bool,
+}
+
+#[async_trait]
+impl Source for Flaky {
+    fn describe(&self) -> Descriptor {
+        self.inner.describe()
+    }
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            changes: false,
+            ..self.inner.capabilities()
+        }
+    }
+    async fn check(&self) -> Result<()> {
+        Ok(())
+    }
+    async fn orgs(&self, page: PageRequest) -> Result<Page<Org>> {
+        self.inner.orgs(page).await
+    }
+    async fn accounts(&self, page: PageRequest) -> Result<Page<Account>> {
+        if self.empty {
+            return Ok(Page::last(vec![]));
+        }
+        if page.token.is_some() {
+            return Err(Error::new(ErrorKind::Unavailable, "connection reset"));
+        }
+        let mut p = self.inner.accounts(PageRequest::sized(1)).await?;
+        p.next = p.next.or(Some(PageToken("x".into())));
+        Ok(p)
+    }
+}
+
+#[tokio::test]
+async fn a_failed_or_empty_read_never_disables_anyone() {
+    let s = hub_setup();
+    s.engine.run(&s.job).await.unwrap();
+    let (orgs, accounts) = sample();
+    for empty in [false, true] {
+        let flaky = Arc::new(Flaky {
+            inner: MemoryAdapter::with_data("src", orgs.clone(), accounts.clone()),
+            empty,
+        });
+        let mut job = s.job.clone();
+        job.source = flaky;
+        let err = s.engine.run(&job).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Incomplete, "{err}");
+        let all = collect_accounts(&Hub::new(s.store.clone())).await.unwrap();
+        assert!(all.iter().all(|a| a.status == Status::Active));
+    }
+    let failed = s.store.runs(Some("test"), 10).await.unwrap();
+    assert!(failed.iter().any(|r| r.status == RunStatus::Failed));
+}
+
+#[tokio::test]
+async fn correlation_links_unique_matches_and_reports_ambiguity() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    // The target already has people, created by hand, with other anchors.
+    let mut t1 = person("T1", "zhangsan", &[]);
+    t1.employee_id = Some("E1".into());
+    let mut t2 = person("T2", "x", &[]);
+    t2.email = Some("ALICE@example.com".into());
+    t2.employee_id = None;
+    let mut t3 = person("T3", "y", &[]);
+    t3.email = Some("alice@example.com ".into());
+    t3.employee_id = None;
+    let target = Arc::new(MemoryAdapter::with_data("tgt", vec![], vec![t1, t2, t3]));
+    let source = Arc::new(MemoryAdapter::with_data(
+        "src",
+        vec![],
+        vec![person("1", "zhangsan", &[]), person("3", "alice", &[])],
+    ));
+    let mut job = Job::new("corr", source, target.clone()).with_guard(Guard::off());
+    job.sync_orgs = false;
+    let engine = Engine::new(store);
+    let plan = engine.plan(&job).await.unwrap();
+    assert_eq!(plan.links.len(), 1);
+    assert_eq!(plan.links[0].target.as_str(), "T1");
+    assert_eq!(plan.conflicts.len(), 1, "{plan:#?}");
+    assert_eq!(plan.conflicts[0].source.as_str(), "3");
+    assert_eq!(plan.conflicts[0].candidates.len(), 2);
+    assert!(
+        plan.ops
+            .iter()
+            .all(|p| p.source.as_ref().unwrap().as_str() != "3")
+    );
+    let r = engine.apply(&job, &plan).await.unwrap();
+    assert_eq!(r.counts.failed, 0);
+    let links = engine.links("corr", EntityKind::Account).await.unwrap();
+    assert_eq!(links.len(), 1);
+    // T2/T3 untouched (not ours), no duplicate of zhangsan
+    let all = collect_accounts(target.as_ref()).await.unwrap();
+    assert_eq!(all.len(), 3);
+}
+
+#[tokio::test]
+async fn mapping_owns_only_its_fields() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let target = Arc::new(MemoryAdapter::with_data("tgt", vec![], vec![]));
+    let (_, accounts) = sample();
+    let source = Arc::new(MemoryAdapter::with_data("src", vec![], accounts));
+    let mapping = Mapping {
+        accounts: mapping::EntityMapping::rules(vec![
+            FieldRule::copy("username", "username"),
+            FieldRule::template("email", "{username}@corp.example"),
+        ]),
+        ..Mapping::identity()
+    };
+    let mut job = Job::new("own", source, target.clone())
+        .with_guard(Guard::off())
+        .with_mapping(mapping);
+    job.sync_orgs = false;
+    let engine = Engine::new(store);
+    engine.run(&job).await.unwrap();
+    // someone else sets a title in the target: not ours, never compared or overwritten
+    target
+        .edit(|d| {
+            d.accounts.get_mut(&Anchor::from("1")).unwrap().title = Some("CTO".into());
+        })
+        .unwrap();
+    assert!(engine.plan(&job).await.unwrap().is_empty());
+    let a = target.account(&"1".into()).await.unwrap().unwrap();
+    assert_eq!(a.email.as_deref(), Some("zhangsan@corp.example"));
+    assert_eq!(a.display_name, None);
+}
+
+#[tokio::test]
+async fn sinks_that_assign_anchors_get_pending_references_resolved() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let target = Arc::new(MemoryAdapter::new("tgt").assigning_anchors());
+    let s = setup_with(target.clone(), store);
+    let r = s.engine.run(&s.job).await.unwrap();
+    assert_eq!(r.counts.failed, 0, "{r:#?}");
+    let snap = target.snapshot().unwrap();
+    let be = snap.orgs.values().find(|o| o.name == "后端组").unwrap();
+    let rd = snap.orgs.values().find(|o| o.name == "研发中心").unwrap();
+    assert_eq!(be.parent.as_ref(), Some(&rd.anchor));
+    assert!(be.anchor.as_str().starts_with("mo"));
+    let z = snap
+        .accounts
+        .values()
+        .find(|a| a.username == "zhangsan")
+        .unwrap();
+    let bob = snap
+        .accounts
+        .values()
+        .find(|a| a.username == "bob")
+        .unwrap();
+    assert_eq!(z.manager.as_ref(), Some(&bob.anchor));
+    assert_eq!(z.orgs, vec![be.anchor.clone()]);
+    assert!(s.engine.plan(&s.job).await.unwrap().is_empty());
+}
+
+/// A sink that fails every op on one anchor.
+#[derive(Debug)]
+struct Refusing {
+    inner: MemoryAdapter,
+    refuse: &'static str,
+    calls: AtomicUsize,
+}
+
+#[async_trait]
+impl Source for Refusing {
+    fn describe(&self) -> Descriptor {
+        self.inner.describe()
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    async fn check(&self) -> Result<()> {
+        Ok(())
+    }
+    async fn orgs(&self, page: PageRequest) -> Result<Page<Org>> {
+        self.inner.orgs(page).await
+    }
+    async fn accounts(&self, page: PageRequest) -> Result<Page<Account>> {
+        self.inner.accounts(page).await
+    }
+}
+
+#[async_trait]
+impl Sink for Refusing {
+    async fn apply(&self, op: &Op) -> Result<Applied> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        if op.anchor().as_str() == self.refuse {
+            return Err(Error::new(ErrorKind::PermissionDenied, "no").with_provider_code("60011"));
+        }
+        self.inner.apply(op).await
+    }
+}
+
+#[tokio::test]
+async fn a_failed_op_skips_its_dependents_only() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let sink = Arc::new(Refusing {
+        inner: MemoryAdapter::new("tgt"),
+        refuse: "rd",
+        calls: AtomicUsize::new(0),
+    });
+    let s = setup_with(sink.clone(), store);
+    let r = s.engine.run(&s.job).await.unwrap();
+    assert_eq!(r.status, RunStatus::PartiallyFailed);
+    let failed: Vec<&OpOutcome> = r.failures().collect();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(
+        failed[0].error.as_ref().unwrap().provider_code.as_deref(),
+        Some("60011")
+    );
+    let skipped: Vec<_> = r
+        .outcomes
+        .iter()
+        .filter(|o| o.state == OpState::Skipped)
+        .collect();
+    // be, fe (children of rd), and the accounts in be/fe, and updates of those
+    assert!(
+        skipped
+            .iter()
+            .any(|o| o.source.as_ref().unwrap().as_str() == "be")
+    );
+    assert!(
+        skipped
+            .iter()
+            .any(|o| o.source.as_ref().unwrap().as_str() == "1")
+    );
+    // unrelated: hr and alice went through
+    let snap = sink.inner.snapshot().unwrap();
+    assert!(snap.orgs.contains_key(&Anchor::from("hr")));
+    assert!(snap.accounts.contains_key(&Anchor::from("3")));
+    assert!(!snap.accounts.contains_key(&Anchor::from("1")));
+}
+
+#[tokio::test]
+async fn incremental_runs_touch_only_changes_and_commit_the_cursor_after_success() {
+    let s = hub_setup();
+    let first = s.engine.run_changes(&s.job).await.unwrap(); // no cursor: full
+    assert!(first.cursor_committed);
+    let c1 = s.store.cursor("test").await.unwrap().unwrap();
+    s.source
+        .edit(|d| {
+            d.accounts.get_mut(&Anchor::from("3")).unwrap().title = Some("HRBP".into());
+            d.accounts.remove(&Anchor::from("4"));
+            d.accounts
+                .insert("5".into(), person("5", "wangwu", &["be"]));
+            d.orgs.insert("qa".into(), org("qa", Some("rd"), "测试组"));
+        })
+        .unwrap();
+    let plan = s
+        .engine
+        .plan_changes(
+            &s.job,
+            s.source.changes(&c1).await.unwrap(),
+            Some(c1.clone()),
+        )
+        .await
+        .unwrap();
+    assert!(plan.incremental);
+    let names: Vec<&str> = plan.ops.iter().map(|p| p.op.name()).collect();
+    assert_eq!(
+        names,
+        vec![
+            "create_org",
+            "create_account",
+            "update_account",
+            "disable_account"
+        ],
+        "{plan:#?}"
+    );
+    assert_eq!(plan.read["source_accounts"], 2);
+    let r = s.engine.run_changes(&s.job).await.unwrap();
+    assert_eq!(r.counts.failed, 0);
+    assert!(r.cursor_committed);
+    assert_ne!(s.store.cursor("test").await.unwrap().unwrap(), c1);
+    assert_eq!(
+        s.store
+            .hub_account(&"4".into())
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        Status::Disabled
+    );
+    assert!(s.store.hub_account(&"5".into()).await.unwrap().is_some());
+    // nothing new: empty
+    let again = s.engine.run_changes(&s.job).await.unwrap();
+    assert_eq!(again.counts.planned, 0);
+    // and a full plan agrees
+    assert!(s.engine.plan(&s.job).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn incremental_failure_keeps_the_cursor() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let sink = Arc::new(Refusing {
+        inner: MemoryAdapter::new("tgt"),
+        refuse: "6",
+        calls: AtomicUsize::new(0),
+    });
+    let s = setup_with(sink, store);
+    s.engine.run_changes(&s.job).await.unwrap();
+    let c1 = s.store.cursor("test").await.unwrap();
+    s.source
+        .edit(|d| {
+            d.accounts
+                .insert("6".into(), person("6", "zhaoliu", &["be"]));
+        })
+        .unwrap();
+    let r = s.engine.run_changes(&s.job).await.unwrap();
+    assert_eq!(r.counts.failed, 1);
+    assert!(!r.cursor_committed);
+    assert_eq!(s.store.cursor("test").await.unwrap(), c1);
+}
+
+#[tokio::test]
+async fn unreadable_sinks_are_diffed_against_the_shadow_copy() {
+    #[derive(Debug)]
+    struct PushOnly(MemoryAdapter);
+    #[async_trait]
+    impl Source for PushOnly {
+        fn describe(&self) -> Descriptor {
+            Descriptor::new("push", "t")
+        }
+        fn capabilities(&self) -> Capabilities {
+            Capabilities {
+                readable: false,
+                changes: false,
+                ..Capabilities::read_write()
+            }
+        }
+        async fn check(&self) -> Result<()> {
+            Ok(())
+        }
+        async fn orgs(&self, _: PageRequest) -> Result<Page<Org>> {
+            Err(Error::unsupported("push only"))
+        }
+        async fn accounts(&self, _: PageRequest) -> Result<Page<Account>> {
+            Err(Error::unsupported("push only"))
+        }
+    }
+    #[async_trait]
+    impl Sink for PushOnly {
+        async fn apply(&self, op: &Op) -> Result<Applied> {
+            self.0.apply(op).await
+        }
+    }
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let sink = Arc::new(PushOnly(MemoryAdapter::new("p")));
+    let s = setup_with(sink.clone(), store);
+    let r = s.engine.run(&s.job).await.unwrap();
+    assert_eq!(r.counts.failed, 0, "{r:#?}");
+    assert!(s.engine.plan(&s.job).await.unwrap().is_empty());
+    s.source
+        .edit(|d| {
+            d.accounts.get_mut(&Anchor::from("2")).unwrap().title = Some("PM".into());
+        })
+        .unwrap();
+    let r = s.engine.run(&s.job).await.unwrap();
+    assert_eq!(r.counts.by_op.get("update_account"), Some(&1));
+    assert!(s.engine.plan(&s.job).await.unwrap().is_empty());
+    assert_eq!(
+        sink.0
+            .account(&"2".into())
+            .await
+            .unwrap()
+            .unwrap()
+            .title
+            .as_deref(),
+        Some("PM")
+    );
+}
+
+#[tokio::test]
+async fn bad_org_trees_are_rejected_naming_the_anchors() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let hub = Arc::new(Hub::new(store.clone()));
+    let source = Arc::new(MemoryAdapter::with_data(
+        "src",
+        vec![org("a", Some("b"), "A"), org("b", Some("a"), "B")],
+        vec![],
+    ));
+    let job = Job::new("cyc", source, hub);
+    let err = Engine::new(store).plan(&job).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidData);
+    assert!(
+        err.to_string().contains("a -> b") || err.to_string().contains("b -> a"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn upsert_one_account_goes_through_the_same_path() {
+    let s = hub_setup();
+    s.engine.run(&s.job).await.unwrap();
+    let r = s
+        .engine
+        .upsert_account(&s.job, person("9", "jit", &["hr"]))
+        .await
+        .unwrap();
+    assert_eq!(r.counts.by_op.get("create_account"), Some(&1));
+    let jit = s.store.hub_account(&"9".into()).await.unwrap().unwrap();
+    assert_eq!(jit.orgs, vec![Anchor::from("hr")]);
+    // the same again is a no-op
+    let r = s
+        .engine
+        .upsert_account(&s.job, person("9", "jit", &["hr"]))
+        .await
+        .unwrap();
+    assert_eq!(r.counts.planned, 0);
+}
+
+#[tokio::test]
+async fn hub_is_an_incremental_source_for_outbound_jobs() {
+    let s = hub_setup();
+    s.engine.run(&s.job).await.unwrap();
+    let hub = Arc::new(Hub::new(s.store.clone()));
+    let app = Arc::new(MemoryAdapter::new("app"));
+    let out = Job::new("hub-to-app", hub, app.clone()).with_guard(Guard::off());
+    s.engine.run_changes(&out).await.unwrap();
+    assert_eq!(app.snapshot().unwrap().accounts.len(), 4);
+    s.source
+        .edit(|d| {
+            d.accounts.get_mut(&Anchor::from("3")).unwrap().phone = Some("+86 138".into());
+        })
+        .unwrap();
+    s.engine.run(&s.job).await.unwrap();
+    let r = s.engine.run_changes(&out).await.unwrap();
+    assert_eq!(r.counts.by_op.get("update_account"), Some(&1), "{r:#?}");
+    assert_eq!(
+        app.account(&"3".into())
+            .await
+            .unwrap()
+            .unwrap()
+            .phone
+            .as_deref(),
+        Some("+86 138")
+    );
+}
