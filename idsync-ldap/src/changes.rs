@@ -466,7 +466,11 @@ async fn dirsync_round(
 ) -> Result<(Vec<RawEntry>, Vec<u8>)> {
     let nc = naming_context(dir).await?;
     let mut attrs = change_attrs(dir);
-    attrs.extend(["isDeleted".to_owned(), "name".to_owned()]);
+    attrs.extend([
+        "isDeleted".to_owned(),
+        "name".to_owned(),
+        "lastKnownParent".to_owned(),
+    ]);
     let attr_refs: Vec<&str> = attrs.iter().map(String::as_str).collect();
     let filter = if skip_entries {
         MATCH_NOTHING.to_owned()
@@ -520,6 +524,7 @@ async fn dirsync_changes(dir: &LdapDirectory, cookie: &[u8]) -> Result<ChangeSet
     let attrs = change_attrs(dir);
     let attr_refs: Vec<&str> = attrs.iter().map(String::as_str).collect();
     let mut ldap = dir.ops().await?;
+    let base = crate::dn::Dn::parse(&cfg.base_dn).map_err(|e| Error::config(e.to_string()))?;
     for e in entries {
         let Some(anchor) = mapping::anchor_of(cfg, &e) else {
             continue;
@@ -531,7 +536,14 @@ async fn dirsync_changes(dir: &LdapDirectory, cookie: &[u8]) -> Result<ChangeSet
             .get("isDeleted")
             .is_some_and(|v| v.eq_ignore_ascii_case("TRUE"));
         if deleted {
-            push_delete(&mut set, &mut seen_deletes, anchor);
+            // a tombstone remembers where it lived: skip deletions elsewhere in the domain
+            let elsewhere = e
+                .get("lastKnownParent")
+                .and_then(|p| crate::dn::Dn::parse(&p).ok())
+                .is_some_and(|p| !p.is_within(&base));
+            if !elsewhere {
+                push_delete(&mut set, &mut seen_deletes, anchor);
+            }
             continue;
         }
         // DirSync sends changed attributes only: read the whole entry, within base_dn
@@ -548,19 +560,9 @@ async fn dirsync_changes(dir: &LdapDirectory, cookie: &[u8]) -> Result<ChangeSet
         .map_err(Error::from)?;
         match found.first() {
             Some(full) => upsert(dir, &mut set, full, &mut orgs, &mut managers).await?,
-            // moved out of scope (or deleted since): gone from this source's view
-            None => {
-                let in_scope_before = e.dn.is_empty()
-                    || crate::dn::Dn::parse(&e.dn).is_ok_and(|d| {
-                        crate::dn::Dn::parse(&cfg.base_dn).is_ok_and(|b| d.is_within(&b))
-                    });
-                if in_scope_before
-                    || mapping::is_account_entry(cfg, &e)
-                    || mapping::is_org_entry(&e)
-                {
-                    push_delete(&mut set, &mut seen_deletes, anchor);
-                }
-            }
+            // not below base_dn (any more): it may have moved out, so it is gone from this
+            // source's view; an anchor the engine never saw is a no-op
+            None => push_delete(&mut set, &mut seen_deletes, anchor),
         }
     }
     sort_orgs_parent_first(&mut set.org_upserts);

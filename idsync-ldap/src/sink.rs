@@ -134,13 +134,9 @@ impl LdapDirectory {
             _ => None,
         };
         if new_name.is_some() || new_parent.is_some() {
-            dn = self.move_entry(&dn, new_name.clone(), new_parent).await?;
+            dn = self.move_entry(&dn, new_name, new_parent).await?;
         }
         let mut mods = Vec::new();
-        if let Some(rdn) = new_name {
-            // keep `ou` single-valued: the old name went with deleteoldrdn
-            mods.push(replace("ou", vec![rdn.first_value().to_owned()]));
-        }
         if let Some(v) = changes.get("attrs.description") {
             mods.push(replace("description", mapping::ldap_values(v)));
         }
