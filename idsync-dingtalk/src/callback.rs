@@ -399,7 +399,7 @@ mod tests {
         let b = log.since(&start);
         assert!(b.complete);
         assert_eq!(b.targets.len(), 2, "coalesced by entity");
-        let mid = b.cursor.clone();
+        let mid = b.cursor;
         log.push("user_leave_org", EventTarget::User("a".into()), true);
         let b2 = log.since(&mid);
         assert_eq!(b2.targets, vec![(EventTarget::User("a".into()), true)]);

@@ -230,7 +230,15 @@ mod tests {
     #[test]
     fn classify_table() {
         // (errcode, sub_code, kind, status, retry_after secs, token_bad)
-        let table: &[(i64, Option<&str>, ErrorKind, ErrorStatus, Option<u64>, bool)] = &[
+        type Row = (
+            i64,
+            Option<&'static str>,
+            ErrorKind,
+            ErrorStatus,
+            Option<u64>,
+            bool,
+        );
+        let table: &[Row] = &[
             (88, Some("40014"), K::Unauthenticated, P, None, true),
             (88, Some("42001"), K::Unauthenticated, P, None, true),
             (88, Some("40001"), K::Unauthenticated, P, None, true),

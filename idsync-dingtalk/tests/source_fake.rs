@@ -1,6 +1,8 @@
 //! The source against the stateful fake: tree walk, paging, de-duplication, leaders, token
 //! expiry and throttling mid-listing.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
