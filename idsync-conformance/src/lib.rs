@@ -42,7 +42,7 @@
 //!
 //! ## Cases
 //!
-//! Cases are skipped by the sink's [`Capabilities`](idsync_core::Capabilities), never by
+//! Cases are skipped by the sink's [`Capabilities`], never by
 //! provider name. A harness may also skip cases by name through [`Options::skip`], with a
 //! reason that shows in the report.
 //!
