@@ -1,1 +1,964 @@
-//! The store test suite (being written).
+//! One test suite for every [`Store`]: the in-memory store, SQLite and PostgreSQL.
+//!
+//! [`run_all`] takes a factory that makes a **fresh, empty** store on a given
+//! [`ManualClock`] and runs every case on its own store. The cases are public, so a store
+//! can also run them one by one. A failed check returns an error naming the case and what
+//! differed (the suite does not panic).
+//!
+//! Every [`Store`] method is covered: the hub directory (checked op by op against the
+//! in-memory [`Directory`], which defines the rules), paging, the change feed's order,
+//! the atomicity of `hub_apply` with a record, links, shadow copies, cursor conflicts,
+//! runs, the journal and open intents, audit trails, lease expiry on the manual clock, and
+//! the engine end to end (memory source → hub over the store; a second run plans nothing).
+//!
+//! Not API-stable; meant for tests.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use idsync_core::{MemoryStore, Store};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> idsync_core::Result<()> {
+//! let passed = idsync_store::testsuite::run_all(|clock| async move {
+//!     Ok(Arc::new(MemoryStore::with_clock(clock)) as Arc<dyn Store>)
+//! })
+//! .await?;
+//! assert_eq!(passed, idsync_store::testsuite::CASES.len());
+//! # Ok(())
+//! # }
+//! ```
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use futures::future::LocalBoxFuture;
+use idsync_core::{
+    Account, Anchor, AuditEntry, Directory, Engine, EntityKind, Error, ErrorKind, Hub,
+    JournalEntry, JournalState, Job, LinkChange, ManualClock, MemoryAdapter, Op, OpRecord, Org,
+    PageRequest, Result, RunRecord, RunStatus, ShadowChange, Status, Store, SyncCursor,
+};
+use serde_json::{Value, json};
+
+/// A case: a fresh store and its clock.
+pub type Case = for<'a> fn(&'a Arc<dyn Store>, &'a Arc<ManualClock>) -> LocalBoxFuture<'a, Result<()>>;
+
+/// Every case, by name.
+pub const CASES: &[(&str, Case)] = &[
+    ("hub_directory", |s, c| Box::pin(hub_directory(s, c))),
+    ("hub_paging", |s, c| Box::pin(hub_paging(s, c))),
+    ("feed_order", |s, c| Box::pin(feed_order(s, c))),
+    ("hub_apply_atomic", |s, c| Box::pin(hub_apply_atomic(s, c))),
+    ("links_and_shadow", |s, c| Box::pin(links_and_shadow(s, c))),
+    ("cursors", |s, c| Box::pin(cursors(s, c))),
+    ("runs", |s, c| Box::pin(runs(s, c))),
+    ("journal", |s, c| Box::pin(journal(s, c))),
+    ("audit_trail", |s, c| Box::pin(audit_trail(s, c))),
+    ("leases", |s, c| Box::pin(leases(s, c))),
+    ("engine_end_to_end", |s, c| Box::pin(engine_end_to_end(s, c))),
+];
+
+/// The instant the suite's clocks start at.
+pub fn epoch() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5)
+        .single()
+        .unwrap_or_default()
+}
+
+/// Run every case, each on a fresh store from `factory`. Returns the number of cases
+/// passed; the first failure is returned as an error naming its case.
+pub async fn run_all<F, Fut>(factory: F) -> Result<usize>
+where
+    F: Fn(Arc<ManualClock>) -> Fut,
+    Fut: Future<Output = Result<Arc<dyn Store>>>,
+{
+    let mut passed = 0;
+    for (name, case) in CASES {
+        let clock = Arc::new(ManualClock::new(epoch()));
+        let store = factory(clock.clone()).await?;
+        case(&store, &clock)
+            .await
+            .map_err(|e| Error::new(e.kind(), format!("store suite case {name}: {e}")))?;
+        passed += 1;
+    }
+    Ok(passed)
+}
+
+fn fail(msg: String) -> Error {
+    Error::unexpected(msg)
+}
+
+fn ensure(cond: bool, what: &str) -> Result<()> {
+    if cond {
+        Ok(())
+    } else {
+        Err(fail(format!("check failed: {what}")))
+    }
+}
+
+fn same<T: PartialEq + Debug>(got: T, want: T, what: &str) -> Result<()> {
+    if got == want {
+        Ok(())
+    } else {
+        Err(fail(format!("{what}: got {got:?}, want {want:?}")))
+    }
+}
+
+async fn all_orgs(s: &dyn Store, size: usize) -> Result<Vec<Org>> {
+    let mut out = Vec::new();
+    let mut req = PageRequest::sized(size);
+    loop {
+        let p = s.hub_orgs(req.clone()).await?;
+        ensure(p.items.len() <= size, "a page is at most the asked size")?;
+        out.extend(p.items);
+        match p.next {
+            Some(t) => req.token = Some(t),
+            None => return Ok(out),
+        }
+    }
+}
+
+async fn all_accounts(s: &dyn Store, size: usize) -> Result<Vec<Account>> {
+    let mut out = Vec::new();
+    let mut req = PageRequest::sized(size);
+    loop {
+        let p = s.hub_accounts(req.clone()).await?;
+        ensure(p.items.len() <= size, "a page is at most the asked size")?;
+        out.extend(p.items);
+        match p.next {
+            Some(t) => req.token = Some(t),
+            None => return Ok(out),
+        }
+    }
+}
+
+fn account(anchor: &str, orgs: &[&str]) -> Account {
+    let mut a = Account::new(anchor, format!("user-{anchor}"));
+    a.orgs = orgs.iter().map(|o| Anchor::from(*o)).collect();
+    a.email = Some(format!("{anchor}@example.com"));
+    a
+}
+
+fn org(anchor: &str, parent: Option<&str>) -> Org {
+    Org::new(anchor, parent.map(Anchor::from), format!("Org {anchor}"))
+}
+
+fn patch(pairs: &[(&str, Value)]) -> idsync_core::Patch {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect()
+}
+
+/// Ops covering every rule of the hub directory, good and bad.
+fn directory_script() -> Vec<Op> {
+    vec![
+        Op::CreateOrg { org: org("root", None) },
+        Op::CreateOrg { org: org("root", None) }, // AlreadyExists
+        Op::CreateOrg { org: org("eng", Some("root")) },
+        Op::CreateOrg { org: org("ops", Some("root")) },
+        Op::CreateOrg { org: org("x", Some("missing")) }, // NotFound
+        Op::CreateOrg { org: org("", None) },              // InvalidData
+        Op::CreateOrg { org: org("研发", Some("eng")) },
+        Op::CreateAccount { account: account("u1", &["eng"]) },
+        Op::CreateAccount { account: account("u1", &["eng"]) }, // AlreadyExists
+        Op::CreateAccount { account: account("u2", &["nope"]) }, // NotFound
+        Op::CreateAccount { account: account("u2", &["ops", "研发"]) },
+        Op::CreateAccount { account: account("u3", &[]) },
+        Op::UpdateOrg {
+            anchor: "eng".into(),
+            changes: patch(&[("name", json!("Engineering")), ("order", json!(3))]),
+        },
+        Op::UpdateOrg {
+            anchor: "eng".into(),
+            changes: patch(&[("parent", json!("ops"))]),
+        }, // InvalidData: parent via update
+        Op::UpdateOrg {
+            anchor: "ghost".into(),
+            changes: patch(&[("name", json!("G"))]),
+        }, // NotFound
+        Op::MoveOrg {
+            anchor: "root".into(),
+            parent: Some("研发".into()),
+        }, // InvalidData: cycle through two levels
+        Op::MoveOrg {
+            anchor: "eng".into(),
+            parent: Some("eng".into()),
+        }, // InvalidData: self
+        Op::MoveOrg {
+            anchor: "eng".into(),
+            parent: Some("ghost".into()),
+        }, // NotFound
+        Op::MoveOrg {
+            anchor: "研发".into(),
+            parent: Some("ops".into()),
+        },
+        Op::MoveOrg {
+            anchor: "ops".into(),
+            parent: None,
+        },
+        Op::DeleteOrg { anchor: "root".into() }, // Conflict: child eng
+        Op::DeleteOrg { anchor: "ops".into() },  // Conflict: child 研发
+        Op::DeleteOrg { anchor: "eng".into() },  // Conflict: member u1
+        Op::UpdateAccount {
+            anchor: "u1".into(),
+            changes: patch(&[("orgs", json!(["ops"])), ("title", json!("Lead"))]),
+        },
+        Op::UpdateAccount {
+            anchor: "u1".into(),
+            changes: patch(&[("orgs", json!(["ghost"]))]),
+        }, // NotFound
+        Op::DeleteOrg { anchor: "eng".into() }, // now empty: ok
+        Op::DisableAccount { anchor: "u2".into() },
+        Op::DisableAccount { anchor: "ghost".into() }, // NotFound
+        Op::EnableAccount { anchor: "u2".into() },
+        Op::DisableAccount { anchor: "u3".into() },
+        Op::DeleteAccount { anchor: "u3".into() },
+        Op::DeleteAccount { anchor: "u3".into() }, // NotFound
+        Op::UpdateAccount {
+            anchor: "u2".into(),
+            changes: patch(&[("orgs", json!(["ops"]))]),
+        },
+        Op::DeleteOrg { anchor: "研发".into() }, // no members left
+        Op::UpdateAccount {
+            anchor: "u2".into(),
+            changes: patch(&[("attrs.costCenter", json!("42")), ("manager", json!("u1"))]),
+        },
+    ]
+}
+
+/// The hub applies ops exactly like the in-memory [`Directory`]: same results, same
+/// error kinds, same final content.
+pub async fn hub_directory(store: &Arc<dyn Store>, _clock: &Arc<ManualClock>) -> Result<()> {
+    let s = store.as_ref();
+    let mut reference = Directory::new();
+    for (i, op) in directory_script().iter().enumerate() {
+        let want = reference.apply(op, None).map(|(a, _)| a);
+        let got = s.hub_apply(op, None).await;
+        match (&want, &got) {
+            (Ok(w), Ok(g)) => same(g, w, &format!("op {i} ({}) result", op.name()))?,
+            (Err(w), Err(g)) => same(g.kind(), w.kind(), &format!("op {i} ({}) error", op.name()))?,
+            _ => {
+                return Err(fail(format!(
+                    "op {i} ({}): store gave {:?}, directory gave {:?}",
+                    op.name(),
+                    got.as_ref().map_err(|e| e.to_string()),
+                    want.as_ref().map_err(|e| e.to_string())
+                )));
+            }
+        }
+    }
+    let orgs = all_orgs(s, 2).await?;
+    same(
+        orgs,
+        reference.orgs.values().cloned().collect::<Vec<_>>(),
+        "hub orgs after the script",
+    )?;
+    let accounts = all_accounts(s, 1).await?;
+    same(
+        accounts,
+        reference.accounts.values().cloned().collect::<Vec<_>>(),
+        "hub accounts after the script",
+    )?;
+    same(
+        s.hub_org(&"研发".into()).await?,
+        None,
+        "deleted org is gone",
+    )?;
+    let ops = s.hub_org(&"ops".into()).await?;
+    same(ops.and_then(|o| o.parent), None, "ops moved to the root")?;
+    let u2 = s
+        .hub_account(&"u2".into())
+        .await?
+        .ok_or_else(|| fail("u2 missing".into()))?;
+    same(u2.status, Status::Active, "u2 enabled again")?;
+    same(u2.manager, Some(Anchor::from("u1")), "u2 manager")?;
+    same(
+        u2.attrs.get("costCenter").cloned(),
+        Some(json!("42")),
+        "u2 attribute",
+    )?;
+    same(s.hub_account(&"u3".into()).await?, None, "u3 deleted")?;
+    // Memberships follow updates: ops still has members, so it cannot be deleted.
+    let err = s
+        .hub_apply(&Op::DeleteOrg { anchor: "ops".into() }, None)
+        .await
+        .err()
+        .map(|e| e.kind());
+    same(err, Some(ErrorKind::Conflict), "org with members is kept")?;
+    Ok(())
+}
+
+/// Hub listings page by anchor, byte-wise, with no empty last page.
+pub async fn hub_paging(store: &Arc<dyn Store>, _clock: &Arc<ManualClock>) -> Result<()> {
+    let s = store.as_ref();
+    let first = s.hub_orgs(PageRequest::first()).await?;
+    ensure(first.items.is_empty() && first.next.is_none(), "empty hub")?;
+    let anchors = ["b", "B", "a", "ä", "a-1", "Z", "中", "10", "9"];
+    for a in anchors {
+        s.hub_apply(&Op::CreateOrg { org: org(a, None) }, None).await?;
+        s.hub_apply(&Op::CreateAccount { account: account(a, &[a]) }, None)
+            .await?;
+    }
+    let mut want: Vec<String> = anchors.iter().map(|a| (*a).to_owned()).collect();
+    want.sort(); // byte-wise, as Rust orders strings
+    for size in [1, 2, 3, 9, 10, 500] {
+        let got: Vec<String> = all_orgs(s, size)
+            .await?
+            .into_iter()
+            .map(|o| o.anchor.into_string())
+            .collect();
+        same(&got, &want, &format!("orgs paged by {size}"))?;
+        let got: Vec<String> = all_accounts(s, size)
+            .await?
+            .into_iter()
+            .map(|o| o.anchor.into_string())
+            .collect();
+        same(&got, &want, &format!("accounts paged by {size}"))?;
+    }
+    // An exact multiple ends without an empty page.
+    let p1 = s.hub_orgs(PageRequest::sized(3)).await?;
+    let mut req = PageRequest::sized(3);
+    req.token = p1.next.clone();
+    let p2 = s.hub_orgs(req.clone()).await?;
+    req.token = p2.next.clone();
+    let p3 = s.hub_orgs(req).await?;
+    same(p3.items.len(), 3, "third page of nine by three")?;
+    same(p3.next, None, "no page after an exact multiple")?;
+    // Default page size.
+    let all = s.hub_accounts(PageRequest::first()).await?;
+    same(all.items.len(), anchors.len(), "default page holds all")?;
+    Ok(())
+}
+
+/// The feed: one entry per applied op, strictly increasing from 1, readable from any
+/// sequence number, nothing for failed ops.
+pub async fn feed_order(store: &Arc<dyn Store>, clock: &Arc<ManualClock>) -> Result<()> {
+    let s = store.as_ref();
+    same(s.feed(0, 100).await?.len(), 0, "empty feed")?;
+    let mut expected: Vec<(EntityKind, String, bool)> = Vec::new();
+    for i in 0..5 {
+        let a = format!("o{i}");
+        s.hub_apply(&Op::CreateOrg { org: org(&a, None) }, None).await?;
+        expected.push((EntityKind::Org, a, true));
+        clock.advance(chrono::Duration::seconds(1));
+    }
+    // A failed op leaves no entry and uses no sequence number.
+    let e = s
+        .hub_apply(&Op::CreateOrg { org: org("o1", None) }, None)
+        .await;
+    ensure(e.is_err(), "duplicate create fails")?;
+    s.hub_apply(&Op::CreateAccount { account: account("u", &["o0"]) }, None)
+        .await?;
+    expected.push((EntityKind::Account, "u".into(), true));
+    s.hub_apply(&Op::DeleteOrg { anchor: "o4".into() }, None)
+        .await?;
+    expected.push((EntityKind::Org, "o4".into(), false));
+    s.hub_apply(&Op::DisableAccount { anchor: "u".into() }, None)
+        .await?;
+    expected.push((EntityKind::Account, "u".into(), true));
+
+    let feed = s.feed(0, 1000).await?;
+    same(feed.len(), expected.len(), "feed length")?;
+    for (i, (f, (kind, anchor, present))) in feed.iter().zip(&expected).enumerate() {
+        same(f.seq, i as u64 + 1, "sequence numbers count from 1 without gaps")?;
+        same(f.kind, *kind, "feed kind")?;
+        same(f.anchor.as_str(), anchor.as_str(), "feed anchor")?;
+        same(f.entity.is_some(), *present, "feed entity present unless deleted")?;
+    }
+    same(feed[0].at, epoch(), "feed time from the store's clock")?;
+    same(
+        feed[1].at,
+        epoch() + chrono::Duration::seconds(1),
+        "feed time follows the clock",
+    )?;
+    let last = &feed[feed.len() - 1];
+    same(
+        last.entity.as_ref().and_then(|e| e.get("status")).cloned(),
+        Some(json!("disabled")),
+        "feed carries the entity after the change",
+    )?;
+    // Reading from a cursor, in pieces.
+    let mut since = 0;
+    let mut seen = Vec::new();
+    loop {
+        let batch = s.feed(since, 3).await?;
+        ensure(batch.len() <= 3, "feed limit")?;
+        let Some(l) = batch.last() else { break };
+        since = l.seq;
+        seen.extend(batch.into_iter().map(|f| f.seq));
+    }
+    same(seen, (1..=expected.len() as u64).collect::<Vec<_>>(), "feed read in pieces")?;
+    same(s.feed(4, 2).await?.iter().map(|f| f.seq).collect::<Vec<_>>(), vec![5, 6], "feed from 4")?;
+    same(s.feed(1_000, 10).await?.len(), 0, "feed past the end")?;
+    Ok(())
+}
+
+fn journal_entry(run: &str, idx: usize, op: &Op, state: JournalState, at: DateTime<Utc>) -> JournalEntry {
+    JournalEntry {
+        run_id: run.into(),
+        op_index: idx,
+        op: op.clone(),
+        source_anchor: Some(format!("src-{}", op.anchor()).into()),
+        target_anchor: (state != JournalState::Intent).then(|| op.anchor().clone()),
+        state,
+        error: (state == JournalState::Failed).then(|| "boom".to_owned()),
+        at,
+    }
+}
+
+fn run_record(id: &str, job: &str, status: RunStatus, at: DateTime<Utc>) -> RunRecord {
+    RunRecord {
+        id: id.into(),
+        job: job.into(),
+        status,
+        started_at: at,
+        finished_at: None,
+        plan: None,
+        summary: None,
+    }
+}
+
+fn full_record(job: &str, run: &str, idx: usize, op: &Op, at: DateTime<Utc>) -> OpRecord {
+    let target = op.anchor().clone();
+    OpRecord {
+        job: job.into(),
+        kind: op.entity(),
+        journal: Some(journal_entry(run, idx, op, JournalState::Done, at)),
+        link: Some(LinkChange::Put {
+            source: format!("src-{target}").into(),
+            target: target.clone(),
+        }),
+        shadow: Some(ShadowChange::Put {
+            anchor: target.clone(),
+            entity: json!({"anchor": target.as_str(), "shadow": true}),
+        }),
+        audit: Some(AuditEntry {
+            run_id: run.into(),
+            job: job.into(),
+            kind: op.entity(),
+            anchor: target,
+            op: op.name().into(),
+            before: None,
+            after: Some(json!({"from": "engine"})),
+            at,
+        }),
+    }
+}
+
+/// `hub_apply` with a record writes entity, feed, journal, link, shadow and audit
+/// together; when the op fails none of them is written.
+pub async fn hub_apply_atomic(store: &Arc<dyn Store>, clock: &Arc<ManualClock>) -> Result<()> {
+    let s = store.as_ref();
+    let t = clock.now_for_suite();
+    s.put_run(&run_record("r1", "job", RunStatus::Running, t)).await?;
+    let create = Op::CreateOrg { org: org("d1", None) };
+    s.journal_intent(&journal_entry("r1", 0, &create, JournalState::Intent, t))
+        .await?;
+    same(s.open_intents("job").await?.len(), 1, "one open intent")?;
+    s.hub_apply(&create, Some(&full_record("job", "r1", 0, &create, t)))
+        .await?;
+    same(s.open_intents("job").await?.len(), 0, "intent closed by the record")?;
+    let links = s.links("job", EntityKind::Org, PageRequest::first()).await?;
+    same(links.items.len(), 1, "link written")?;
+    same(links.items[0].target.as_str(), "d1", "link target")?;
+    same(
+        s.shadow("job", EntityKind::Org, PageRequest::first()).await?.items.len(),
+        1,
+        "shadow written",
+    )?;
+    let trail = s.audit(EntityKind::Org, &"d1".into()).await?;
+    same(trail.len(), 1, "audit written")?;
+    same(trail[0].before.clone(), None, "audit before of a create")?;
+    same(
+        trail[0].after.as_ref().and_then(|a| a.get("name")).cloned(),
+        Some(json!("Org d1")),
+        "the hub's own before/after replace the engine's",
+    )?;
+    same(s.feed(0, 10).await?.len(), 1, "feed written")?;
+    same(
+        s.journal("r1").await?.first().map(|j| j.state),
+        Some(JournalState::Done),
+        "journal done",
+    )?;
+
+    // A failing op with a record: nothing of the record is written.
+    let dup = Op::CreateOrg { org: org("d1", None) };
+    let mut rec = full_record("job", "r1", 1, &dup, t);
+    rec.link = Some(LinkChange::Put {
+        source: "src-other".into(),
+        target: "d1".into(),
+    });
+    s.journal_intent(&journal_entry("r1", 1, &dup, JournalState::Intent, t))
+        .await?;
+    let err = s.hub_apply(&dup, Some(&rec)).await.err().map(|e| e.kind());
+    same(err, Some(ErrorKind::AlreadyExists), "duplicate create")?;
+    same(
+        s.links("job", EntityKind::Org, PageRequest::first()).await?.items.len(),
+        1,
+        "no link from a failed op",
+    )?;
+    same(s.audit(EntityKind::Org, &"d1".into()).await?.len(), 1, "no audit from a failed op")?;
+    same(s.feed(0, 10).await?.len(), 1, "no feed entry from a failed op")?;
+    let open = s.open_intents("job").await?;
+    same(open.len(), 1, "the failed op's intent is still open")?;
+    same(open[0].op_index, 1, "open intent index")?;
+    // A bad parent fails the same way, inside the transaction.
+    let orphan = Op::CreateAccount { account: account("u9", &["nowhere"]) };
+    let err = s
+        .hub_apply(&orphan, Some(&full_record("job", "r1", 2, &orphan, t)))
+        .await
+        .err()
+        .map(|e| e.kind());
+    same(err, Some(ErrorKind::NotFound), "account in a missing org")?;
+    same(
+        s.links("job", EntityKind::Account, PageRequest::first()).await?.items.len(),
+        0,
+        "no account link",
+    )?;
+    same(s.hub_account(&"u9".into()).await?, None, "no account")?;
+    Ok(())
+}
+
+/// Links and shadow copies: put, replace, remove, per job and kind, paged by anchor.
+pub async fn links_and_shadow(store: &Arc<dyn Store>, _clock: &Arc<ManualClock>) -> Result<()> {
+    let s = store.as_ref();
+    let rec = |job: &str, kind: EntityKind, link: Option<LinkChange>, shadow: Option<ShadowChange>| OpRecord {
+        job: job.into(),
+        kind,
+        journal: None,
+        link,
+        shadow,
+        audit: None,
+    };
+    let sources = ["s5", "s1", "S3", "s2", "é", "s0", "s6"];
+    for src in sources {
+        s.record(&rec(
+            "a",
+            EntityKind::Account,
+            Some(LinkChange::Put {
+                source: src.into(),
+                target: format!("t-{src}").into(),
+            }),
+            Some(ShadowChange::Put {
+                anchor: format!("t-{src}").into(),
+                entity: json!({"anchor": format!("t-{src}"), "username": src}),
+            }),
+        ))
+        .await?;
+    }
+    // Other jobs and kinds do not mix in.
+    s.record(&rec(
+        "b",
+        EntityKind::Account,
+        Some(LinkChange::Put { source: "s1".into(), target: "x".into() }),
+        None,
+    ))
+    .await?;
+    s.record(&rec(
+        "a",
+        EntityKind::Org,
+        Some(LinkChange::Put { source: "s1".into(), target: "o".into() }),
+        Some(ShadowChange::Put { anchor: "o".into(), entity: json!({"anchor": "o"}) }),
+    ))
+    .await?;
+    // Replace one target, remove one link and one shadow entry.
+    s.record(&rec(
+        "a",
+        EntityKind::Account,
+        Some(LinkChange::Put { source: "s1".into(), target: "t-new".into() }),
+        None,
+    ))
+    .await?;
+    s.record(&rec(
+        "a",
+        EntityKind::Account,
+        Some(LinkChange::Remove { source: "s6".into() }),
+        Some(ShadowChange::Remove { anchor: "t-s6".into() }),
+    ))
+    .await?;
+    let mut want: Vec<&str> = sources.iter().copied().filter(|s| *s != "s6").collect();
+    want.sort();
+    for size in [1, 2, 3, 6, 100] {
+        let mut got = Vec::new();
+        let mut req = PageRequest::sized(size);
+        loop {
+            let p = s.links("a", EntityKind::Account, req.clone()).await?;
+            ensure(p.items.len() <= size, "link page size")?;
+            got.extend(p.items);
+            match p.next {
+                Some(t) => req.token = Some(t),
+                None => break,
+            }
+        }
+        same(
+            got.iter().map(|l| l.source.as_str()).collect::<Vec<_>>(),
+            want.clone(),
+            &format!("links paged by {size}"),
+        )?;
+        ensure(got.iter().all(|l| l.kind == EntityKind::Account), "link kind")?;
+        let s1 = got.iter().find(|l| l.source.as_str() == "s1").map(|l| l.target.as_str().to_owned());
+        same(s1.as_deref(), Some("t-new"), "link target replaced")?;
+    }
+    let exact = s.links("a", EntityKind::Account, PageRequest::sized(6)).await?;
+    same(exact.next, None, "six links in a page of six: no next page")?;
+    same(
+        s.links("b", EntityKind::Account, PageRequest::first()).await?.items.len(),
+        1,
+        "job b has its own link",
+    )?;
+    same(
+        s.links("a", EntityKind::Org, PageRequest::first()).await?.items.len(),
+        1,
+        "org links apart",
+    )?;
+    same(
+        s.links("zzz", EntityKind::Org, PageRequest::first()).await?.items.len(),
+        0,
+        "unknown job",
+    )?;
+    // Shadow: ordered by anchor, paged.
+    let mut shadow = Vec::new();
+    let mut req = PageRequest::sized(4);
+    loop {
+        let p = s.shadow("a", EntityKind::Account, req.clone()).await?;
+        shadow.extend(p.items);
+        match p.next {
+            Some(t) => req.token = Some(t),
+            None => break,
+        }
+    }
+    let mut want_shadow: Vec<String> = want.iter().map(|s| format!("t-{s}")).collect();
+    want_shadow.sort();
+    same(
+        shadow
+            .iter()
+            .map(|v| v.get("anchor").and_then(Value::as_str).unwrap_or_default().to_owned())
+            .collect::<Vec<_>>(),
+        want_shadow,
+        "shadow paged by anchor",
+    )?;
+    same(
+        shadow[0].get("username").cloned(),
+        Some(json!("S3")),
+        "shadow entity kept whole",
+    )?;
+    same(
+        s.shadow("a", EntityKind::Org, PageRequest::first()).await?.items,
+        vec![json!({"anchor": "o"})],
+        "org shadow apart",
+    )?;
+    Ok(())
+}
+
+/// Cursors: committed only when the stored one is the expected one.
+pub async fn cursors(store: &Arc<dyn Store>, _clock: &Arc<ManualClock>) -> Result<()> {
+    let s = store.as_ref();
+    let c = |v: &str| SyncCursor(v.into());
+    same(s.cursor("j").await?, None, "no cursor yet")?;
+    s.commit_cursor("j", None, &c("1")).await?;
+    same(s.cursor("j").await?, Some(c("1")), "first cursor")?;
+    let kind = |r: Result<()>| r.err().map(|e| e.kind());
+    same(
+        kind(s.commit_cursor("j", None, &c("2")).await),
+        Some(ErrorKind::Conflict),
+        "expected none, found one",
+    )?;
+    same(
+        kind(s.commit_cursor("j", Some(&c("0")), &c("2")).await),
+        Some(ErrorKind::Conflict),
+        "expected a stale cursor",
+    )?;
+    same(
+        kind(s.commit_cursor("other", Some(&c("1")), &c("2")).await),
+        Some(ErrorKind::Conflict),
+        "expected one, found none",
+    )?;
+    same(s.cursor("j").await?, Some(c("1")), "unchanged after conflicts")?;
+    s.commit_cursor("j", Some(&c("1")), &c("2")).await?;
+    same(s.cursor("j").await?, Some(c("2")), "moved")?;
+    // Two writers that both read "2": exactly one wins.
+    let (two, three_a, three_b) = (c("2"), c("3a"), c("3b"));
+    let (a, b) = futures::join!(
+        s.commit_cursor("j", Some(&two), &three_a),
+        s.commit_cursor("j", Some(&two), &three_b)
+    );
+    same(a.is_ok() as u8 + b.is_ok() as u8, 1, "exactly one concurrent commit wins")?;
+    same(s.cursor("other").await?, None, "other job untouched")?;
+    Ok(())
+}
+
+/// Runs: insert, replace, read back, newest first, per job, limited.
+pub async fn runs(store: &Arc<dyn Store>, _clock: &Arc<ManualClock>) -> Result<()> {
+    let s = store.as_ref();
+    let t = epoch();
+    same(s.run("nope").await?, None, "unknown run")?;
+    let mut r1 = run_record("r1", "a", RunStatus::Planned, t);
+    r1.plan = Some(json!({"ops": [{"op": "create_org"}], "名": "值"}));
+    s.put_run(&r1).await?;
+    same(s.run("r1").await?, Some(r1.clone()), "run read back")?;
+    r1.status = RunStatus::Succeeded;
+    r1.finished_at = Some(t + chrono::Duration::milliseconds(1500));
+    r1.summary = Some(json!({"applied": 1}));
+    s.put_run(&r1).await?;
+    same(s.run("r1").await?, Some(r1.clone()), "run replaced")?;
+    s.put_run(&run_record("r2", "b", RunStatus::NeedsApproval, t + chrono::Duration::seconds(2)))
+        .await?;
+    s.put_run(&run_record("r3", "a", RunStatus::Failed, t + chrono::Duration::seconds(3)))
+        .await?;
+    s.put_run(&run_record("r0", "a", RunStatus::PartiallyFailed, t)).await?; // same time as r1
+    s.put_run(&run_record("r4", "a", RunStatus::Approved, t + chrono::Duration::seconds(1)))
+        .await?;
+    s.put_run(&run_record("r5", "a", RunStatus::Running, t + chrono::Duration::seconds(1)))
+        .await?;
+    let ids = |v: Vec<RunRecord>| v.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    same(
+        ids(s.runs(None, 10).await?),
+        vec!["r3", "r2", "r5", "r4", "r1", "r0"].into_iter().map(String::from).collect(),
+        "all runs newest first (ties by id, descending)",
+    )?;
+    same(
+        ids(s.runs(Some("a"), 3).await?),
+        vec!["r3", "r5", "r4"].into_iter().map(String::from).collect(),
+        "runs of one job, limited",
+    )?;
+    same(s.runs(Some("zzz"), 3).await?.len(), 0, "runs of an unknown job")?;
+    same(s.runs(None, 0).await?.len(), 0, "limit zero")?;
+    let statuses: Vec<RunStatus> = s.runs(None, 10).await?.into_iter().map(|r| r.status).collect();
+    ensure(statuses.contains(&RunStatus::NeedsApproval), "statuses round-trip")?;
+    Ok(())
+}
+
+/// The journal: latest state per op, in op order; open intents per job, oldest first.
+pub async fn journal(store: &Arc<dyn Store>, clock: &Arc<ManualClock>) -> Result<()> {
+    let s = store.as_ref();
+    let t = clock.now_for_suite();
+    s.put_run(&run_record("r1", "a", RunStatus::Running, t)).await?;
+    s.put_run(&run_record("r2", "b", RunStatus::Running, t)).await?;
+    let op = |i: usize| Op::DisableAccount { anchor: format!("u{i}").into() };
+    // Intents written out of order, at different times.
+    for (idx, secs) in [(3usize, 5i64), (1, 1), (2, 1), (0, 9)] {
+        s.journal_intent(&journal_entry(
+            "r1",
+            idx,
+            &op(idx),
+            JournalState::Intent,
+            t + chrono::Duration::seconds(secs),
+        ))
+        .await?;
+    }
+    s.journal_intent(&journal_entry("r2", 0, &op(7), JournalState::Intent, t))
+        .await?;
+    let open: Vec<usize> = s.open_intents("a").await?.iter().map(|e| e.op_index).collect();
+    same(open, vec![1, 2, 3, 0], "open intents oldest first, then by index")?;
+    same(s.open_intents("b").await?.len(), 1, "intents of job b apart")?;
+    same(s.open_intents("c").await?.len(), 0, "no intents of an unknown job")?;
+    // Done, failed and skipped close intents.
+    let close = |idx: usize, state: JournalState| OpRecord {
+        job: "a".into(),
+        kind: EntityKind::Account,
+        journal: Some(journal_entry("r1", idx, &op(idx), state, t + chrono::Duration::seconds(20))),
+        link: None,
+        shadow: None,
+        audit: None,
+    };
+    s.record(&close(1, JournalState::Done)).await?;
+    s.record(&close(3, JournalState::Failed)).await?;
+    let open = s.open_intents("a").await?;
+    same(open.iter().map(|e| e.op_index).collect::<Vec<_>>(), vec![2, 0], "two left open")?;
+    same(
+        open[0].clone(),
+        journal_entry("r1", 2, &op(2), JournalState::Intent, t + chrono::Duration::seconds(1)),
+        "an open intent round-trips",
+    )?;
+    let j = s.journal("r1").await?;
+    same(j.iter().map(|e| e.op_index).collect::<Vec<_>>(), vec![0, 1, 2, 3], "journal by op index")?;
+    same(
+        j.iter().map(|e| e.state).collect::<Vec<_>>(),
+        vec![JournalState::Intent, JournalState::Done, JournalState::Intent, JournalState::Failed],
+        "latest state of each op",
+    )?;
+    same(j[3].error.as_deref(), Some("boom"), "failure message kept")?;
+    same(j[1].target_anchor.clone(), Some(Anchor::from("u1")), "target anchor kept")?;
+    same(Some(j[1].clone()), close(1, JournalState::Done).journal, "done entry round-trips")?;
+    same(s.journal("nope").await?.len(), 0, "journal of an unknown run")?;
+    Ok(())
+}
+
+/// Audit trails: per entity, oldest first, across runs.
+pub async fn audit_trail(store: &Arc<dyn Store>, clock: &Arc<ManualClock>) -> Result<()> {
+    let s = store.as_ref();
+    let t = clock.now_for_suite();
+    let entry = |run: &str, op: &str, anchor: &str, kind: EntityKind, after: Value| AuditEntry {
+        run_id: run.into(),
+        job: "j".into(),
+        kind,
+        anchor: anchor.into(),
+        op: op.into(),
+        before: Some(json!({"x": 1})),
+        after: Some(after),
+        at: t,
+    };
+    let rec = |a: AuditEntry| OpRecord {
+        job: "j".into(),
+        kind: a.kind,
+        journal: None,
+        link: None,
+        shadow: None,
+        audit: Some(a),
+    };
+    let e1 = entry("r1", "create_account", "u1", EntityKind::Account, json!({"n": 1}));
+    let e2 = entry("r1", "create_account", "u2", EntityKind::Account, json!({"n": 2}));
+    let e3 = entry("r2", "update_account", "u1", EntityKind::Account, json!({"n": 3}));
+    let e4 = entry("r2", "create_org", "u1", EntityKind::Org, json!({"n": 4}));
+    let e5 = entry("r3", "disable_account", "u1", EntityKind::Account, json!({"status": "disabled"}));
+    for e in [&e1, &e2, &e3, &e4, &e5] {
+        s.record(&rec(e.clone())).await?;
+    }
+    same(s.audit(EntityKind::Account, &"u1".into()).await?, vec![e1, e3, e5], "trail of u1")?;
+    same(s.audit(EntityKind::Org, &"u1".into()).await?, vec![e4], "org u1 apart")?;
+    same(s.audit(EntityKind::Account, &"u3".into()).await?.len(), 0, "no trail")?;
+    Ok(())
+}
+
+/// Leases: one holder at a time, renewable, released, and expired on the store's clock.
+pub async fn leases(store: &Arc<dyn Store>, clock: &Arc<ManualClock>) -> Result<()> {
+    let s = store.as_ref();
+    let ttl = Duration::from_secs(30);
+    ensure(s.acquire_lease("job", "A", ttl).await?, "A takes a free lease")?;
+    ensure(!s.acquire_lease("job", "B", ttl).await?, "B cannot take A's lease")?;
+    ensure(s.acquire_lease("other", "B", ttl).await?, "leases are per job")?;
+    clock.advance(chrono::Duration::seconds(20));
+    ensure(s.acquire_lease("job", "A", ttl).await?, "A renews")?;
+    clock.advance(chrono::Duration::seconds(20));
+    ensure(
+        !s.acquire_lease("job", "B", ttl).await?,
+        "renewed lease still held 40 s after the first take",
+    )?;
+    s.release_lease("job", "B").await?; // not B's: no-op
+    ensure(!s.acquire_lease("job", "B", ttl).await?, "release by a non-holder is a no-op")?;
+    // A dies without releasing: after the TTL, B takes over and A is out.
+    clock.advance(chrono::Duration::seconds(31));
+    ensure(s.acquire_lease("job", "B", ttl).await?, "B takes an expired lease")?;
+    ensure(!s.acquire_lease("job", "A", ttl).await?, "A lost it")?;
+    s.release_lease("job", "B").await?;
+    ensure(s.acquire_lease("job", "A", ttl).await?, "free again after release")?;
+    // Zero TTL: expires at once.
+    ensure(s.acquire_lease("z", "A", Duration::ZERO).await?, "zero ttl taken")?;
+    ensure(s.acquire_lease("z", "B", ttl).await?, "zero ttl lease expired at once")?;
+    Ok(())
+}
+
+/// The engine end to end: a memory source into the hub over this store (engine and hub
+/// share the store, so each op commits with its records), a second run plans nothing, a
+/// change at the source flows through as an update and a disable, with audit and feed.
+pub async fn engine_end_to_end(store: &Arc<dyn Store>, clock: &Arc<ManualClock>) -> Result<()> {
+    let mut orgs = vec![org("root", None)];
+    for i in 0..5 {
+        orgs.push(org(&format!("d{i}"), Some("root")));
+        orgs.push(org(&format!("d{i}-x"), Some(&format!("d{i}"))));
+    }
+    let accounts: Vec<Account> = (0..40)
+        .map(|i| {
+            let mut a = account(&format!("p{i:03}"), &[&format!("d{}-x", i % 5)]);
+            a.employee_id = Some(format!("E{i}"));
+            if i > 0 {
+                a.manager = Some("p000".into());
+            }
+            a
+        })
+        .collect();
+    let source = Arc::new(MemoryAdapter::with_data("hr", orgs.clone(), accounts.clone()));
+    let hub = Arc::new(Hub::new(store.clone()));
+    let engine = Engine::new(store.clone()).with_clock(clock.clone());
+    let job = Job::new("hr-to-hub", source.clone(), hub).with_page_size(7);
+
+    let r = engine.run(&job).await?;
+    same(r.status, RunStatus::Succeeded, "first run status")?;
+    same(r.counts.applied, orgs.len() + accounts.len(), "first run applies everything")?;
+    let again = engine.run(&job).await?;
+    same(again.counts.planned, 0, "second run plans nothing")?;
+    same(
+        engine.links("hr-to-hub", EntityKind::Account).await?.len(),
+        accounts.len(),
+        "account links",
+    )?;
+    same(
+        engine.links("hr-to-hub", EntityKind::Org).await?.len(),
+        orgs.len(),
+        "org links",
+    )?;
+    let hub_accounts = all_accounts(store.as_ref(), 9).await?;
+    same(hub_accounts.len(), accounts.len(), "hub accounts")?;
+    let p5 = hub_accounts
+        .iter()
+        .find(|a| a.anchor.as_str() == "p005")
+        .ok_or_else(|| fail("p005 missing".into()))?;
+    same(p5.manager.clone(), Some(Anchor::from("p000")), "manager resolved")?;
+    same(
+        store.feed(0, 10_000).await?.len(),
+        orgs.len() + accounts.len(),
+        "one feed entry per applied op",
+    )?;
+    let journal = store.journal(&r.run_id).await?;
+    same(journal.len(), r.counts.applied, "every op journaled")?;
+    ensure(
+        journal.iter().all(|j| j.state == JournalState::Done),
+        "every journal entry done",
+    )?;
+    same(store.open_intents("hr-to-hub").await?.len(), 0, "no open intents")?;
+    let stored = store
+        .run(&r.run_id)
+        .await?
+        .ok_or_else(|| fail("run not stored".into()))?;
+    same(stored.status, RunStatus::Succeeded, "stored run status")?;
+    ensure(stored.plan.is_some(), "plan stored with the run")?;
+
+    // A rename and a leaver at the source.
+    source.edit(|d| {
+        if let Some(a) = d.accounts.get_mut(&Anchor::from("p001")) {
+            a.title = Some("Chief".into());
+        }
+        d.accounts.remove(&Anchor::from("p002"));
+    })?;
+    let r3 = engine.run(&job).await?;
+    same(r3.counts.applied, 2, "an update and a disable")?;
+    same(r3.counts.by_op.get("update_account").copied(), Some(1), "one update")?;
+    same(r3.counts.by_op.get("disable_account").copied(), Some(1), "one disable")?;
+    let p2 = store
+        .hub_account(&"p002".into())
+        .await?
+        .ok_or_else(|| fail("p002 gone".into()))?;
+    same(p2.status, Status::Disabled, "leaver disabled, not deleted")?;
+    let trail = store.audit(EntityKind::Account, &"p001".into()).await?;
+    same(
+        trail.iter().map(|a| a.op.as_str()).collect::<Vec<_>>(),
+        vec!["create_account", "update_account"],
+        "audit trail of p001",
+    )?;
+    same(
+        trail[1].after.as_ref().and_then(|a| a.get("title")).cloned(),
+        Some(json!("Chief")),
+        "audit after of the update",
+    )?;
+    same(
+        store.runs(Some("hr-to-hub"), 10).await?.len(),
+        3,
+        "three runs recorded",
+    )?;
+    same(engine.run(&job).await?.counts.planned, 0, "converged again")?;
+    Ok(())
+}
+
+/// Helpers on the suite's clock.
+trait SuiteClock {
+    fn now_for_suite(&self) -> DateTime<Utc>;
+}
+
+impl SuiteClock for Arc<ManualClock> {
+    fn now_for_suite(&self) -> DateTime<Utc> {
+        idsync_core::Clock::now(self.as_ref())
+    }
+}

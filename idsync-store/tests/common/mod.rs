@@ -1,0 +1,73 @@
+//! Test helpers: a PostgreSQL server for the tests, fresh databases.
+#![allow(dead_code, unreachable_pub)]
+
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The admin URL of a PostgreSQL server for tests: `IDSYNC_TEST_PG_URL` or `DATABASE_URL`
+/// when set, else a server started through `scripts/services/postgres.sh` (stopped when
+/// this test process exits). Panics loudly when none can be had: tests never skip.
+pub fn pg_url() -> String {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| {
+        for var in ["IDSYNC_TEST_PG_URL", "DATABASE_URL"] {
+            if let Ok(u) = std::env::var(var)
+                && u.starts_with("postgres")
+            {
+                return u;
+            }
+        }
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/services/postgres.sh");
+        let exe = std::env::current_exe().unwrap();
+        let name = exe.file_stem().unwrap().to_string_lossy().into_owned();
+        let datadir = std::env::temp_dir().join(format!("idsync-store-pg-{name}"));
+        let out = Command::new("bash")
+            .arg(script)
+            .arg("start")
+            .arg(&datadir)
+            .env("POSTGRES_OWNER_PID", std::process::id().to_string())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {script}: {e}"));
+        assert!(
+            out.status.success(),
+            "PostgreSQL could not be started by {script}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("DATABASE_URL=").map(str::to_owned))
+            .expect("postgres.sh printed no DATABASE_URL")
+    })
+    .clone()
+}
+
+/// `url` with its database replaced by `db`.
+pub fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (url, String::new()),
+    };
+    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let base = match base[scheme_end..].find('/') {
+        Some(i) => &base[..scheme_end + i],
+        None => base,
+    };
+    format!("{base}/{db}{query}")
+}
+
+/// A fresh, empty database on the test server; returns its URL.
+pub async fn fresh_pg_database(prefix: &str) -> String {
+    use sqlx::Connection;
+    let admin = pg_url();
+    let name = format!("{prefix}_{:016x}", rand::random::<u64>());
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to the test PostgreSQL: {e}"));
+    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    with_database(&admin, &name)
+}
