@@ -5,12 +5,16 @@
 
 mod config;
 mod error;
+mod export;
 mod rows;
+mod sink;
 mod source;
 mod text;
 
 pub use config::{AccountColumns, CsvConfig, ErrorPolicy, OrgColumns, OrgLayout, StatusWords};
 pub use error::{RowError, RowErrorKind};
+pub use export::{ExportSummary, export};
+pub use sink::{CsvSink, FlushPolicy};
 pub use source::CsvSource;
 pub use text::TextEncoding;
 

@@ -47,11 +47,7 @@ fn find(headers: &[String], names: &[String]) -> Option<usize> {
         .find_map(|n| normed.iter().position(|h| *h == norm(n)))
 }
 
-fn attr_columns(
-    headers: &[String],
-    used: &HashSet<usize>,
-    enabled: bool,
-) -> Vec<(usize, String)> {
+fn attr_columns(headers: &[String], used: &HashSet<usize>, enabled: bool) -> Vec<(usize, String)> {
     if !enabled {
         return Vec::new();
     }
@@ -407,7 +403,12 @@ impl Mapper<'_> {
     }
 
     /// Map an org row.
-    pub(crate) fn org(&self, rec: &Record, cols: &OrgCols, errs: &mut Vec<RowError>) -> Option<Org> {
+    pub(crate) fn org(
+        &self,
+        rec: &Record,
+        cols: &OrgCols,
+        errs: &mut Vec<RowError>,
+    ) -> Option<Org> {
         self.record_errors(rec, errs);
         let header = |i: Option<usize>| i.and_then(|i| cols.headers.get(i).cloned());
         let mut org = match self.cfg.layout {
@@ -460,7 +461,8 @@ impl Mapper<'_> {
                     return None;
                 };
                 let name = segs.last().copied().unwrap_or_default();
-                let parent = (segs.len() > 1).then(|| Anchor::from(segs[..segs.len() - 1].join(sep)));
+                let parent =
+                    (segs.len() > 1).then(|| Anchor::from(segs[..segs.len() - 1].join(sep)));
                 Org::new(segs.join(sep), parent, name)
             }
         };

@@ -8,8 +8,8 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use idsync_core::{
-    Account, Anchor, Capabilities, Descriptor, Error, ErrorKind, Org, Page, PageRequest,
-    PageToken, Result, Source,
+    Account, Anchor, Capabilities, Descriptor, Error, ErrorKind, Org, Page, PageRequest, PageToken,
+    Result, Source,
 };
 
 use crate::PROVIDER;
@@ -74,9 +74,11 @@ pub(crate) fn open_file<C>(
         .next_record(&mut rec)
         .map_err(|e| Error::from(CsvError::io(path, e)))?;
     if !has_header {
-        return Err(Error::invalid_data(format!("{name}: the file is empty (no header line)"))
-            .with_provider(PROVIDER)
-            .with_context("file", name.clone()));
+        return Err(
+            Error::invalid_data(format!("{name}: the file is empty (no header line)"))
+                .with_provider(PROVIDER)
+                .with_context("file", name.clone()),
+        );
     }
     let headers: Vec<String> = rec.iter().map(str::to_owned).collect();
     let cols = resolve(cfg, &name, headers)?;
@@ -235,11 +237,7 @@ impl CsvSource {
                             message: format!(
                                 "department {:?} is not in {}",
                                 o.as_str(),
-                                self.cfg
-                                    .orgs
-                                    .as_deref()
-                                    .map(display)
-                                    .unwrap_or_default()
+                                self.cfg.orgs.as_deref().map(display).unwrap_or_default()
                             ),
                         });
                     }
@@ -298,7 +296,11 @@ impl CsvSource {
         let f = &self.findings;
         let strict = self.cfg.errors.strict;
         let counted = f.error_count + if strict { f.warning_count } else { 0 };
-        let limit = if strict { 0 } else { self.cfg.errors.max_errors };
+        let limit = if strict {
+            0
+        } else {
+            self.cfg.errors.max_errors
+        };
         if counted <= limit {
             return;
         }
@@ -374,6 +376,22 @@ impl CsvSource {
     /// The configuration.
     pub fn config(&self) -> &CsvConfig {
         &self.cfg
+    }
+
+    /// Everything, in memory (the sink loads its files this way).
+    pub(crate) fn load_all(&self) -> Result<(Vec<Org>, Vec<Account>)> {
+        self.aborted()?;
+        let orgs = self.orgs.clone().unwrap_or_default();
+        let mut accounts = Vec::with_capacity(self.account_count);
+        let mut req = PageRequest::sized(MAX_PAGE);
+        loop {
+            let page = self.read_accounts(&req)?;
+            accounts.extend(page.items);
+            match page.next {
+                Some(t) => req.token = Some(t),
+                None => return Ok((orgs, accounts)),
+            }
+        }
     }
 
     fn parse_token(&self, t: &PageToken) -> Result<(u64, u64)> {
@@ -460,7 +478,10 @@ impl CsvSource {
         };
         let size = req.size.unwrap_or(self.cfg.page_size).clamp(1, MAX_PAGE);
         let end = start.saturating_add(size).min(orgs.len());
-        let items = orgs.get(start..end).map(<[Org]>::to_vec).unwrap_or_default();
+        let items = orgs
+            .get(start..end)
+            .map(<[Org]>::to_vec)
+            .unwrap_or_default();
         Ok(Page {
             items,
             next: (end < orgs.len()).then(|| PageToken(end.to_string())),
@@ -472,10 +493,7 @@ impl CsvSource {
 /// (and their descendants, reported as unknown parent).
 fn load_orgs(cfg: &CsvConfig, path: &Path, findings: &mut Findings) -> Result<Vec<Org>> {
     let f = open_file(cfg, path, OrgCols::resolve)?;
-    let mapper = Mapper {
-        cfg,
-        file: &f.name,
-    };
+    let mapper = Mapper { cfg, file: &f.name };
     let mut r = RecordReader::open(&f.path, f.format, f.data_offset, f.data_line)?;
     let mut rec = Record::default();
     let mut errs = Vec::new();
@@ -642,7 +660,10 @@ impl Source for CsvSource {
         if stamp(&self.accounts.path)? != self.accounts_stamp {
             return Err(Error::new(
                 ErrorKind::Conflict,
-                format!("{}: the file changed after it was validated", self.accounts.name),
+                format!(
+                    "{}: the file changed after it was validated",
+                    self.accounts.name
+                ),
             )
             .with_provider(PROVIDER));
         }

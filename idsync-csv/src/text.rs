@@ -332,9 +332,9 @@ impl RecordReader {
             .max_utf8_buffer_length(self.raw.len())
             .unwrap_or(self.raw.len() * 3 + 16);
         self.line_buf.reserve(need);
-        let (_, _, had_errors) = self
-            .decoder
-            .decode_to_string(&self.raw, &mut self.line_buf, false);
+        let (_, _, had_errors) =
+            self.decoder
+                .decode_to_string(&self.raw, &mut self.line_buf, false);
         let term = if self.format.terminator == b'\r' {
             if self.line_buf.ends_with('\r') {
                 self.line_buf.pop();
@@ -561,7 +561,11 @@ mod tests {
     #[test]
     fn agrees_with_the_csv_crate_on_written_data() {
         let rows: Vec<Vec<String>> = vec![
-            vec!["plain".into(), "with,comma".into(), "with \"quotes\"".into()],
+            vec![
+                "plain".into(),
+                "with,comma".into(),
+                "with \"quotes\"".into(),
+            ],
             vec!["line\nbreak".into(), "".into(), "crlf\r\ninside".into()],
             vec!["  spaces ".into(), "中文，全角".into(), "\"".into()],
             vec!["".into(), "".into(), "".into()],
