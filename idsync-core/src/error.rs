@@ -91,8 +91,12 @@ pub enum ErrorStatus {
     Persistent,
 }
 
-/// The error of every idsync operation.
+/// The error of every idsync operation. One pointer wide: results stay small.
 pub struct Error {
+    inner: Box<Inner>,
+}
+
+struct Inner {
     kind: ErrorKind,
     status: ErrorStatus,
     message: String,
@@ -108,15 +112,17 @@ impl Error {
     /// A new error of `kind` with the kind's default status.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Error {
-            kind,
-            status: kind.default_status(),
-            message: message.into(),
-            retry_after: None,
-            provider: None,
-            operation: None,
-            provider_code: None,
-            context: Vec::new(),
-            source: None,
+            inner: Box::new(Inner {
+                kind,
+                status: kind.default_status(),
+                message: message.into(),
+                retry_after: None,
+                provider: None,
+                operation: None,
+                provider_code: None,
+                context: Vec::new(),
+                source: None,
+            }),
         }
     }
 
@@ -147,157 +153,160 @@ impl Error {
 
     /// Mark the error temporary (retrying may help).
     pub fn temporary(mut self) -> Self {
-        self.status = ErrorStatus::Temporary;
+        self.inner.status = ErrorStatus::Temporary;
         self
     }
 
     /// Mark the error permanent.
     pub fn permanent(mut self) -> Self {
-        self.status = ErrorStatus::Permanent;
+        self.inner.status = ErrorStatus::Permanent;
         self
     }
 
     /// Mark the error persistent: it was temporary but retries ran out.
     pub fn persistent(mut self) -> Self {
-        self.status = ErrorStatus::Persistent;
+        self.inner.status = ErrorStatus::Persistent;
         self
     }
 
     /// Set the status explicitly.
     pub fn with_status(mut self, status: ErrorStatus) -> Self {
-        self.status = status;
+        self.inner.status = status;
         self
     }
 
     /// How long the provider asked us to wait.
     pub fn with_retry_after(mut self, after: Duration) -> Self {
-        self.retry_after = Some(after);
+        self.inner.retry_after = Some(after);
         self
     }
 
     /// The provider this error came from (e.g. `"dingtalk"`), if not set already.
     pub fn with_provider(mut self, provider: impl Into<String>) -> Self {
-        if self.provider.is_none() {
-            self.provider = Some(provider.into());
+        if self.inner.provider.is_none() {
+            self.inner.provider = Some(provider.into());
         }
         self
     }
 
     /// The operation that failed (e.g. `"accounts.next_page"`), if not set already.
     pub fn with_operation(mut self, operation: impl Into<String>) -> Self {
-        if self.operation.is_none() {
-            self.operation = Some(operation.into());
+        if self.inner.operation.is_none() {
+            self.inner.operation = Some(operation.into());
         }
         self
     }
 
     /// The provider's own error code (DingTalk `errcode`, LDAP rc, HTTP status).
     pub fn with_provider_code(mut self, code: impl Into<String>) -> Self {
-        self.provider_code = Some(code.into());
+        self.inner.provider_code = Some(code.into());
         self
     }
 
     /// A key/value pair of context (anchor, DN, file and line, ...). Never put secrets here.
     pub fn with_context(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.context.push((key.into(), value.into()));
+        self.inner.context.push((key.into(), value.into()));
         self
     }
 
     /// The underlying cause.
     pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
-        self.source = Some(Box::new(source));
+        self.inner.source = Some(Box::new(source));
         self
     }
 
     /// What went wrong.
     pub fn kind(&self) -> ErrorKind {
-        self.kind
+        self.inner.kind
     }
 
     /// Whether retrying can help.
     pub fn status(&self) -> ErrorStatus {
-        self.status
+        self.inner.status
     }
 
     /// True when retrying may help.
     pub fn is_temporary(&self) -> bool {
-        self.status == ErrorStatus::Temporary
+        self.inner.status == ErrorStatus::Temporary
     }
 
     /// The human message, without context.
     pub fn message(&self) -> &str {
-        &self.message
+        &self.inner.message
     }
 
     /// How long the provider asked to wait before retrying.
     pub fn retry_after(&self) -> Option<Duration> {
-        self.retry_after
+        self.inner.retry_after
     }
 
     /// The provider the error came from.
     pub fn provider(&self) -> Option<&str> {
-        self.provider.as_deref()
+        self.inner.provider.as_deref()
     }
 
     /// The operation that failed.
     pub fn operation(&self) -> Option<&str> {
-        self.operation.as_deref()
+        self.inner.operation.as_deref()
     }
 
     /// The provider's own error code.
     pub fn provider_code(&self) -> Option<&str> {
-        self.provider_code.as_deref()
+        self.inner.provider_code.as_deref()
     }
 
     /// Key/value context.
     pub fn context(&self) -> &[(String, String)] {
-        &self.context
+        &self.inner.context
     }
 
     /// A copy of this error without its source chain (the chain is rendered into the message).
     /// Used where one failure must be reported in several places.
     pub fn clone_lossy(&self) -> Error {
-        let mut message = self.message.clone();
+        let mut message = self.inner.message.clone();
         let mut src = std::error::Error::source(self);
         while let Some(s) = src {
             message.push_str(": ");
             message.push_str(&s.to_string());
             src = s.source();
         }
+        let i = &self.inner;
         Error {
-            kind: self.kind,
-            status: self.status,
-            message,
-            retry_after: self.retry_after,
-            provider: self.provider.clone(),
-            operation: self.operation.clone(),
-            provider_code: self.provider_code.clone(),
-            context: self.context.clone(),
-            source: None,
+            inner: Box::new(Inner {
+                kind: i.kind,
+                status: i.status,
+                message,
+                retry_after: i.retry_after,
+                provider: i.provider.clone(),
+                operation: i.operation.clone(),
+                provider_code: i.provider_code.clone(),
+                context: i.context.clone(),
+                source: None,
+            }),
         }
     }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({:?}", self.kind, self.status)?;
-        if let Some(p) = &self.provider {
+        write!(f, "{} ({:?}", self.inner.kind, self.inner.status)?;
+        if let Some(p) = &self.inner.provider {
             write!(f, ", {p}")?;
         }
-        if let Some(op) = &self.operation {
+        if let Some(op) = &self.inner.operation {
             write!(f, " {op}")?;
         }
-        if let Some(code) = &self.provider_code {
+        if let Some(code) = &self.inner.provider_code {
             write!(f, ", code {code}")?;
         }
         write!(f, ")")?;
-        if !self.message.is_empty() {
-            write!(f, ": {}", self.message)?;
+        if !self.inner.message.is_empty() {
+            write!(f, ": {}", self.inner.message)?;
         }
-        for (k, v) in &self.context {
+        for (k, v) in &self.inner.context {
             write!(f, ", {k}={v}")?;
         }
-        if let Some(after) = self.retry_after {
+        if let Some(after) = self.inner.retry_after {
             write!(f, ", retry after {after:?}")?;
         }
         Ok(())
@@ -307,25 +316,25 @@ impl fmt::Display for Error {
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("Error");
-        d.field("kind", &self.kind)
-            .field("status", &self.status)
-            .field("message", &self.message);
-        if let Some(p) = &self.provider {
+        d.field("kind", &self.inner.kind)
+            .field("status", &self.inner.status)
+            .field("message", &self.inner.message);
+        if let Some(p) = &self.inner.provider {
             d.field("provider", p);
         }
-        if let Some(op) = &self.operation {
+        if let Some(op) = &self.inner.operation {
             d.field("operation", op);
         }
-        if let Some(code) = &self.provider_code {
+        if let Some(code) = &self.inner.provider_code {
             d.field("provider_code", code);
         }
-        if !self.context.is_empty() {
-            d.field("context", &self.context);
+        if !self.inner.context.is_empty() {
+            d.field("context", &self.inner.context);
         }
-        if let Some(after) = &self.retry_after {
+        if let Some(after) = &self.inner.retry_after {
             d.field("retry_after", after);
         }
-        if let Some(src) = &self.source {
+        if let Some(src) = &self.inner.source {
             d.field("source", &src.to_string());
         }
         d.finish()
@@ -334,7 +343,8 @@ impl fmt::Debug for Error {
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
+        self.inner
+            .source
             .as_ref()
             .map(|s| s.as_ref() as &(dyn std::error::Error + 'static))
     }

@@ -10,14 +10,18 @@
 //! use idsync_core::mapping::EntityMapping;
 //!
 //! let accounts = EntityMapping::rules(vec![
-//!     FieldRule::copy("username", "username").with(Transform::Lowercase),
-//!     FieldRule::template("email", "{username}@example.com").with(Transform::Lowercase),
+//!     FieldRule::copy("username", "username")
+//!         .with(Transform::Trim)
+//!         .with(Transform::Lowercase),
+//!     FieldRule::template("email", "{username}@example.com")
+//!         .with(Transform::Trim)
+//!         .with(Transform::Lowercase),
 //!     FieldRule::constant("attrs.source", "hr"),
 //! ])
 //! .scoped(Scope::not_equals("attrs.type", "contractor"));
 //! let mapping = Mapping { accounts, ..Mapping::identity() };
 //!
-//! let a = Account::new("u1", " Alice ");
+//! let a = Account::new("u1", "Alice");
 //! let mapped = mapping.map_account(&a).unwrap().unwrap();
 //! assert_eq!(mapped.username, "alice");
 //! assert_eq!(mapped.email.as_deref(), Some("alice@example.com"));

@@ -73,8 +73,8 @@ async fn first_run_creates_second_run_is_empty() {
     assert_eq!(r.status, RunStatus::Succeeded, "{r:#?}");
     assert_eq!(r.counts.by_op.get("create_org"), Some(&5));
     assert_eq!(r.counts.by_op.get("create_account"), Some(&4));
-    // managers set after creates
-    assert_eq!(r.counts.by_op.get("update_account"), Some(&2));
+    // managers are created first and carried by the creates: no follow-up ops
+    assert_eq!(r.counts.by_op.get("update_account"), None);
     let hub_acc = s.store.hub_account(&"1".into()).await.unwrap().unwrap();
     assert_eq!(hub_acc.manager, Some("4".into()));
     let lisi = s.store.hub_account(&"2".into()).await.unwrap().unwrap();
@@ -648,4 +648,37 @@ async fn hub_is_an_incremental_source_for_outbound_jobs() {
             .as_deref(),
         Some("+86 138")
     );
+}
+
+#[tokio::test]
+async fn manager_cycles_are_closed_by_a_follow_up_update() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let target = Arc::new(MemoryAdapter::new("tgt").assigning_anchors());
+    let mut a = person("a", "ann", &[]);
+    let mut b = person("b", "ben", &[]);
+    a.manager = Some("b".into());
+    b.manager = Some("a".into());
+    let mut c = person("c", "cat", &[]);
+    c.manager = Some("a".into());
+    let source = Arc::new(MemoryAdapter::with_data("src", vec![], vec![a, b, c]));
+    let mut job = Job::new("cycle", source, target.clone()).with_guard(Guard::off());
+    job.sync_orgs = false;
+    let engine = Engine::new(store);
+    let r = engine.run(&job).await.unwrap();
+    assert_eq!(r.counts.failed, 0, "{r:#?}");
+    assert_eq!(r.counts.by_op.get("create_account"), Some(&3));
+    assert_eq!(r.counts.by_op.get("update_account"), Some(&2));
+    let snap = target.snapshot().unwrap();
+    let by_user = |u: &str| {
+        snap.accounts
+            .values()
+            .find(|x| x.username == u)
+            .unwrap()
+            .clone()
+    };
+    let (ann, ben, cat) = (by_user("ann"), by_user("ben"), by_user("cat"));
+    assert_eq!(ann.manager.as_ref(), Some(&ben.anchor));
+    assert_eq!(ben.manager.as_ref(), Some(&ann.anchor));
+    assert_eq!(cat.manager.as_ref(), Some(&ann.anchor));
+    assert!(engine.plan(&job).await.unwrap().is_empty());
 }

@@ -17,10 +17,11 @@ use crate::store::{JournalState, Link};
 pub(crate) const ORG_CREATE: u32 = 0; // + depth of the pending chain
 pub(crate) const ORG_UPDATE: u32 = 1000;
 pub(crate) const ORG_MOVE: u32 = 1001; // + depth in the new tree
-pub(crate) const ACC_CREATE: u32 = 2000;
-pub(crate) const ACC_UPDATE: u32 = 2001;
-pub(crate) const ACC_MANAGER: u32 = 2002;
-pub(crate) const ACC_STATUS: u32 = 2003;
+pub(crate) const ACC_CREATE: u32 = 2000; // + depth of the manager chain
+const MAX_MANAGER_DEPTH: u32 = 500;
+pub(crate) const ACC_UPDATE: u32 = 2600;
+pub(crate) const ACC_MANAGER: u32 = 2601;
+pub(crate) const ACC_STATUS: u32 = 2602;
 pub(crate) const ACC_DELETE: u32 = 3000;
 pub(crate) const ORG_DELETE: u32 = 4000; // + (999 - depth): deepest first
 const MAX_DEPTH: u32 = 998;
@@ -895,38 +896,110 @@ impl<'a> AccPlanner<'a> {
                 e.claimed = true;
             }
         }
-        // Creates first, so that managers can refer to them.
-        let mut created: HashMap<Anchor, usize> = HashMap::new();
+        // Targets: linked, or correlated now (their links count from here on).
         let mut targets: Vec<Option<Anchor>> = Vec::with_capacity(self.work.len());
         for (i, w) in self.work.iter().enumerate() {
-            let (t, acc, pending) = (&w.target, &w.acc, &w.pending);
             if skip.contains(&i) {
                 targets.push(None);
                 continue;
             }
-            let target = t.clone().or_else(|| matches[i].clone());
-            if target.is_none() {
-                let mut new = acc.clone();
-                // managers are set by a follow-up op once every create is done
-                new.manager = None;
-                if !self.own_status {
-                    new.status = Status::Active;
-                }
-                let id = b.push(
-                    ACC_CREATE,
-                    Op::CreateAccount { account: new },
-                    Some(acc.anchor.clone()),
-                    pending.clone(),
-                );
-                created.insert(acc.anchor.clone(), id);
-            } else if t.is_none()
+            let target = w.target.clone().or_else(|| matches[i].clone());
+            if w.target.is_none()
                 && let Some(tg) = &target
             {
-                self.links.insert(acc.anchor.clone(), (tg.clone(), true));
+                self.links.insert(w.acc.anchor.clone(), (tg.clone(), true));
             }
             targets.push(target);
         }
+        // Creates, managers before the people they manage, so that a create can carry
+        // its manager. Manager cycles (and chains deeper than the phase range) get the
+        // manager in a follow-up op.
         let manager_owned = self.fields.contains(&AccField::Manager);
+        let to_create: HashMap<Anchor, usize> = self
+            .work
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !skip.contains(i) && targets[*i].is_none())
+            .map(|(i, w)| (w.acc.anchor.clone(), i))
+            .collect();
+        // (phase depth, manager set by a follow-up op)
+        let mut depth: HashMap<usize, (u32, bool)> = HashMap::new();
+        let mut starts: Vec<usize> = to_create.values().copied().collect();
+        starts.sort_unstable();
+        for start in starts {
+            let mut chain: Vec<usize> = Vec::new();
+            let mut cur = Some(start);
+            // depth of the node after the chain's last one, if known
+            let mut next: Option<u32> = None;
+            while let Some(i) = cur {
+                if let Some((d, _)) = depth.get(&i) {
+                    next = Some(*d);
+                    break;
+                }
+                if let Some(k) = chain.iter().position(|c| *c == i) {
+                    // chain[k..] is a cycle: created first, managers set afterwards
+                    for c in chain.drain(k..) {
+                        depth.insert(c, (0, true));
+                    }
+                    next = Some(0);
+                    break;
+                }
+                chain.push(i);
+                cur = self.work[i]
+                    .manager
+                    .as_ref()
+                    .filter(|m| !self.links.contains_key(*m))
+                    .and_then(|m| to_create.get(m).copied());
+            }
+            for c in chain.into_iter().rev() {
+                let entry = match next {
+                    None => (0, false),
+                    Some(d) if d < MAX_MANAGER_DEPTH => (d + 1, false),
+                    Some(_) => (0, true),
+                };
+                depth.insert(c, entry);
+                next = Some(entry.0);
+            }
+        }
+        let mut order: Vec<usize> = to_create.values().copied().collect();
+        order.sort_by_key(|i| (depth.get(i).map(|d| d.0).unwrap_or(0), *i));
+        let mut created: HashMap<Anchor, usize> = HashMap::new();
+        let mut followup: HashSet<Anchor> = HashSet::new();
+        for i in order {
+            let w = &self.work[i];
+            let mut new = w.acc.clone();
+            let (d, late) = depth.get(&i).copied().unwrap_or((0, false));
+            let mut pending = w.pending.clone();
+            if !self.own_status {
+                new.status = Status::Active;
+            }
+            if let Some(m) = &w.manager
+                && manager_owned
+            {
+                if let Some((t, _)) = self.links.get(m) {
+                    new.manager = Some(t.clone());
+                } else if let (Some(op), false) = (created.get(m), late) {
+                    new.manager = Some(m.clone());
+                    pending.push(PendingRef {
+                        field: "manager".into(),
+                        index: 0,
+                        op: *op,
+                    });
+                } else if to_create.contains_key(m) {
+                    followup.insert(w.acc.anchor.clone());
+                }
+            }
+            if !manager_owned {
+                new.manager = None;
+            }
+            let id = b.push(
+                ACC_CREATE + d,
+                Op::CreateAccount { account: new },
+                Some(w.acc.anchor.clone()),
+                pending,
+            );
+            created.insert(w.acc.anchor.clone(), id);
+        }
         let work = std::mem::take(&mut self.work);
         for (i, w) in work.into_iter().enumerate() {
             let Work {
@@ -962,9 +1035,10 @@ impl<'a> AccPlanner<'a> {
             }
             match &targets[i] {
                 None => {
-                    // created above; a follow-up op sets a manager
+                    // created above; a follow-up op sets a manager in a cycle
                     if manager_owned
                         && acc.manager.is_some()
+                        && followup.contains(&acc.anchor)
                         && let Some(own) = created.get(&acc.anchor)
                     {
                         let mut pend = vec![PendingRef {
