@@ -1,6 +1,8 @@
 //! The suite must fail adapters with typical bugs: each broken adapter below is caught by
 //! the case named next to it (and the report says why).
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
 use std::sync::Arc;
 
 use async_trait::async_trait;
