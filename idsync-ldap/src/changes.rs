@@ -186,11 +186,21 @@ pub(crate) fn parse_dirsync_response(val: &[u8]) -> Option<(bool, Vec<u8>)> {
     }
 }
 
-fn encode_cursor(kind: &str, cookie: &[u8]) -> SyncCursor {
-    SyncCursor(format!("{kind}:{}", B64.encode(cookie)))
+/// Anchors of the orgs in scope when a cursor was made: deletions arrive as bare ids, and
+/// this set tells an org's deletion from an account's.
+type OrgSet = BTreeSet<String>;
+
+fn encode_cursor(kind: &str, cookie: &[u8], orgs: Option<&OrgSet>) -> SyncCursor {
+    let mut s = format!("{kind}:{}", B64.encode(cookie));
+    if let Some(orgs) = orgs {
+        let joined: Vec<&str> = orgs.iter().map(String::as_str).collect();
+        s.push(':');
+        s.push_str(&B64.encode(joined.join("\n")));
+    }
+    SyncCursor(s)
 }
 
-fn decode_cursor(c: &SyncCursor, kind: &str) -> Result<Vec<u8>> {
+fn decode_cursor(c: &SyncCursor, kind: &str) -> Result<(Vec<u8>, Option<OrgSet>)> {
     let bad = || {
         Error::invalid_data(format!(
             "cursor {:?} is not a {kind} cursor of this source",
@@ -202,7 +212,64 @@ fn decode_cursor(c: &SyncCursor, kind: &str) -> Result<Vec<u8>> {
         c.0.strip_prefix(kind)
             .and_then(|r| r.strip_prefix(':'))
             .ok_or_else(bad)?;
-    B64.decode(rest).map_err(|_| bad())
+    let (cookie, orgs) = match rest.split_once(':') {
+        Some((c, o)) => (c, Some(o)),
+        None => (rest, None),
+    };
+    let cookie = B64.decode(cookie).map_err(|_| bad())?;
+    let orgs = match orgs {
+        Some(o) => {
+            let text = String::from_utf8(B64.decode(o).map_err(|_| bad())?).map_err(|_| bad())?;
+            Some(
+                text.split('\n')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+            )
+        }
+        None => None,
+    };
+    Ok((cookie, orgs))
+}
+
+/// The anchors of all orgs below the base (one paged search of anchors only).
+async fn org_set(dir: &LdapDirectory) -> Result<Option<OrgSet>> {
+    let cfg = &dir.inner.cfg;
+    if !cfg.orgs {
+        return Ok(None);
+    }
+    let mut ldap = dir.ops().await?;
+    let attr = cfg.anchor_attr().to_owned();
+    let entries = client::paged_all(
+        &mut ldap,
+        &cfg.base_dn,
+        Scope::Subtree,
+        cfg.org_filter(),
+        &[attr.as_str()],
+        cfg.page_size,
+    )
+    .await
+    .map_err(|e| Error::from(e).with_operation("list org anchors"))?;
+    Ok(Some(
+        entries
+            .iter()
+            .filter(|e| !dir.is_base(&e.dn))
+            .filter_map(|e| mapping::anchor_of(cfg, e))
+            .map(Anchor::into_string)
+            .collect(),
+    ))
+}
+
+/// The org set after a change set: deleted orgs out, upserted orgs in.
+fn next_org_set(before: Option<OrgSet>, set: &ChangeSet) -> Option<OrgSet> {
+    let mut orgs = before?;
+    for d in &set.org_deletes {
+        orgs.remove(d.as_str());
+    }
+    for o in &set.org_upserts {
+        orgs.insert(o.anchor.as_str().to_owned());
+    }
+    Some(orgs)
 }
 
 fn malformed(what: &str) -> Error {
@@ -252,10 +319,23 @@ async fn upsert(
     Ok(())
 }
 
-fn push_delete(set: &mut ChangeSet, seen: &mut BTreeSet<String>, anchor: Anchor) {
-    if seen.insert(anchor.as_str().to_owned()) {
-        set.org_deletes.push(anchor.clone());
-        set.account_deletes.push(anchor);
+fn push_delete(
+    set: &mut ChangeSet,
+    seen: &mut BTreeSet<String>,
+    orgs: Option<&OrgSet>,
+    anchor: Anchor,
+) {
+    if !seen.insert(anchor.as_str().to_owned()) {
+        return;
+    }
+    match orgs {
+        Some(orgs) if orgs.contains(anchor.as_str()) => set.org_deletes.push(anchor),
+        Some(_) => set.account_deletes.push(anchor),
+        // a cursor without the org set: say both, an unknown anchor is a no-op
+        None => {
+            set.org_deletes.push(anchor.clone());
+            set.account_deletes.push(anchor);
+        }
     }
 }
 
@@ -286,16 +366,20 @@ pub(crate) async fn current_cursor(dir: &LdapDirectory) -> Result<SyncCursor> {
                     )
                     .with_provider(PROVIDER)
                 })?;
-            Ok(encode_cursor("sync", &cookie))
+            Ok(encode_cursor("sync", &cookie, org_set(dir).await?.as_ref()))
         }
         IncrementalMode::Dirsync => {
             let (_, cookie) = dirsync_round(dir, &[], true).await?;
-            Ok(encode_cursor("dirsync", &cookie))
+            Ok(encode_cursor(
+                "dirsync",
+                &cookie,
+                org_set(dir).await?.as_ref(),
+            ))
         }
         IncrementalMode::ModifyTimestamp => {
             // now, minus a margin for clock skew: re-reading a few entries is harmless
             let t = generalized_time(std::time::SystemTime::now(), 300);
-            Ok(encode_cursor("mts", t.as_bytes()))
+            Ok(encode_cursor("mts", t.as_bytes(), None))
         }
         IncrementalMode::None => {
             Err(Error::unsupported("incremental reads are turned off").with_provider(PROVIDER))
@@ -305,10 +389,16 @@ pub(crate) async fn current_cursor(dir: &LdapDirectory) -> Result<SyncCursor> {
 
 pub(crate) async fn changes(dir: &LdapDirectory, since: &SyncCursor) -> Result<ChangeSet> {
     match dir.inner.cfg.incremental_mode() {
-        IncrementalMode::Syncrepl => syncrepl_changes(dir, &decode_cursor(since, "sync")?).await,
-        IncrementalMode::Dirsync => dirsync_changes(dir, &decode_cursor(since, "dirsync")?).await,
+        IncrementalMode::Syncrepl => {
+            let (cookie, orgs) = decode_cursor(since, "sync")?;
+            syncrepl_changes(dir, &cookie, orgs).await
+        }
+        IncrementalMode::Dirsync => {
+            let (cookie, orgs) = decode_cursor(since, "dirsync")?;
+            dirsync_changes(dir, &cookie, orgs).await
+        }
         IncrementalMode::ModifyTimestamp => {
-            let t = decode_cursor(since, "mts")?;
+            let (t, _) = decode_cursor(since, "mts")?;
             let t = String::from_utf8(t).map_err(|_| malformed("mts cursor"))?;
             mts_changes(dir, &t).await
         }
@@ -318,7 +408,11 @@ pub(crate) async fn changes(dir: &LdapDirectory, since: &SyncCursor) -> Result<C
     }
 }
 
-async fn syncrepl_changes(dir: &LdapDirectory, cookie: &[u8]) -> Result<ChangeSet> {
+async fn syncrepl_changes(
+    dir: &LdapDirectory,
+    cookie: &[u8],
+    orgs_before: Option<OrgSet>,
+) -> Result<ChangeSet> {
     let attrs = change_attrs(dir);
     let attr_refs: Vec<&str> = attrs.iter().map(String::as_str).collect();
     let mut ldap = client::connect(&dir.inner.cfg).await.map_err(Error::from)?;
@@ -368,7 +462,12 @@ async fn syncrepl_changes(dir: &LdapDirectory, cookie: &[u8]) -> Result<ChangeSe
                 if refresh_deletes {
                     for u in uuids {
                         let a = mapping::uuid_to_string(&u).ok_or_else(|| malformed("syncUUID"))?;
-                        push_delete(&mut set, &mut seen_deletes, Anchor::new(a));
+                        push_delete(
+                            &mut set,
+                            &mut seen_deletes,
+                            orgs_before.as_ref(),
+                            Anchor::new(a),
+                        );
                     }
                 } else {
                     present_phase = true;
@@ -393,7 +492,12 @@ async fn syncrepl_changes(dir: &LdapDirectory, cookie: &[u8]) -> Result<ChangeSe
             SyncStateKind::Delete => {
                 let a =
                     mapping::uuid_to_string(&state.uuid).ok_or_else(|| malformed("syncUUID"))?;
-                push_delete(&mut set, &mut seen_deletes, Anchor::new(a));
+                push_delete(
+                    &mut set,
+                    &mut seen_deletes,
+                    orgs_before.as_ref(),
+                    Anchor::new(a),
+                );
             }
             SyncStateKind::Present => present_phase = true,
         }
@@ -401,9 +505,11 @@ async fn syncrepl_changes(dir: &LdapDirectory, cookie: &[u8]) -> Result<ChangeSe
     // parents before children, so a new subtree applies in order
     sort_orgs_parent_first(&mut set.org_upserts);
     let last_cookie = done_cookie.or(info_cookie);
+    let orgs_after = next_org_set(orgs_before, &set);
     set.cursor = Some(encode_cursor(
         "sync",
         last_cookie.as_deref().unwrap_or(cookie),
+        orgs_after.as_ref(),
     ));
     // a present phase reports what still exists, not what was deleted: only a full sync
     // can find the deletions then
@@ -513,7 +619,11 @@ async fn dirsync_round(
     .with_provider(PROVIDER))
 }
 
-async fn dirsync_changes(dir: &LdapDirectory, cookie: &[u8]) -> Result<ChangeSet> {
+async fn dirsync_changes(
+    dir: &LdapDirectory,
+    cookie: &[u8],
+    orgs_before: Option<OrgSet>,
+) -> Result<ChangeSet> {
     let (entries, next) = dirsync_round(dir, cookie, false).await?;
     let cfg = &dir.inner.cfg;
     let mut set = ChangeSet::default();
@@ -542,7 +652,7 @@ async fn dirsync_changes(dir: &LdapDirectory, cookie: &[u8]) -> Result<ChangeSet
                 .and_then(|p| crate::dn::Dn::parse(&p).ok())
                 .is_some_and(|p| !p.is_within(&base));
             if !elsewhere {
-                push_delete(&mut set, &mut seen_deletes, anchor);
+                push_delete(&mut set, &mut seen_deletes, orgs_before.as_ref(), anchor);
             }
             continue;
         }
@@ -562,11 +672,12 @@ async fn dirsync_changes(dir: &LdapDirectory, cookie: &[u8]) -> Result<ChangeSet
             Some(full) => upsert(dir, &mut set, full, &mut orgs, &mut managers).await?,
             // not below base_dn (any more): it may have moved out, so it is gone from this
             // source's view; an anchor the engine never saw is a no-op
-            None => push_delete(&mut set, &mut seen_deletes, anchor),
+            None => push_delete(&mut set, &mut seen_deletes, orgs_before.as_ref(), anchor),
         }
     }
     sort_orgs_parent_first(&mut set.org_upserts);
-    set.cursor = Some(encode_cursor("dirsync", &next));
+    let orgs_after = next_org_set(orgs_before, &set);
+    set.cursor = Some(encode_cursor("dirsync", &next, orgs_after.as_ref()));
     set.complete = true;
     Ok(set)
 }
@@ -606,7 +717,7 @@ async fn mts_changes(dir: &LdapDirectory, since: &str) -> Result<ChangeSet> {
         upsert(dir, &mut set, e, &mut orgs, &mut managers).await?;
     }
     sort_orgs_parent_first(&mut set.org_upserts);
-    set.cursor = Some(encode_cursor("mts", newest.as_bytes()));
+    set.cursor = Some(encode_cursor("mts", newest.as_bytes(), None));
     set.complete = true;
     Ok(set)
 }
@@ -734,8 +845,29 @@ mod tests {
 
     #[test]
     fn cursors_and_time() {
-        let c = encode_cursor("sync", b"rid=000,csn=1");
-        assert_eq!(decode_cursor(&c, "sync").unwrap(), b"rid=000,csn=1");
+        let c = encode_cursor("sync", b"rid=000,csn=1", None);
+        assert_eq!(
+            decode_cursor(&c, "sync").unwrap(),
+            (b"rid=000,csn=1".to_vec(), None)
+        );
+        let orgs: OrgSet = ["o1".to_string(), "o2".to_string()].into();
+        let c2 = encode_cursor("sync", b"k", Some(&orgs));
+        assert_eq!(
+            decode_cursor(&c2, "sync").unwrap(),
+            (b"k".to_vec(), Some(orgs.clone()))
+        );
+        let mut set = ChangeSet::default();
+        let mut seen = BTreeSet::new();
+        push_delete(&mut set, &mut seen, Some(&orgs), Anchor::new("o1"));
+        push_delete(&mut set, &mut seen, Some(&orgs), Anchor::new("a9"));
+        push_delete(&mut set, &mut seen, Some(&orgs), Anchor::new("a9"));
+        assert_eq!(set.org_deletes, vec![Anchor::new("o1")]);
+        assert_eq!(set.account_deletes, vec![Anchor::new("a9")]);
+        let after = next_org_set(Some(orgs), &set).unwrap();
+        assert_eq!(
+            after.into_iter().collect::<Vec<_>>(),
+            vec!["o2".to_string()]
+        );
         assert!(decode_cursor(&c, "dirsync").is_err());
         assert!(decode_cursor(&SyncCursor("sync:@@".into()), "sync").is_err());
         let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);

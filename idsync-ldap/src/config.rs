@@ -116,6 +116,11 @@ pub struct LdapConfig {
     /// How changes are read; default `syncrepl`, AD `dirsync`, generic `modify_timestamp`.
     #[serde(default)]
     pub incremental: Option<IncrementalMode>,
+    /// A multi-valued string attribute holding the anchors of an account's further orgs
+    /// (an entry lives in one OU, its primary org). Unset (the default): accounts have one
+    /// org. E.g. `departmentNumber` (inetOrgPerson), `url` (AD `user`).
+    #[serde(default)]
+    pub secondary_orgs_attribute: Option<String>,
 }
 
 fn default_page_size() -> u32 {
@@ -183,6 +188,7 @@ impl LdapConfig {
             account_attributes: BTreeMap::new(),
             disable_marker: None,
             incremental: None,
+            secondary_orgs_attribute: None,
         }
     }
 

@@ -137,6 +137,9 @@ pub(crate) fn account_attrs(cfg: &LdapConfig, map: &BTreeMap<String, String>) ->
             v.push(attr.clone());
         }
     }
+    if let Some(a) = &cfg.secondary_orgs_attribute {
+        v.push(a.clone());
+    }
     match cfg.dialect {
         Dialect::Ad => v.push("userAccountControl".into()),
         _ => {
@@ -231,9 +234,45 @@ pub(crate) fn entry_to_account(
         }
     }
     acc.orgs = org.into_iter().collect();
+    if let Some(attr) = &cfg.secondary_orgs_attribute {
+        for a in parse_secondary_orgs(e.values(attr)) {
+            if !acc.orgs.contains(&a) {
+                acc.orgs.push(a);
+            }
+        }
+    }
     acc.manager = manager;
     acc.status = status_of(cfg, e);
     Ok(acc)
+}
+
+/// The values written for an account's further orgs: `N:anchor`, because LDAP keeps values
+/// as a set and the order of orgs matters (the first is primary).
+pub(crate) fn secondary_org_values(orgs: &[Anchor]) -> Vec<String> {
+    orgs.iter()
+        .skip(1)
+        .enumerate()
+        .map(|(i, o)| format!("{}:{}", i + 1, o.as_str()))
+        .collect()
+}
+
+/// Reads [`secondary_org_values`] back in order (values without an index come last).
+pub(crate) fn parse_secondary_orgs(values: &[Vec<u8>]) -> Vec<Anchor> {
+    let mut v: Vec<(u64, String)> = values
+        .iter()
+        .map(|b| {
+            let s = String::from_utf8_lossy(b).into_owned();
+            match s.split_once(':') {
+                Some((n, a)) if !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()) => {
+                    (n.parse().unwrap_or(u64::MAX), a.to_owned())
+                }
+                _ => (u64::MAX, s),
+            }
+        })
+        .filter(|(_, a)| !a.is_empty())
+        .collect();
+    v.sort();
+    v.into_iter().map(|(_, a)| Anchor::new(a)).collect()
 }
 
 /// Active or disabled, from `userAccountControl` (AD) or the disable marker.
@@ -385,6 +424,26 @@ mod tests {
         assert_eq!(a.attrs["telephone_number"], serde_json::json!(["1", "2"]));
         let missing = entry("uid=q,dc=x", &[("uid", &["q"])]);
         assert!(entry_to_account(&cfg, &map, &missing, None, None).is_err());
+    }
+
+    #[test]
+    fn secondary_orgs_keep_their_order() {
+        let orgs = vec![
+            Anchor::new("p"),
+            Anchor::new("z"),
+            Anchor::new("a"),
+            Anchor::new("m"),
+        ];
+        let mut vals: Vec<Vec<u8>> = secondary_org_values(&orgs)
+            .into_iter()
+            .map(String::into_bytes)
+            .collect();
+        assert_eq!(vals.len(), 3);
+        vals.reverse();
+        vals.push(b"plain".to_vec());
+        let back = parse_secondary_orgs(&vals);
+        let names: Vec<&str> = back.iter().map(Anchor::as_str).collect();
+        assert_eq!(names, vec!["z", "a", "m", "plain"]);
     }
 
     #[test]

@@ -196,6 +196,9 @@ impl LdapDirectory {
             rdn.0[0].attr.as_str(),
             vec![rdn.first_value().to_owned()],
         );
+        if let Some(a) = &cfg.secondary_orgs_attribute {
+            push(&mut attrs, a, mapping::secondary_org_values(&acc.orgs));
+        }
         let label = acc
             .display_name
             .clone()
@@ -268,12 +271,16 @@ impl LdapDirectory {
                 .map(|v| Rdn::new(rdn_attr.clone(), v)),
             _ => None,
         };
+        let mut mods: Vec<Mod<Vec<u8>>> = Vec::new();
         let new_parent = match changes.get("orgs") {
             Some(v) => {
                 let orgs: Vec<Anchor> = mapping::ldap_values(v)
                     .into_iter()
                     .map(Anchor::new)
                     .collect();
+                if let Some(a) = &self.inner.cfg.secondary_orgs_attribute {
+                    mods.push(replace(a, mapping::secondary_org_values(&orgs)));
+                }
                 Some(self.account_container(&orgs).await?)
             }
             None => None,
@@ -281,7 +288,6 @@ impl LdapDirectory {
         if new_rdn.is_some() || new_parent.is_some() {
             dn = self.move_entry(&dn, new_rdn, new_parent).await?;
         }
-        let mut mods: Vec<Mod<Vec<u8>>> = Vec::new();
         for (field, a) in &self.inner.map {
             if !changes.contains_key(field) || a.eq_ignore_ascii_case(&rdn_attr) {
                 continue;

@@ -50,6 +50,8 @@ pub(crate) struct Inner {
 struct Listing {
     ldap: Ldap,
     seq: u64,
+    /// Pages served so far (part of the token: servers such as AD may repeat a cookie).
+    pages: u64,
     /// DN key -> anchor of the nearest org at or above that DN (`None`: no org).
     orgs: HashMap<String, Option<Anchor>>,
     /// manager DN key -> anchor
@@ -121,13 +123,14 @@ impl LdapDirectory {
                     Listing {
                         ldap,
                         seq: id,
+                        pages: 0,
                         orgs: HashMap::new(),
                         managers: HashMap::new(),
                     },
                 )
             }
             Some(tok) => {
-                let (id, cookie) = parse_token(tok)?;
+                let (id, page, cookie) = parse_token(tok)?;
                 let listing = inner.listings.lock().await.remove(&id).ok_or_else(|| {
                     Error::new(
                         ErrorKind::Incomplete,
@@ -135,6 +138,16 @@ impl LdapDirectory {
                     )
                     .with_provider(PROVIDER)
                 })?;
+                if listing.pages != page {
+                    return Err(Error::new(
+                        ErrorKind::Incomplete,
+                        format!(
+                            "page token for page {page} of a listing that is at page {}; start the listing again",
+                            listing.pages
+                        ),
+                    )
+                    .with_provider(PROVIDER));
+                }
                 (id, cookie, listing)
             }
         };
@@ -163,7 +176,8 @@ impl LdapDirectory {
         let items = entries;
         let token = match next {
             Some(c) => {
-                let tok = PageToken(format!("{id}.{}", B64.encode(&c)));
+                listing.pages += 1;
+                let tok = PageToken(format!("{id}.{}.{}", listing.pages, B64.encode(&c)));
                 Some(tok)
             }
             None => None,
@@ -389,15 +403,19 @@ fn kind_name(kind: Kind) -> &'static str {
     }
 }
 
-fn parse_token(tok: &PageToken) -> Result<(u64, Vec<u8>)> {
+fn parse_token(tok: &PageToken) -> Result<(u64, u64, Vec<u8>)> {
     let bad = || {
         Error::invalid_data(format!("malformed LDAP page token {:?}", tok.0))
             .with_provider(PROVIDER)
     };
-    let (id, cookie) = tok.0.split_once('.').ok_or_else(bad)?;
+    let mut parts = tok.0.splitn(3, '.');
+    let (Some(id), Some(page), Some(cookie)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(bad());
+    };
     let id = id.parse::<u64>().map_err(|_| bad())?;
+    let page = page.parse::<u64>().map_err(|_| bad())?;
     let cookie = B64.decode(cookie).map_err(|_| bad())?;
-    Ok((id, cookie))
+    Ok((id, page, cookie))
 }
 
 #[async_trait]
@@ -485,9 +503,12 @@ mod tests {
 
     #[test]
     fn page_tokens_round_trip_and_reject_garbage() {
-        let tok = PageToken(format!("7.{}", B64.encode(b"\x00cookie\xff")));
-        assert_eq!(parse_token(&tok).unwrap(), (7, b"\x00cookie\xff".to_vec()));
-        for bad in ["", "7", "x.AA", "7.!!"] {
+        let tok = PageToken(format!("7.2.{}", B64.encode(b"\x00cookie\xff")));
+        assert_eq!(
+            parse_token(&tok).unwrap(),
+            (7, 2, b"\x00cookie\xff".to_vec())
+        );
+        for bad in ["", "7", "7.AA", "x.1.AA", "7.x.AA", "7.1.!!"] {
             assert!(parse_token(&PageToken(bad.into())).is_err(), "{bad}");
         }
     }

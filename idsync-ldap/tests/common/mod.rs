@@ -253,3 +253,145 @@ pub async fn read(ldap: &mut ldap3::Ldap, dn: &str, attrs: &[&str]) -> Option<Se
     let (entries, _) = res.success().unwrap();
     entries.into_iter().next().map(SearchEntry::construct)
 }
+
+/// Deletes a subtree, children first.
+pub async fn delete_subtree(server: &Server, dn: &str) {
+    let mut ldap = admin(server).await;
+    let res = ldap
+        .search(dn, Scope::Subtree, "(objectClass=*)", vec!["1.1"])
+        .await
+        .unwrap();
+    let mut dns: Vec<String> = res
+        .0
+        .into_iter()
+        .map(|e| SearchEntry::construct(e).dn)
+        .collect();
+    dns.sort_by_key(|d| {
+        std::cmp::Reverse(idsync_ldap::Dn::parse(d).map(|p| p.0.len()).unwrap_or(0))
+    });
+    for d in dns {
+        let _ = ldap.delete(&d).await;
+    }
+}
+
+/// The conformance harness: every namespace is a fresh random OU seeded through the sink.
+#[derive(Debug)]
+pub struct Harness {
+    pub server: &'static Server,
+    pub tweak: fn(&mut LdapConfig),
+    pub options: idsync_conformance::Options,
+    /// Remove the namespaces seeded before when seeding the next one. AD needs this: the
+    /// suite seeds the same fixture more than once per case, and sAMAccountName is unique
+    /// in the whole domain. (Cases read only their latest namespace.)
+    pub one_namespace_at_a_time: bool,
+    pub live: std::sync::Mutex<Vec<String>>,
+}
+
+#[async_trait::async_trait]
+impl idsync_conformance::Harness for Harness {
+    fn name(&self) -> String {
+        format!("ldap ({:?})", self.server.dialect)
+    }
+
+    async fn seed(
+        &self,
+        orgs: Vec<idsync_core::Org>,
+        accounts: Vec<idsync_core::Account>,
+    ) -> idsync_core::Result<std::sync::Arc<dyn idsync_core::Sink>> {
+        use idsync_core::{Anchor, Op, Sink};
+        if self.one_namespace_at_a_time {
+            let old: Vec<String> = self.live.lock().unwrap().drain(..).collect();
+            for dn in old {
+                delete_subtree(self.server, &dn).await;
+            }
+        }
+        let ns = match self.server.dialect {
+            Dialect::Ad => {
+                let mut ldap = admin(self.server).await;
+                let dn = format!("OU={},{}", random_name("c-"), self.server.base_dn());
+                add(
+                    &mut ldap,
+                    &dn,
+                    &[("objectClass", &["top", "organizationalUnit"])],
+                )
+                .await;
+                dn
+            }
+            _ => namespace(self.server).await,
+        };
+        self.live.lock().unwrap().push(ns.clone());
+        let mut cfg = self.server.config(&ns);
+        (self.tweak)(&mut cfg);
+        let dir = LdapDirectory::new(cfg)?;
+        let mut ids: HashMap<Anchor, Anchor> = HashMap::new();
+        for mut o in orgs {
+            o.parent = o.parent.map(|p| ids.get(&p).cloned().unwrap_or(p));
+            let proposed = o.anchor.clone();
+            let got = dir.apply(&Op::CreateOrg { org: o }).await?.anchor.unwrap();
+            ids.insert(proposed, got);
+        }
+        let mut managers = Vec::new();
+        let mut acc_ids: HashMap<Anchor, Anchor> = HashMap::new();
+        for mut a in accounts {
+            a.orgs = a
+                .orgs
+                .iter()
+                .map(|o| ids.get(o).cloned().unwrap_or_else(|| o.clone()))
+                .collect();
+            let proposed = a.anchor.clone();
+            if let Some(m) = a.manager.take() {
+                managers.push((proposed.clone(), m));
+            }
+            let got = dir
+                .apply(&Op::CreateAccount { account: a })
+                .await?
+                .anchor
+                .unwrap();
+            acc_ids.insert(proposed, got);
+        }
+        for (who, m) in managers {
+            let mut patch = idsync_core::Patch::new();
+            let target = acc_ids.get(&m).cloned().unwrap_or(m);
+            patch.insert(
+                "manager".into(),
+                serde_json::Value::String(target.into_string()),
+            );
+            dir.apply(&Op::UpdateAccount {
+                anchor: acc_ids[&who].clone(),
+                changes: patch,
+            })
+            .await?;
+        }
+        Ok(std::sync::Arc::new(dir))
+    }
+
+    async fn cleanup(
+        &self,
+        sink: std::sync::Arc<dyn idsync_core::Sink>,
+    ) -> idsync_core::Result<()> {
+        let desc = sink.describe();
+        // instance = "<url> <base_dn>"
+        if let Some((_, base)) = desc.instance.split_once(' ') {
+            delete_subtree(self.server, base).await;
+        }
+        Ok(())
+    }
+
+    async fn bad_credentials(&self) -> Option<std::sync::Arc<dyn idsync_core::Source>> {
+        let cfg = self
+            .server
+            .config(&self.server.base_dn())
+            .with_bind(self.server.bind_dn(), "definitely-wrong");
+        Some(std::sync::Arc::new(LdapDirectory::new(cfg).unwrap()))
+    }
+
+    fn missing_anchor(&self, _kind: idsync_core::EntityKind) -> idsync_core::Anchor {
+        use rand::Rng;
+        let b: [u8; 16] = rand::rng().random();
+        idsync_core::Anchor::new(idsync_ldap::guid_to_string(&b).unwrap())
+    }
+
+    fn options(&self) -> idsync_conformance::Options {
+        self.options.clone()
+    }
+}
