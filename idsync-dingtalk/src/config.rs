@@ -55,6 +55,16 @@ pub struct DingTalkConfig {
     /// per user). Without it accounts carry no manager, in full and incremental reads alike.
     #[serde(default)]
     pub fetch_user_details: bool,
+    /// Carry DingTalk's extra fields (`unionid`, `dept_order`, leaders, ...) in `attrs`.
+    /// Turn off for hub → DingTalk jobs with an identity mapping: `unionid` is assigned by
+    /// DingTalk and would never match the hub.
+    #[serde(default = "default_true")]
+    pub extra_attrs: bool,
+    /// Create people without a mobile number as exclusive accounts (专属账号, Dedicated
+    /// DingTalk): `exclusive_account: true`, `exclusive_account_type: "dingtalk"`,
+    /// `login_id` = username. Without it, a person needs a mobile number.
+    #[serde(default)]
+    pub exclusive_accounts: bool,
     /// The documented per-app per-API limit, used as the rate-limit layer's default.
     #[serde(default = "default_qps")]
     pub qps: u32,
@@ -90,6 +100,9 @@ pub struct CallbackConfig {
 
 fn default_base_url() -> String {
     STANDARD_BASE_URL.to_owned()
+}
+fn default_true() -> bool {
+    true
 }
 fn default_root() -> i64 {
     1
@@ -127,6 +140,8 @@ impl std::fmt::Debug for DingTalkConfig {
             .field("page_size", &self.page_size)
             .field("language", &self.language)
             .field("fetch_user_details", &self.fetch_user_details)
+            .field("extra_attrs", &self.extra_attrs)
+            .field("exclusive_accounts", &self.exclusive_accounts)
             .field("qps", &self.qps)
             .field("timeout_secs", &self.timeout_secs)
             .field("token_refresh_margin_secs", &self.token_refresh_margin_secs)
@@ -172,6 +187,8 @@ impl DingTalkConfig {
             page_size: default_page_size(),
             language: default_language(),
             fetch_user_details: false,
+            extra_attrs: true,
+            exclusive_accounts: false,
             qps: default_qps(),
             timeout_secs: default_timeout(),
             token_refresh_margin_secs: default_margin(),

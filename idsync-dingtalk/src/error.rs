@@ -214,6 +214,12 @@ impl From<DingTalkError> for Error {
         for (k, v) in ctx {
             out = out.with_context(k, v);
         }
+        // A throttled or refused request provably did nothing: creates may be retried.
+        let not_sent = class.kind == ErrorKind::RateLimited
+            || matches!(&e, DingTalkError::Transport(t) if t.is_connect());
+        if not_sent {
+            out = out.with_context("request_sent", "no");
+        }
         match e {
             DingTalkError::Transport(t) => out.with_source(t.without_url()),
             _ => out,
@@ -316,6 +322,11 @@ mod tests {
         assert_eq!(e.provider_code(), Some("88"));
         assert_eq!(e.provider(), Some("dingtalk"));
         assert_eq!(e.retry_after(), Some(Duration::from_secs(1)));
+        assert!(
+            e.context()
+                .iter()
+                .any(|(k, v)| k == "request_sent" && v == "no")
+        );
         assert!(
             e.context()
                 .iter()

@@ -192,7 +192,8 @@ pub fn org_from_detail(v: &Value) -> Result<Org> {
         .filter(|p| *p != 0)
         .map(|p| Anchor::new(p.to_string()));
     let mut org = Org::new(id.to_string(), parent, name);
-    org.order = v.get("order").and_then(int_of);
+    // DingTalk's default order is 0: read it as "no order" so that None round-trips.
+    org.order = v.get("order").and_then(int_of).filter(|o| *o != 0);
     if let Some(Value::Array(list)) = v.get("dept_manager_userid_list") {
         let leaders: Vec<Value> = list
             .iter()
@@ -275,6 +276,12 @@ fn put_depts(body: &mut Map<String, Value>, orgs: &[Anchor], orders: Option<&Val
 /// The body of `v2/user/create` for an account. `userid` is the account's `username` when
 /// it is a valid userid (kept as the anchor), otherwise DingTalk generates one.
 pub fn user_create_body(a: &Account) -> Result<Value> {
+    user_create_body_with(a, false)
+}
+
+/// [`user_create_body`]; with `exclusive`, a person without a mobile number becomes an
+/// exclusive account (`exclusive_account`, `exclusive_account_type: "dingtalk"`, `login_id`).
+pub fn user_create_body_with(a: &Account, exclusive: bool) -> Result<Value> {
     let mut body = Map::new();
     let name = a
         .display_name
@@ -287,11 +294,24 @@ pub fn user_create_body(a: &Account) -> Result<Value> {
         ));
     }
     body.insert("name".to_owned(), Value::String(name));
-    let mobile = a
-        .phone
-        .clone()
-        .ok_or_else(|| Error::invalid_data("DingTalk needs a mobile number to create a user"))?;
-    body.insert("mobile".to_owned(), Value::String(mobile));
+    match a.phone.clone() {
+        Some(mobile) => {
+            body.insert("mobile".to_owned(), Value::String(mobile));
+        }
+        None if exclusive && !a.username.trim().is_empty() => {
+            body.insert("exclusive_account".to_owned(), Value::Bool(true));
+            body.insert(
+                "exclusive_account_type".to_owned(),
+                Value::String("dingtalk".to_owned()),
+            );
+            body.insert("login_id".to_owned(), Value::String(a.username.clone()));
+        }
+        None => {
+            return Err(Error::invalid_data(
+                "DingTalk needs a mobile number to create a user (or exclusive_accounts)",
+            ));
+        }
+    }
     if a.orgs.is_empty() {
         return Err(Error::invalid_data(
             "DingTalk needs at least one department to create a user",

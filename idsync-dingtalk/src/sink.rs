@@ -2,9 +2,12 @@
 //!
 //! Request quirks kept here: `dept_id_list` is a comma-separated string, cleared fields go
 //! into `force_update_fields`, department names may not contain `-`, `,` or `，`, a user
-//! needs a `mobile` and at least one department. DingTalk has one root department and no
-//! "disabled" users (a person leaves by deletion), so `disable` is not offered and a
-//! root org (`parent: None`) maps onto the tenant's root department.
+//! needs a `mobile` (or, with `exclusive_accounts`, becomes an exclusive account) and at
+//! least one department. DingTalk has no "disabled" users (a person leaves by deletion), so
+//! `disable` is not offered.
+//!
+//! The root department (`root_dept_id`, 1 by default) is the tenant itself: root orgs
+//! (`parent: None`) are created under it, and a person in no org is a member of it.
 
 use async_trait::async_trait;
 use idsync_core::{
@@ -61,11 +64,12 @@ impl DingTalkSink {
         let s = &self.source;
         match op {
             Op::CreateOrg { org } => {
-                let Some(parent) = &org.parent else {
-                    // DingTalk has exactly one root: a root org is the tenant's root.
-                    return Ok(Applied::with_anchor(Anchor::new(self.root().to_string())));
+                // Root orgs live directly under the tenant's root department.
+                let parent = match &org.parent {
+                    Some(p) => mapping::dept_id(p)?,
+                    None => self.root(),
                 };
-                let body = mapping::dept_create_body(org, mapping::dept_id(parent)?)?;
+                let body = mapping::dept_create_body(org, parent)?;
                 let v = s.post("/topapi/v2/department/create", body).await?;
                 let id = v
                     .pointer("/result/dept_id")
@@ -84,12 +88,10 @@ impl DingTalkSink {
             }
             Op::MoveOrg { anchor, parent } => {
                 let dept = mapping::dept_id(anchor)?;
-                let Some(parent) = parent else {
-                    return Err(Error::unsupported(
-                        "DingTalk has one root department; an org cannot become a root",
-                    ));
+                let parent_id = match parent {
+                    Some(p) => mapping::dept_id(p)?,
+                    None => self.root(),
                 };
-                let parent_id = mapping::dept_id(parent)?;
                 s.post(
                     "/topapi/v2/department/update",
                     json!({"dept_id": dept, "parent_id": parent_id}),
@@ -107,7 +109,13 @@ impl DingTalkSink {
                 Ok(Applied::with_anchor(anchor.clone()))
             }
             Op::CreateAccount { account } => {
-                let body = mapping::user_create_body(account)?;
+                let mut account = account.clone();
+                if account.orgs.is_empty() {
+                    // no org: a member of the root department (the tenant itself)
+                    account.orgs.push(Anchor::new(self.root().to_string()));
+                }
+                let cfg = &self.source.inner.cfg;
+                let body = mapping::user_create_body_with(&account, cfg.exclusive_accounts)?;
                 let v = s.post("/topapi/v2/user/create", body).await?;
                 let id = v
                     .pointer("/result/userid")
@@ -116,7 +124,14 @@ impl DingTalkSink {
                 Ok(Applied::with_anchor(Anchor::new(id)))
             }
             Op::UpdateAccount { anchor, changes } => {
-                let (body, skipped) = mapping::user_update_body(anchor.as_str(), changes)?;
+                let mut changes = changes.clone();
+                if let Some(orgs) = changes.get_mut("orgs") {
+                    let empty = orgs.is_null() || orgs.as_array().is_some_and(Vec::is_empty);
+                    if empty {
+                        *orgs = json!([self.root().to_string()]);
+                    }
+                }
+                let (body, skipped) = mapping::user_update_body(anchor.as_str(), &changes)?;
                 Self::warn_skipped(op, &skipped);
                 if body.as_object().is_some_and(|o| o.len() > 1) {
                     s.post("/topapi/v2/user/update", body).await?;

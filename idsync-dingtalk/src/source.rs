@@ -47,6 +47,8 @@ pub(crate) struct Shared {
 struct OrgToken {
     /// Departments whose children are still to be listed.
     q: VecDeque<i64>,
+    /// Children listed but not read yet: (child, parent).
+    p: VecDeque<(i64, i64)>,
     /// Every department seen so far.
     v: BTreeSet<i64>,
 }
@@ -140,11 +142,8 @@ impl DingTalkSource {
             .await;
         match r {
             Ok(v) => {
-                let mut org = mapping::org_from_detail(v.get("result").unwrap_or(&Value::Null))?;
-                if dept == self.inner.cfg.root_dept_id {
-                    org.parent = None;
-                }
-                Ok(Some(org))
+                let org = mapping::org_from_detail(v.get("result").unwrap_or(&Value::Null))?;
+                Ok(Some(self.scoped_org(org)))
             }
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
@@ -160,10 +159,10 @@ impl DingTalkSource {
             )
             .await;
         match r {
-            Ok(v) => Ok(Some(mapping::account_from_detail(
+            Ok(v) => Ok(Some(self.scoped_account(mapping::account_from_detail(
                 v.get("result").unwrap_or(&Value::Null),
                 self.inner.cfg.fetch_user_details,
-            )?)),
+            )?))),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
@@ -174,39 +173,35 @@ impl DingTalkSource {
         let want = page.size.unwrap_or(100).max(1);
         let mut items = Vec::new();
         let mut tok = match &page.token {
-            None => {
-                let org = self.dept(root).await?.ok_or_else(|| {
-                    Error::not_found(format!("root department {root} does not exist"))
-                        .with_provider(PROVIDER)
-                })?;
-                items.push(org);
-                OrgToken {
-                    q: VecDeque::from([root]),
-                    v: BTreeSet::from([root]),
-                }
-            }
+            None => OrgToken {
+                q: VecDeque::from([root]),
+                p: VecDeque::new(),
+                v: BTreeSet::from([root]),
+            },
             Some(t) => decode_token(t)?,
         };
-        // List the children of queued departments until the page is full.
+        // Read listed children, listing the next department's children when none are
+        // pending, until the page is full.
         while items.len() < want {
+            if let Some((child, parent)) = tok.p.pop_front() {
+                if let Some(mut org) = self.dept(child).await? {
+                    if org.parent.is_none() && parent != root {
+                        org.parent = Some(Anchor::new(parent.to_string()));
+                    }
+                    items.push(org);
+                    tok.q.push_back(child);
+                }
+                continue;
+            }
             let Some(dept) = tok.q.pop_front() else { break };
             for child in self.listsub(dept).await? {
-                if !tok.v.insert(child) {
-                    continue; // visited already: a repeated id or a cycle
-                }
-                match self.dept(child).await? {
-                    Some(mut org) => {
-                        if org.parent.is_none() {
-                            org.parent = Some(Anchor::new(dept.to_string()));
-                        }
-                        items.push(org);
-                        tok.q.push_back(child);
-                    }
-                    None => continue, // removed while listing
+                // visited already: a repeated id or a cycle
+                if tok.v.insert(child) {
+                    tok.p.push_back((child, dept));
                 }
             }
         }
-        let next = if tok.q.is_empty() {
+        let next = if tok.q.is_empty() && tok.p.is_empty() {
             None
         } else {
             Some(encode_token(&tok)?)
@@ -227,85 +222,88 @@ impl DingTalkSource {
             },
             Some(t) => decode_token(t)?,
         };
-        let (dept, cursor) = match tok.c {
-            Some(c) => c,
-            None => {
-                let Some(dept) = tok.q.pop_front() else {
-                    return Ok(Page::last(Vec::new()));
-                };
-                let mut seen: HashSet<i64> = tok.d.iter().copied().collect();
-                seen.extend(tok.q.iter().copied());
-                seen.insert(dept);
-                for child in self.listsub(dept).await? {
-                    if seen.insert(child) {
-                        tok.q.push_back(child);
-                    }
-                }
-                (dept, 0)
-            }
-        };
-        let v = self
-            .post(
-                "/topapi/v2/user/list",
-                json!({"dept_id": dept, "cursor": cursor, "size": size,
-                       "order_field": "custom", "contain_access_limit": false,
-                       "language": self.lang()}),
-            )
-            .await?;
-        let result = v
-            .get("result")
-            .ok_or_else(|| bad_answer("v2/user/list: no result"))?;
-        let list = match result.get("list") {
-            Some(Value::Array(items)) => items.as_slice(),
-            None | Some(Value::Null) => &[],
-            Some(_) => return Err(bad_answer("v2/user/list: list is not an array")),
-        };
-        let mut items = Vec::with_capacity(list.len());
+        let mut items: Vec<Account> = Vec::with_capacity(size);
         let mut this_page = HashSet::new();
-        for item in list {
-            let userid = item
-                .get("userid")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            let depts: Vec<i64> = match item.get("dept_id_list") {
-                Some(Value::Array(a)) => a.iter().filter_map(int_of).collect(),
-                _ => vec![dept],
-            };
-            // listed already at a finished department (or twice on this page)
-            if depts.iter().any(|d| tok.d.contains(d)) || !this_page.insert(userid.to_owned()) {
-                continue;
-            }
-            let account = if mapping::dept_count(item) > 1 || self.inner.cfg.fetch_user_details {
-                match self.user(userid).await? {
-                    Some(a) => a,
-                    None => continue, // left while listing
+        // Fill the page from as many departments as it takes.
+        while items.len() < size {
+            let (dept, cursor) = match tok.c {
+                Some(c) => c,
+                None => {
+                    let Some(dept) = tok.q.pop_front() else { break };
+                    let mut seen: HashSet<i64> = tok.d.iter().copied().collect();
+                    seen.extend(tok.q.iter().copied());
+                    seen.insert(dept);
+                    for child in self.listsub(dept).await? {
+                        if seen.insert(child) {
+                            tok.q.push_back(child);
+                        }
+                    }
+                    (dept, 0)
                 }
-            } else {
-                mapping::account_from_list_item(item, dept)?
             };
-            items.push(account);
-        }
-        let has_more = match result.get("has_more") {
-            Some(Value::Bool(b)) => *b,
-            Some(Value::String(s)) => s == "true",
-            _ => false,
-        };
-        if has_more {
-            let next_cursor = result
-                .get("next_cursor")
-                .and_then(int_of)
-                .ok_or_else(|| bad_answer("v2/user/list: has_more without next_cursor"))?;
-            if next_cursor <= cursor {
-                return Err(Error::new(
-                    ErrorKind::Incomplete,
-                    "v2/user/list: next_cursor does not advance",
+            let want = size - items.len();
+            let v = self
+                .post(
+                    "/topapi/v2/user/list",
+                    json!({"dept_id": dept, "cursor": cursor, "size": want,
+                           "order_field": "custom", "contain_access_limit": false,
+                           "language": self.lang()}),
                 )
-                .with_provider(PROVIDER));
+                .await?;
+            let result = v
+                .get("result")
+                .ok_or_else(|| bad_answer("v2/user/list: no result"))?;
+            let list = match result.get("list") {
+                Some(Value::Array(items)) => items.as_slice(),
+                None | Some(Value::Null) => &[],
+                Some(_) => return Err(bad_answer("v2/user/list: list is not an array")),
+            };
+            for item in list {
+                let userid = item
+                    .get("userid")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let depts: Vec<i64> = match item.get("dept_id_list") {
+                    Some(Value::Array(a)) => a.iter().filter_map(int_of).collect(),
+                    _ => vec![dept],
+                };
+                // listed already at a finished department (or twice on this page)
+                if depts.iter().any(|d| tok.d.contains(d)) || !this_page.insert(userid.to_owned()) {
+                    continue;
+                }
+                let account = if mapping::dept_count(item) > 1 || self.inner.cfg.fetch_user_details
+                {
+                    match self.user(userid).await? {
+                        Some(a) => a,
+                        None => continue, // left while listing
+                    }
+                } else {
+                    self.scoped_account(mapping::account_from_list_item(item, dept)?)
+                };
+                items.push(account);
             }
-            tok.c = Some((dept, next_cursor));
-        } else {
-            tok.c = None;
-            tok.d.insert(dept);
+            let has_more = match result.get("has_more") {
+                Some(Value::Bool(b)) => *b,
+                Some(Value::String(s)) => s == "true",
+                _ => false,
+            };
+            if has_more {
+                let next_cursor = result
+                    .get("next_cursor")
+                    .and_then(int_of)
+                    .ok_or_else(|| bad_answer("v2/user/list: has_more without next_cursor"))?;
+                if next_cursor <= cursor {
+                    return Err(Error::new(
+                        ErrorKind::Incomplete,
+                        "v2/user/list: next_cursor does not advance",
+                    )
+                    .with_provider(PROVIDER));
+                }
+                tok.c = Some((dept, next_cursor));
+            } else {
+                tok.c = None;
+                tok.d.insert(dept);
+            }
         }
         let next = if tok.c.is_none() && tok.q.is_empty() {
             None
@@ -313,6 +311,28 @@ impl DingTalkSource {
             Some(encode_token(&tok)?)
         };
         Ok(Page { items, next })
+    }
+
+    /// The root department is the tenant itself: it is not listed as an org, its children
+    /// are roots (`parent: None`), and membership in it is no org membership.
+    pub(crate) fn scoped_account(&self, mut a: Account) -> Account {
+        let root = self.inner.cfg.root_dept_id.to_string();
+        a.orgs.retain(|o| o.as_str() != root);
+        if !self.inner.cfg.extra_attrs {
+            a.attrs.clear();
+        }
+        a
+    }
+
+    fn scoped_org(&self, mut o: Org) -> Org {
+        let root = self.inner.cfg.root_dept_id.to_string();
+        if o.parent.as_ref().is_some_and(|p| p.as_str() == root) {
+            o.parent = None;
+        }
+        if !self.inner.cfg.extra_attrs {
+            o.attrs.clear();
+        }
+        o
     }
 
     pub(crate) fn capabilities_read(&self) -> Capabilities {
@@ -406,6 +426,22 @@ impl Source for DingTalkSource {
         self.account_page(page)
             .await
             .map_err(|e| e.with_operation("accounts"))
+    }
+
+    async fn org(&self, anchor: &Anchor) -> Result<Option<Org>> {
+        let Ok(id) = anchor.as_str().parse::<i64>() else {
+            return Ok(None);
+        };
+        if id == self.inner.cfg.root_dept_id {
+            return Ok(None); // the tenant itself, not an org
+        }
+        self.dept(id).await.map_err(|e| e.with_operation("org"))
+    }
+
+    async fn account(&self, anchor: &Anchor) -> Result<Option<Account>> {
+        self.user(anchor.as_str())
+            .await
+            .map_err(|e| e.with_operation("account"))
     }
 
     async fn current_cursor(&self) -> Result<SyncCursor> {

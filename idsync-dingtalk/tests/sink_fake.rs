@@ -39,14 +39,25 @@ async fn create_update_move_delete() {
     assert!(!sink.capabilities().disable);
     let root = Anchor::new("1");
 
-    // root orgs map onto the tenant's root
-    let r = sink
+    // root orgs live directly under the tenant's root department, and read back as roots
+    let corp = sink
         .apply(&Op::CreateOrg {
             org: Org::new("x", None, "Corp"),
         })
         .await
+        .unwrap()
+        .anchor
         .unwrap();
-    assert_eq!(r.anchor, Some(root.clone()));
+    assert_eq!(
+        fake.dept(corp.as_str().parse().unwrap()).unwrap().parent_id,
+        Some(1)
+    );
+    assert_eq!(sink.org(&corp).await.unwrap().unwrap().parent, None);
+    assert_eq!(
+        sink.org(&root).await.unwrap(),
+        None,
+        "the tenant itself is no org"
+    );
 
     let rd = sink
         .apply(&Op::CreateOrg {

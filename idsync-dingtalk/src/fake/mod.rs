@@ -10,7 +10,11 @@
 //! * **per-API QPS throttling** over a sliding one-second window, answered with the real
 //!   `88`/`sub_code "90018"` body (or plain `90018`);
 //! * **injected failures**: the next N calls of a path answer with a chosen errcode;
-//! * **inspection**: the current departments and users, and per-path call statistics.
+//! * **inspection**: the current departments and users, and per-path call statistics;
+//! * **event pushes**: with [`FakeDingTalk::register_callback`], every successful write
+//!   (`user_add_org`, `user_modify_org`, `user_leave_org`, `org_dept_create`,
+//!   `org_dept_modify`, `org_dept_remove`) is pushed, encrypted and signed, to the callback
+//!   URL before the API call is answered (the real service pushes shortly after).
 //!
 //! The layout (a plain data [`state`](FakeUser) module plus a thin axum front that does
 //! tokens, throttling and failure injection) is meant as the pattern for the WeCom and Lark
@@ -46,6 +50,7 @@ use tokio::sync::oneshot;
 pub use state::{FakeDept, FakeUser};
 
 use crate::config::DingTalkConfig;
+use crate::crypto::CallbackCrypto;
 use state::Directory;
 
 /// How the fake words a throttle answer.
@@ -118,6 +123,10 @@ pub struct PathStats {
 /// Call statistics of the whole fake.
 #[derive(Debug, Clone, Default)]
 pub struct FakeStats {
+    /// Event pushes acknowledged with an encrypted `success`.
+    pub events_delivered: u64,
+    /// Event pushes that failed or were not acknowledged.
+    pub events_failed: u64,
     /// By path (`/gettoken`, `/topapi/v2/user/list`, ...).
     pub paths: BTreeMap<String, PathStats>,
     /// Tokens issued (a renewal of a valid token counts too).
@@ -164,6 +173,7 @@ struct Inner {
     injected: HashMap<String, VecDeque<Injected>>,
     stats: FakeStats,
     request_seq: u64,
+    callback: Option<(String, Arc<CallbackCrypto>)>,
 }
 
 type Shared = Arc<Mutex<Inner>>;
@@ -218,6 +228,7 @@ impl FakeDingTalk {
             injected: HashMap::new(),
             stats: FakeStats::default(),
             request_seq: 0,
+            callback: None,
         }));
         let app = Router::new().fallback(handle).with_state(inner.clone());
         let (tx, rx) = oneshot::channel::<()>();
@@ -248,6 +259,12 @@ impl FakeDingTalk {
             SecretString::from(g.cfg.app_secret.clone()),
         )
         .with_base_url(self.base_url())
+    }
+
+    /// Pushes directory events to `url` (the app's HTTP event subscription), encrypted
+    /// with `crypto` (whose owner key is usually the AppKey).
+    pub fn register_callback(&self, url: impl Into<String>, crypto: CallbackCrypto) {
+        lock(&self.inner).callback = Some((url.into(), Arc::new(crypto)));
     }
 
     /// Changes the QPS limit while running.
@@ -283,9 +300,9 @@ impl FakeDingTalk {
         let mut g = lock(&self.inner);
         let id = g.dir.next_dept_id;
         g.dir.next_dept_id += 1;
-        let mut d = FakeDept::new(id, Some(parent), name);
-        d.order = id;
-        g.dir.depts.insert(id, d);
+        g.dir
+            .depts
+            .insert(id, FakeDept::new(id, Some(parent), name));
         id
     }
 
@@ -445,30 +462,115 @@ async fn handle(
 ) -> Response {
     let path = uri.path().to_owned();
     let now = Instant::now();
-    let mut g = lock(&inner);
-    g.request_seq += 1;
-    let request_id = format!("fake{:08x}", g.request_seq);
-    g.stats.first_call.get_or_insert(now);
-    g.stats.last_call = Some(now);
-    g.stats.paths.entry(path.clone()).or_default().calls += 1;
-
-    let answer = process(&mut g, &method, &path, &query, &body, now, &request_id);
-    let stats = g.stats.paths.entry(path).or_default();
-    match answer {
-        Outcome::Ok(v) => {
-            stats.ok += 1;
-            Json(v).into_response()
-        }
-        Outcome::Err(kind, v) => {
-            match kind {
-                Fail::Throttled => stats.throttled += 1,
-                Fail::Token => stats.token_errors += 1,
-                Fail::Injected => stats.injected += 1,
-                Fail::Api => {}
+    let (answer, push) = {
+        let mut g = lock(&inner);
+        g.request_seq += 1;
+        let request_id = format!("fake{:08x}", g.request_seq);
+        g.stats.first_call.get_or_insert(now);
+        g.stats.last_call = Some(now);
+        g.stats.paths.entry(path.clone()).or_default().calls += 1;
+        let answer = process(&mut g, &method, &path, &query, &body, now, &request_id);
+        let stats = g.stats.paths.entry(path.clone()).or_default();
+        let push = match &answer {
+            Outcome::Ok(v) => {
+                stats.ok += 1;
+                event_for(&path, &body, v)
             }
-            Json(v).into_response()
+            Outcome::Err(kind, _) => {
+                match kind {
+                    Fail::Throttled => stats.throttled += 1,
+                    Fail::Token => stats.token_errors += 1,
+                    Fail::Injected => stats.injected += 1,
+                    Fail::Api => {}
+                }
+                None
+            }
+        };
+        let push = push.and_then(|ev| g.callback.clone().map(|cb| (cb, ev)));
+        (answer, push)
+    };
+    if let Some(((url, crypto), event)) = push {
+        let delivered = deliver(&url, &crypto, &event).await;
+        let mut g = lock(&inner);
+        if delivered {
+            g.stats.events_delivered += 1;
+        } else {
+            g.stats.events_failed += 1;
         }
     }
+    match answer {
+        Outcome::Ok(v) | Outcome::Err(_, v) => Json(v).into_response(),
+    }
+}
+
+/// The event a successful write causes (legacy HTTP payload format).
+fn event_for(path: &str, body: &[u8], answer: &Value) -> Option<Value> {
+    let req: Value = serde_json::from_slice(body).ok()?;
+    let (event_type, user) = match path {
+        "/topapi/v2/user/create" => ("user_add_org", true),
+        "/topapi/v2/user/update" => ("user_modify_org", true),
+        "/topapi/v2/user/delete" => ("user_leave_org", true),
+        "/topapi/v2/department/create" => ("org_dept_create", false),
+        "/topapi/v2/department/update" => ("org_dept_modify", false),
+        "/topapi/v2/department/delete" => ("org_dept_remove", false),
+        _ => return None,
+    };
+    let stamp = chrono::Utc::now().timestamp_millis().to_string();
+    if user {
+        let id = answer
+            .pointer("/result/userid")
+            .or_else(|| req.get("userid"))?
+            .clone();
+        Some(
+            json!({"EventType": event_type, "UserId": [id], "CorpId": "dingfakecorp",
+                    "OptStaffId": "manager01", "TimeStamp": stamp}),
+        )
+    } else {
+        let id = answer
+            .pointer("/result/dept_id")
+            .or_else(|| req.get("dept_id"))?
+            .clone();
+        Some(
+            json!({"EventType": event_type, "DeptId": [id], "CorpId": "dingfakecorp",
+                    "TimeStamp": stamp}),
+        )
+    }
+}
+
+/// Pushes one event as DingTalk does; true when answered with an encrypted `success`.
+async fn deliver(url: &str, crypto: &CallbackCrypto, event: &Value) -> bool {
+    let Ok(encrypt) = crypto.encrypt(&event.to_string()) else {
+        return false;
+    };
+    let timestamp = chrono::Utc::now().timestamp_millis().to_string();
+    let mut r = [0u8; 6];
+    rand::Rng::fill(&mut rand::rng(), &mut r);
+    let nonce: String = r.iter().map(|b| format!("{b:02x}")).collect();
+    let signature = crypto.signature(&timestamp, &nonce, &encrypt);
+    let Ok(resp) = reqwest::Client::new()
+        .post(url)
+        .query(&[
+            ("signature", signature.as_str()),
+            ("timestamp", timestamp.as_str()),
+            ("nonce", nonce.as_str()),
+        ])
+        .json(&json!({ "encrypt": encrypt }))
+        .send()
+        .await
+    else {
+        return false;
+    };
+    if !resp.status().is_success() {
+        return false;
+    }
+    let Ok(reply) = resp.json::<Value>().await else {
+        return false;
+    };
+    reply
+        .get("encrypt")
+        .and_then(Value::as_str)
+        .and_then(|e| crypto.decrypt(e).ok())
+        .is_some_and(|d| d.message == "success")
 }
 
 enum Fail {

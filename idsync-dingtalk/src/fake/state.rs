@@ -84,6 +84,10 @@ pub struct FakeUser {
     pub dept_id_list: Vec<i64>,
     /// `dept_order_list`: order per department (missing = 0).
     pub dept_orders: BTreeMap<i64, i64>,
+    /// `exclusive_account`: an exclusive (专属) account, created without a mobile.
+    pub exclusive_account: bool,
+    /// `login_id` of an exclusive account.
+    pub login_id: Option<String>,
     /// `active`: has activated DingTalk.
     pub active: bool,
     /// `admin`.
@@ -263,7 +267,7 @@ impl Directory {
         o.insert("active".into(), json!(u.active));
         o.insert("admin".into(), json!(u.admin));
         o.insert("boss".into(), json!(u.boss));
-        o.insert("exclusive_account".into(), json!(false));
+        o.insert("exclusive_account".into(), json!(u.exclusive_account));
         o
     }
 
@@ -645,7 +649,12 @@ impl Directory {
         if str_field(body, "name").is_none() {
             return Err(err(400002, "无效的参数: name"));
         }
-        if str_field(body, "mobile").is_none() {
+        let exclusive = bool_field(body, "exclusive_account").unwrap_or(false);
+        if exclusive {
+            if str_field(body, "login_id").is_none() {
+                return Err(err(400002, "无效的参数: login_id"));
+            }
+        } else if str_field(body, "mobile").is_none() {
             return Err(err(400002, "无效的参数: mobile"));
         }
         let seq = self.next_seq;
@@ -665,6 +674,8 @@ impl Directory {
             userid: userid.clone(),
             unionid: format!("union{seq:08}"),
             active: self.new_users_active,
+            exclusive_account: exclusive,
+            login_id: str_field(body, "login_id"),
             seq,
             ..FakeUser::default()
         };
