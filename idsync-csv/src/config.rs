@@ -43,7 +43,9 @@ pub struct AccountColumns {
 impl Default for AccountColumns {
     fn default() -> Self {
         AccountColumns {
-            anchor: v(&["id", "anchor", "user_id", "userid", "账号ID", "用户ID"]),
+            anchor: v(&[
+                "id", "anchor", "user_id", "userid", "账号ID", "用户ID", "工号",
+            ]),
             username: v(&["username", "login", "账号", "用户名"]),
             display_name: v(&["display_name", "name", "姓名"]),
             email: v(&["email", "mail", "邮箱"]),
@@ -125,7 +127,7 @@ impl Default for StatusWords {
 }
 
 /// When does a bad row abort the import?
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct ErrorPolicy {
     /// Bad rows tolerated: they are skipped and reported, the good rows are imported.
@@ -138,14 +140,6 @@ pub struct ErrorPolicy {
     pub strict: bool,
 }
 
-impl Default for ErrorPolicy {
-    fn default() -> Self {
-        ErrorPolicy {
-            max_errors: 0,
-            strict: false,
-        }
-    }
-}
 
 /// The configuration of a CSV source or sink.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
