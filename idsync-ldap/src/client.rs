@@ -171,7 +171,7 @@ pub(crate) async fn search_raw(
                     }
                     continue;
                 }
-                let mut entry = decode_entry(&re.0)
+                let mut entry = decode_entry(re.0)
                     .ok_or_else(|| LdapError::Malformed("search result entry".into()))?;
                 entry.controls = re.1.into_iter().map(|c| c.1).collect();
                 out.entries.push(entry);
@@ -287,20 +287,36 @@ fn constructed(t: &StructureTag) -> Option<&[StructureTag]> {
     }
 }
 
-/// Decodes a SearchResultEntry ([APPLICATION 4]) without panicking on bad input.
-pub(crate) fn decode_entry(tag: &StructureTag) -> Option<RawEntry> {
+fn into_primitive(t: StructureTag) -> Option<Vec<u8>> {
+    match t.payload {
+        PL::P(v) => Some(v),
+        PL::C(_) => None,
+    }
+}
+
+fn into_constructed(t: StructureTag) -> Option<Vec<StructureTag>> {
+    match t.payload {
+        PL::C(v) => Some(v),
+        PL::P(_) => None,
+    }
+}
+
+/// Decodes a SearchResultEntry ([APPLICATION 4]) without panicking on bad input. The tag is
+/// taken apart, not copied: values move into the entry.
+pub(crate) fn decode_entry(tag: StructureTag) -> Option<RawEntry> {
     if tag.id != 4 {
         return None;
     }
-    let parts = constructed(tag)?;
-    let dn = String::from_utf8(primitive(parts.first()?)?.to_vec()).ok()?;
-    let mut attrs = Vec::new();
-    for pa in constructed(parts.get(1)?)? {
-        let pa = constructed(pa)?;
-        let name = String::from_utf8(primitive(pa.first()?)?.to_vec()).ok()?;
-        let vals = constructed(pa.get(1)?)?
-            .iter()
-            .map(|v| primitive(v).map(<[u8]>::to_vec))
+    let mut parts = into_constructed(tag)?.into_iter();
+    let dn = String::from_utf8(into_primitive(parts.next()?)?).ok()?;
+    let pas = into_constructed(parts.next()?)?;
+    let mut attrs = Vec::with_capacity(pas.len());
+    for pa in pas {
+        let mut pa = into_constructed(pa)?.into_iter();
+        let name = String::from_utf8(into_primitive(pa.next()?)?).ok()?;
+        let vals = into_constructed(pa.next()?)?
+            .into_iter()
+            .map(into_primitive)
             .collect::<Option<Vec<_>>>()?;
         attrs.push((name, vals));
     }
@@ -386,7 +402,7 @@ mod tests {
                 },
             ]),
         };
-        let e = decode_entry(&entry).unwrap();
+        let e = decode_entry(entry).unwrap();
         assert_eq!(e.dn, "uid=a,dc=x");
         assert_eq!(e.get("MAIL").as_deref(), Some("a@x"));
         assert_eq!(attr_map(&e)["mail"], vec!["a@x".to_string()]);
@@ -395,6 +411,6 @@ mod tests {
             id: 4,
             payload: PL::P(vec![1, 2]),
         };
-        assert!(decode_entry(&bad).is_none());
+        assert!(decode_entry(bad).is_none());
     }
 }

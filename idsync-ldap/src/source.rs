@@ -19,7 +19,7 @@ use idsync_core::{
 use crate::client::{self, RawEntry};
 use crate::config::{Dialect, IncrementalMode, LdapConfig};
 use crate::dn::Dn;
-use crate::error::PROVIDER;
+use crate::error::{LdapError, PROVIDER};
 use crate::mapping;
 
 /// How many unfinished listings (each with its own connection) are kept at once.
@@ -47,7 +47,34 @@ pub(crate) struct Inner {
     next_listing: AtomicU64,
 }
 
+type Fetched = std::result::Result<(Vec<RawEntry>, Option<Vec<u8>>), LdapError>;
+
+/// Reads one page on its own (owned arguments, so it can run as a task).
+async fn fetch_page(
+    mut ldap: Ldap,
+    base: String,
+    filter: String,
+    attrs: Vec<String>,
+    size: u32,
+    cookie: Vec<u8>,
+) -> Fetched {
+    let refs: Vec<&str> = attrs.iter().map(String::as_str).collect();
+    client::paged_page(
+        &mut ldap,
+        &base,
+        Scope::Subtree,
+        &filter,
+        &refs,
+        size,
+        &cookie,
+    )
+    .await
+}
+
 struct Listing {
+    /// The next page, requested as soon as this one arrived: the server and the network
+    /// work while the caller maps and stores the current page.
+    prefetch: Option<tokio::task::JoinHandle<Fetched>>,
     ldap: Ldap,
     seq: u64,
     /// Pages served so far (part of the token: servers such as AD may repeat a cookie).
@@ -121,6 +148,7 @@ impl LdapDirectory {
                     id,
                     Vec::new(),
                     Listing {
+                        prefetch: None,
                         ldap,
                         seq: id,
                         pages: 0,
@@ -161,18 +189,35 @@ impl LdapDirectory {
                 mapping::account_attrs(&inner.cfg, &inner.map),
             ),
         };
-        let attr_refs: Vec<&str> = attrs.iter().map(String::as_str).collect();
-        let (entries, next) = client::paged_page(
-            &mut listing.ldap,
-            &inner.cfg.base_dn,
-            Scope::Subtree,
-            &filter,
-            &attr_refs,
-            size,
-            &cookie,
-        )
-        .await
-        .map_err(|e| Error::from(e).with_operation(kind_name(kind)))?;
+        let fetched = match listing.prefetch.take() {
+            Some(task) => task.await.map_err(|e| {
+                Error::unexpected(format!("reading the next page failed: {e}"))
+                    .with_provider(PROVIDER)
+            })?,
+            None => {
+                fetch_page(
+                    listing.ldap.clone(),
+                    inner.cfg.base_dn.clone(),
+                    filter.clone(),
+                    attrs.clone(),
+                    size,
+                    cookie,
+                )
+                .await
+            }
+        };
+        let (entries, next) =
+            fetched.map_err(|e| Error::from(e).with_operation(kind_name(kind)))?;
+        if let Some(c) = &next {
+            listing.prefetch = Some(tokio::spawn(fetch_page(
+                listing.ldap.clone(),
+                inner.cfg.base_dn.clone(),
+                filter,
+                attrs,
+                size,
+                c.clone(),
+            )));
+        }
         let items = entries;
         let token = match next {
             Some(c) => {
@@ -330,6 +375,26 @@ impl LdapDirectory {
         Ok(found)
     }
 
+    /// The nearest org above the entry `dn`, cached by the raw parent DN string first (the
+    /// common case: many entries below one OU cost one hash lookup each).
+    async fn org_above(
+        &self,
+        dn: &str,
+        cache: &mut HashMap<String, Option<Anchor>>,
+    ) -> Result<Option<Anchor>> {
+        let Some(parent_raw) = split_parent(dn) else {
+            return Ok(None);
+        };
+        let raw_key = format!("raw:{}", parent_raw.trim().to_ascii_lowercase());
+        if let Some(hit) = cache.get(&raw_key) {
+            return Ok(hit.clone());
+        }
+        let parent = Dn::parse(parent_raw).map_err(|err| Error::invalid_data(err.to_string()))?;
+        let found = self.org_at_or_above(&parent, cache).await?;
+        cache.insert(raw_key, found.clone());
+        Ok(found)
+    }
+
     /// Maps an org entry (parent resolved through `cache`).
     pub(crate) async fn to_org(
         &self,
@@ -337,12 +402,13 @@ impl LdapDirectory {
         cache: &mut HashMap<String, Option<Anchor>>,
     ) -> Result<Org> {
         let dn = Dn::parse(&e.dn).map_err(|err| Error::invalid_data(err.to_string()))?;
-        let parent = match dn.parent() {
-            Some(p) => self.org_at_or_above(&p, cache).await?,
-            None => None,
-        };
+        let parent = self.org_above(&e.dn, cache).await?;
         let org = mapping::entry_to_org(&self.inner.cfg, e, parent)?;
         cache.insert(dn.key(), Some(org.anchor.clone()));
+        cache.insert(
+            format!("raw:{}", e.dn.trim().to_ascii_lowercase()),
+            Some(org.anchor.clone()),
+        );
         Ok(org)
     }
 
@@ -353,11 +419,7 @@ impl LdapDirectory {
         orgs: &mut HashMap<String, Option<Anchor>>,
         managers: &mut HashMap<String, Option<Anchor>>,
     ) -> Result<Account> {
-        let dn = Dn::parse(&e.dn).map_err(|err| Error::invalid_data(err.to_string()))?;
-        let org = match dn.parent() {
-            Some(p) => self.org_at_or_above(&p, orgs).await?,
-            None => None,
-        };
+        let org = self.org_above(&e.dn, orgs).await?;
         let manager = match self.inner.map.get("manager").and_then(|a| e.get(a)) {
             Some(mdn) => self.account_anchor_at(&mdn, managers).await?,
             None => None,
@@ -367,7 +429,12 @@ impl LdapDirectory {
 
     /// True when `dn` is the base entry itself.
     pub(crate) fn is_base(&self, dn: &str) -> bool {
-        Dn::parse(dn).is_ok_and(|d| d.key() == self.inner.base.key())
+        if dn.eq_ignore_ascii_case(&self.inner.cfg.base_dn) {
+            return true;
+        }
+        // only a DN with as many RDNs as the base can be the base
+        rdn_count(dn) == self.inner.base.0.len()
+            && Dn::parse(dn).is_ok_and(|d| d.key() == self.inner.base.key())
     }
 
     async fn restore_listing_caches(
@@ -394,6 +461,33 @@ impl LdapDirectory {
             None => (HashMap::new(), HashMap::new()),
         }
     }
+}
+
+/// The parent part of a DN string (after the first unescaped separator), without parsing.
+pub(crate) fn split_parent(dn: &str) -> Option<&str> {
+    let b = dn.as_bytes();
+    let mut i = 0;
+    let mut quoted = false;
+    while i < b.len() {
+        match b[i] {
+            b'\\' => i += 1,
+            b'"' => quoted = !quoted,
+            b',' | b';' if !quoted => return dn.get(i + 1..),
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+fn rdn_count(dn: &str) -> usize {
+    let mut n = 1;
+    let mut rest = dn;
+    while let Some(p) = split_parent(rest) {
+        n += 1;
+        rest = p;
+    }
+    n
 }
 
 fn kind_name(kind: Kind) -> &'static str {
@@ -500,6 +594,15 @@ impl Source for LdapDirectory {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn splits_parents_without_parsing() {
+        assert_eq!(split_parent(r"uid=a\,b,ou=x,dc=y"), Some("ou=x,dc=y"));
+        assert_eq!(split_parent(r"cn=a\\,ou=x"), Some("ou=x"));
+        assert_eq!(split_parent(r#"cn="a,b",ou=x"#), Some("ou=x"));
+        assert_eq!(split_parent("dc=com"), None);
+        assert_eq!(rdn_count(r"uid=a\,b,ou=x,dc=y"), 3);
+    }
 
     #[test]
     fn page_tokens_round_trip_and_reject_garbage() {
