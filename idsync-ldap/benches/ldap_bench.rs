@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use idsync_core::{Engine, Guard, Job, MemoryAdapter, MemoryStore, SourceExt};
+use idsync_core::{Engine, Guard, Job, MemoryAdapter, MemoryStore, Source, SourceExt};
 use idsync_ldap::{Dialect, LdapConfig, LdapDirectory};
 
 fn script() -> PathBuf {
@@ -191,6 +191,29 @@ fn main() {
         println!(
             "one modified entry, run_changes (content sync -> plan -> apply to hub), median of {runs}: {:.3} s; runs {times:?}",
             median(&mut times).as_secs_f64()
+        );
+
+        // the LDAP side alone: one content-sync read of one changed entry
+        let mut reads = Vec::new();
+        for round in 0..runs {
+            let cursor = source.current_cursor().await.unwrap();
+            let title = format!("Lead {round}");
+            ldap.modify(
+                &format!("uid=user000043,ou=people,{suffix}"),
+                vec![ldap3::Mod::Replace("title", [title.as_str()].into())],
+            )
+            .await
+            .unwrap()
+            .success()
+            .unwrap();
+            let t = Instant::now();
+            let cs = source.changes(&cursor).await.unwrap();
+            reads.push(t.elapsed());
+            assert_eq!(cs.account_upserts.len(), 1);
+        }
+        println!(
+            "  of which the LDAP read (changes(cursor) for one changed entry), median of {runs}: {:.4} s; runs {reads:?}",
+            median(&mut reads).as_secs_f64()
         );
     });
     openldap("stop", &dir, ports);

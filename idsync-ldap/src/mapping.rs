@@ -131,7 +131,8 @@ pub(crate) fn org_attrs(cfg: &LdapConfig) -> Vec<String> {
 
 /// Attributes to ask for when listing accounts.
 pub(crate) fn account_attrs(cfg: &LdapConfig, map: &BTreeMap<String, String>) -> Vec<String> {
-    let mut v = vec![cfg.anchor_attr().to_owned(), "objectClass".to_owned()];
+    // no objectClass: listings select accounts by filter (change reads add it, see org_attrs)
+    let mut v = vec![cfg.anchor_attr().to_owned()];
     for attr in map.values() {
         if !v.iter().any(|a| a.eq_ignore_ascii_case(attr)) {
             v.push(attr.clone());

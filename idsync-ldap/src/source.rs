@@ -385,7 +385,10 @@ impl LdapDirectory {
         let Some(parent_raw) = split_parent(dn) else {
             return Ok(None);
         };
-        let raw_key = format!("raw:{}", parent_raw.trim().to_ascii_lowercase());
+        let mut raw_key = String::with_capacity(parent_raw.len() + 4);
+        raw_key.push_str("raw:");
+        raw_key.push_str(parent_raw.trim());
+        raw_key.make_ascii_lowercase();
         if let Some(hit) = cache.get(&raw_key) {
             return Ok(hit.clone());
         }

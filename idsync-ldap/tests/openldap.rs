@@ -828,3 +828,39 @@ async fn conformance_suite_as_source_and_sink() {
     println!("{report}");
     report.assert_passed();
 }
+
+/// `dialect = "generic"`: `modifyTimestamp` polling (no deletions), no disabling by default.
+#[tokio::test]
+async fn generic_dialect_polls_modify_timestamp() {
+    let s = openldap();
+    let ns = namespace(s).await;
+    let mut ldap = admin(s).await;
+    add_owned(&mut ldap, &format!("uid=old,{ns}"), person("old", &[])).await;
+    let cfg = idsync_ldap::LdapConfig::new(s.url(), &ns, idsync_ldap::Dialect::Generic)
+        .with_bind(s.bind_dn(), s.bind_pw());
+    let dir = LdapDirectory::new(cfg).unwrap();
+    assert!(!dir.capabilities().disable, "no disable marker configured");
+    assert!(dir.capabilities().changes);
+    let cursor = dir.current_cursor().await.unwrap();
+    assert!(cursor.0.starts_with("mts:"));
+    add_owned(
+        &mut ldap,
+        &format!("uid=fresh,{ns}"),
+        person("fresh", &[("title", &["New"])]),
+    )
+    .await;
+    let cs = dir.changes(&cursor).await.unwrap();
+    assert!(cs.complete);
+    let up = by_username(&cs.account_upserts);
+    assert_eq!(up["fresh"].title.as_deref(), Some("New"));
+    // the cursor moves to the newest modifyTimestamp seen
+    let next = cs.cursor.unwrap();
+    assert_ne!(next, cursor);
+    let err = dir
+        .apply(&Op::DisableAccount {
+            anchor: up["fresh"].anchor.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unsupported);
+}
