@@ -5,8 +5,13 @@
 //! * A token error (`40014`/`42001`/`40001`, or `88` with one of those as `sub_code`)
 //!   invalidates the token the failed call used (not a newer one) and retries the call once.
 //! * Every answer is checked for an error body, also on HTTP 200.
-//! * No retries beyond the token retry: retry and rate limiting are core layers.
+//! * Requests are paced per API path (a sliding one-second window of `qps` requests, the
+//!   way DingTalk counts its per-app per-API limit), because one page of a listing makes
+//!   several calls to different APIs. No retries beyond the token retry: retrying throttled
+//!   or failed pages is the core retry layer's job.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -35,6 +40,98 @@ pub(crate) struct Client {
     token: Mutex<Option<CachedToken>>,
     generation: AtomicU64,
     token_fetches: AtomicU64,
+    pacer: Pacer,
+}
+
+/// Per-path sliding-window pacing: at most `qps` requests in any one second.
+///
+/// A request's slot is timed from when its *answer* came back, an upper bound of when the
+/// server counted it; so the next request, sent at least one second later, reaches the
+/// server at least one second after it whatever the network jitter.
+#[derive(Debug)]
+struct Pacer {
+    qps: usize,
+    paths: std::sync::Mutex<HashMap<String, Arc<PathWindow>>>,
+}
+
+#[derive(Debug, Default)]
+struct PathWindow {
+    /// Serves waiters first come, first served.
+    queue: Mutex<()>,
+    slots: std::sync::Mutex<Slots>,
+}
+
+#[derive(Debug, Default)]
+struct Slots {
+    next_id: u64,
+    /// (id, time, answered): send time while in flight, answer time once answered.
+    entries: Vec<(u64, Instant, bool)>,
+}
+
+/// A taken slot; give it back with [`Pacer::done`].
+struct Ticket {
+    window: Arc<PathWindow>,
+    id: u64,
+}
+
+fn lock_std<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Pacer {
+    fn new(qps: u32) -> Self {
+        Pacer {
+            qps: usize::try_from(qps.max(1)).unwrap_or(usize::MAX),
+            paths: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Waits until a request to `path` fits in its window.
+    async fn wait(&self, path: &str) -> Ticket {
+        let window = lock_std(&self.paths)
+            .entry(path.to_owned())
+            .or_default()
+            .clone();
+        let _turn = window.queue.lock().await;
+        let second = Duration::from_secs(1);
+        loop {
+            let now = Instant::now();
+            let sleep_until = {
+                let mut slots = lock_std(&window.slots);
+                slots
+                    .entries
+                    .retain(|(_, t, answered)| !*answered || now.duration_since(*t) < second);
+                if slots.entries.len() < self.qps {
+                    slots.next_id += 1;
+                    let id = slots.next_id;
+                    slots.entries.push((id, now, false));
+                    return Ticket {
+                        window: window.clone(),
+                        id,
+                    };
+                }
+                slots
+                    .entries
+                    .iter()
+                    .filter(|(_, _, answered)| *answered)
+                    .map(|(_, t, _)| *t + second)
+                    .min()
+                    // all in flight: look again shortly
+                    .unwrap_or(now + Duration::from_millis(5))
+            };
+            tokio::time::sleep_until(sleep_until).await;
+        }
+    }
+
+    /// The request of `ticket` got its answer (or failed).
+    fn done(ticket: &Ticket) {
+        let now = Instant::now();
+        let mut slots = lock_std(&ticket.window.slots);
+        if let Some(e) = slots.entries.iter_mut().find(|(id, _, _)| *id == ticket.id) {
+            e.1 = now;
+            e.2 = true;
+        }
+    }
 }
 
 impl std::fmt::Debug for Client {
@@ -72,6 +169,7 @@ impl Client {
             token: Mutex::new(None),
             generation: AtomicU64::new(0),
             token_fetches: AtomicU64::new(0),
+            pacer: Pacer::new(cfg.qps),
         })
     }
 
@@ -112,7 +210,8 @@ impl Client {
 
     async fn fetch_token(&self) -> Result<(SecretString, u64), DingTalkError> {
         self.token_fetches.fetch_add(1, Ordering::Relaxed);
-        let resp = self
+        let ticket = self.pacer.wait("/gettoken").await;
+        let sent = self
             .http
             .get(format!("{}/gettoken", self.base))
             .query(&[
@@ -120,9 +219,13 @@ impl Client {
                 ("appsecret", self.app_secret.expose_secret()),
             ])
             .send()
-            .await
-            .map_err(|e| DingTalkError::Transport(e.without_url()))?;
-        let body = Self::read(resp).await?;
+            .await;
+        let body = match sent {
+            Ok(resp) => Self::read(resp).await,
+            Err(e) => Err(DingTalkError::Transport(e.without_url())),
+        };
+        Pacer::done(&ticket);
+        let body = body?;
         let token = body
             .get("access_token")
             .and_then(Value::as_str)
@@ -160,15 +263,20 @@ impl Client {
         body: &Value,
         token: &SecretString,
     ) -> Result<Value, DingTalkError> {
-        let resp = self
+        let ticket = self.pacer.wait(path).await;
+        let sent = self
             .http
             .post(format!("{}{}", self.base, path))
             .query(&[("access_token", token.expose_secret())])
             .json(body)
             .send()
-            .await
-            .map_err(|e| DingTalkError::Transport(e.without_url()))?;
-        Self::read(resp).await
+            .await;
+        let answer = match sent {
+            Ok(resp) => Self::read(resp).await,
+            Err(e) => Err(DingTalkError::Transport(e.without_url())),
+        };
+        Pacer::done(&ticket);
+        answer
     }
 
     /// Reads an answer and turns error bodies (on any HTTP status) into errors.

@@ -65,7 +65,9 @@ pub struct DingTalkConfig {
     /// `login_id` = username. Without it, a person needs a mobile number.
     #[serde(default)]
     pub exclusive_accounts: bool,
-    /// The documented per-app per-API limit, used as the rate-limit layer's default.
+    /// Requests per second per API the client keeps to (DingTalk's per-app per-API limit,
+    /// 20 for standard orgs), counted over a sliding second; also the rate-limit layer's
+    /// default through `capabilities().rate_limit`.
     #[serde(default = "default_qps")]
     pub qps: u32,
     /// Timeout of one HTTP request, in seconds.

@@ -26,8 +26,10 @@ const CB_AES_KEY: &str = "o1w0aum42yaptlz8alnhwikjd3jenzt9cb9wmzptgus";
 
 #[derive(Default)]
 struct DingTalkHarness {
-    /// Fakes stay alive until the test ends.
+    /// Seeded fakes stay alive until the test ends.
     fakes: Mutex<Vec<FakeDingTalk>>,
+    /// Fakes for the bad-credentials and throttled cases.
+    others: Mutex<Vec<FakeDingTalk>>,
 }
 
 async fn serve(router: axum::Router) -> String {
@@ -48,6 +50,10 @@ impl DingTalkHarness {
 
     fn keep(&self, fake: FakeDingTalk) {
         self.fakes.lock().unwrap().push(fake);
+    }
+
+    fn keep_other(&self, fake: FakeDingTalk) {
+        self.others.lock().unwrap().push(fake);
     }
 }
 
@@ -101,7 +107,13 @@ impl Harness for DingTalkHarness {
     }
 
     async fn seed(&self, orgs: Vec<Org>, accounts: Vec<Account>) -> Result<Arc<dyn Sink>> {
-        let fake = self.fresh(FakeConfig::default()).await?;
+        // DingTalk's standard limit: 20 requests per second per API.
+        let fake = self
+            .fresh(FakeConfig {
+                qps: Some(20),
+                ..FakeConfig::default()
+            })
+            .await?;
         seed_state(&fake, &orgs, &accounts)?;
         let mut cfg = fake.client_config();
         cfg.fetch_user_details = true;
@@ -128,7 +140,7 @@ impl Harness for DingTalkHarness {
         let fake = self.fresh(FakeConfig::default()).await.ok()?;
         let mut cfg = fake.client_config();
         cfg.app_secret = SecretString::from("not-the-secret".to_owned());
-        self.keep(fake);
+        self.keep_other(fake);
         Some(Arc::new(DingTalkSource::new(cfg).ok()?))
     }
 
@@ -141,7 +153,7 @@ impl Harness for DingTalkHarness {
             .await
             .ok()?;
         let cfg = fake.client_config();
-        self.keep(fake);
+        self.keep_other(fake);
         Some(Arc::new(DingTalkSource::new(cfg).ok()?))
     }
 
@@ -168,12 +180,15 @@ async fn conformance_suite_against_the_fake() {
     assert!(report.passed_cases().contains(&"cursor_resume"));
     assert!(report.passed_cases().contains(&"engine_into_sink"));
     assert!(report.passed_cases().contains(&"engine_from_source"));
-    let delivered: u64 = h
-        .fakes
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|f| f.stats().events_delivered)
-        .sum();
+    let fakes = h.fakes.lock().unwrap();
+    let delivered: u64 = fakes.iter().map(|f| f.stats().events_delivered).sum();
     assert!(delivered > 0, "writes were pushed as events");
+    // The client keeps to the per-API limit: the fakes never had to throttle.
+    let throttled: u64 = fakes.iter().map(|f| f.stats().total().throttled).sum();
+    let calls: u64 = fakes.iter().map(|f| f.stats().total().calls).sum();
+    println!(
+        "{calls} calls to {} fake tenants, {throttled} throttled",
+        fakes.len()
+    );
+    assert_eq!(throttled, 0);
 }
