@@ -5,9 +5,10 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use idsync_core::{Clock, Error, ErrorKind, Result, SystemClock};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{Postgres, Transaction};
+use sqlx::Postgres;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
@@ -98,13 +99,25 @@ impl PgStore {
         &self.pool
     }
 
-    fn writer(&self) -> &PgPool {
-        &self.pool
-    }
-
-    async fn begin_write(&self) -> Result<Transaction<'static, Postgres>> {
-        self.pool.begin().await.map_err(err)
+    /// Run `f` in a transaction of its own.
+    async fn exec_write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
+    {
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        let v = f(&mut tx).await?;
+        tx.commit().await.map_err(err)?;
+        Ok(v)
     }
 }
 
-crate::sql::sql_store!(PgStore, Postgres, "postgres");
+// Hub writes lock feed_head first: all hub writes of all workers are serialized, so the
+// checks made on the rows read see every earlier write, and feed numbers commit in order.
+crate::sql::sql_store!(
+    PgStore,
+    Postgres,
+    "postgres",
+    "SELECT seq FROM feed_head WHERE id = 1 FOR UPDATE",
+    one_by_one
+);

@@ -2,8 +2,13 @@
 //!
 //! Both backends run the same SQL (sqlx accepts `$1` placeholders on SQLite too); the
 //! macro below is expanded once per backend so every query is type-checked against the
-//! concrete driver. A backend type provides `reader()`, `writer()`, `begin_write()` and a
-//! `clock` field.
+//! concrete driver. A backend type provides `reader()`, `exec_write(f)` (run `f` on a
+//! connection inside a write transaction) and a `clock` field.
+//!
+//! Writes are built as a [`Batch`] of statements. PostgreSQL runs them one by one inside
+//! the transaction; SQLite joins them into one multi-statement query (one round trip to
+//! the connection's thread), wrapped in a savepoint, so that many ops can share one
+//! transaction (group commit, see `sqlite.rs`) while each op stays all-or-nothing.
 //!
 //! `hub_apply` reuses [`Directory::apply`](idsync_core::Directory::apply) for its rules: it
 //! loads the rows an op touches (the entity, the parent or orgs it refers to, the parent's
@@ -12,7 +17,7 @@
 //! back. Errors are therefore exactly those of the in-memory hub.
 
 macro_rules! sql_store {
-    ($store:ident, $db:ty, $provider:literal) => {
+    ($store:ident, $db:ty, $provider:literal, $pre_lock:literal, $combine:ident) => {
         impl $store {
             fn err(e: sqlx::Error) -> idsync_core::Error {
                 $crate::util::db_err($provider, e)
@@ -20,7 +25,7 @@ macro_rules! sql_store {
 
             /// Load one org into `dir` (if it exists); returns whether it exists.
             async fn load_org(
-                tx: &mut sqlx::Transaction<'static, $db>,
+                conn: &mut <$db as sqlx::Database>::Connection,
                 dir: &mut idsync_core::Directory,
                 anchor: &idsync_core::Anchor,
             ) -> idsync_core::Result<bool> {
@@ -30,7 +35,7 @@ macro_rules! sql_store {
                 let row: Option<(sqlx::types::Json<idsync_core::Org>,)> =
                     sqlx::query_as("SELECT body FROM hub_orgs WHERE anchor = $1")
                         .bind(anchor.as_str())
-                        .fetch_optional(&mut **tx)
+                        .fetch_optional(&mut *conn)
                         .await
                         .map_err(Self::err)?;
                 match row {
@@ -44,14 +49,14 @@ macro_rules! sql_store {
 
             /// Load an org and its ancestors (until a root, a missing org, or a cycle).
             async fn load_chain(
-                tx: &mut sqlx::Transaction<'static, $db>,
+                conn: &mut <$db as sqlx::Database>::Connection,
                 dir: &mut idsync_core::Directory,
                 from: &idsync_core::Anchor,
             ) -> idsync_core::Result<()> {
                 let mut seen = std::collections::HashSet::new();
                 let mut cur = Some(from.clone());
                 while let Some(a) = cur {
-                    if !seen.insert(a.clone()) || !Self::load_org(tx, dir, &a).await? {
+                    if !seen.insert(a.clone()) || !Self::load_org(conn, dir, &a).await? {
                         break;
                     }
                     cur = dir.orgs.get(&a).and_then(|o| o.parent.clone());
@@ -60,14 +65,14 @@ macro_rules! sql_store {
             }
 
             async fn load_account(
-                tx: &mut sqlx::Transaction<'static, $db>,
+                conn: &mut <$db as sqlx::Database>::Connection,
                 dir: &mut idsync_core::Directory,
                 anchor: &idsync_core::Anchor,
             ) -> idsync_core::Result<()> {
                 let row: Option<(sqlx::types::Json<idsync_core::Account>,)> =
                     sqlx::query_as("SELECT body FROM hub_accounts WHERE anchor = $1")
                         .bind(anchor.as_str())
-                        .fetch_optional(&mut **tx)
+                        .fetch_optional(&mut *conn)
                         .await
                         .map_err(Self::err)?;
                 if let Some((sqlx::types::Json(a),)) = row {
@@ -78,33 +83,33 @@ macro_rules! sql_store {
 
             /// Load what `op` touches into a fresh directory.
             async fn load_for(
-                tx: &mut sqlx::Transaction<'static, $db>,
+                conn: &mut <$db as sqlx::Database>::Connection,
                 op: &idsync_core::Op,
             ) -> idsync_core::Result<idsync_core::Directory> {
                 use idsync_core::{Anchor, Op};
                 let mut dir = idsync_core::Directory::new();
                 match op {
                     Op::CreateOrg { org } => {
-                        Self::load_org(tx, &mut dir, &org.anchor).await?;
+                        Self::load_org(conn, &mut dir, &org.anchor).await?;
                         if let Some(p) = &org.parent {
-                            Self::load_org(tx, &mut dir, p).await?;
+                            Self::load_org(conn, &mut dir, p).await?;
                         }
                     }
                     Op::UpdateOrg { anchor, .. } => {
-                        Self::load_org(tx, &mut dir, anchor).await?;
+                        Self::load_org(conn, &mut dir, anchor).await?;
                     }
                     Op::MoveOrg { anchor, parent } => {
-                        Self::load_org(tx, &mut dir, anchor).await?;
+                        Self::load_org(conn, &mut dir, anchor).await?;
                         if let Some(p) = parent {
-                            Self::load_chain(tx, &mut dir, p).await?;
+                            Self::load_chain(conn, &mut dir, p).await?;
                         }
                     }
                     Op::DeleteOrg { anchor } => {
-                        Self::load_org(tx, &mut dir, anchor).await?;
+                        Self::load_org(conn, &mut dir, anchor).await?;
                         let child: Option<(sqlx::types::Json<idsync_core::Org>,)> =
                             sqlx::query_as("SELECT body FROM hub_orgs WHERE parent = $1 LIMIT 1")
                                 .bind(anchor.as_str())
-                                .fetch_optional(&mut **tx)
+                                .fetch_optional(&mut *conn)
                                 .await
                                 .map_err(Self::err)?;
                         if let Some((sqlx::types::Json(c),)) = child {
@@ -117,7 +122,7 @@ macro_rules! sql_store {
                                  WHERE m.org = $1 LIMIT 1",
                             )
                             .bind(anchor.as_str())
-                            .fetch_optional(&mut **tx)
+                            .fetch_optional(&mut *conn)
                             .await
                             .map_err(Self::err)?;
                         if let Some((sqlx::types::Json(m),)) = member {
@@ -125,232 +130,157 @@ macro_rules! sql_store {
                         }
                     }
                     Op::CreateAccount { account } => {
-                        Self::load_account(tx, &mut dir, &account.anchor).await?;
+                        Self::load_account(conn, &mut dir, &account.anchor).await?;
                         for o in &account.orgs {
-                            Self::load_org(tx, &mut dir, o).await?;
+                            Self::load_org(conn, &mut dir, o).await?;
                         }
                     }
                     Op::UpdateAccount { anchor, changes } => {
-                        Self::load_account(tx, &mut dir, anchor).await?;
+                        Self::load_account(conn, &mut dir, anchor).await?;
                         if let Some(serde_json::Value::Array(orgs)) = changes.get("orgs") {
                             for o in orgs.iter().filter_map(|o| o.as_str()) {
-                                Self::load_org(tx, &mut dir, &Anchor::from(o)).await?;
+                                Self::load_org(conn, &mut dir, &Anchor::from(o)).await?;
                             }
                         }
                     }
                     Op::DisableAccount { anchor }
                     | Op::EnableAccount { anchor }
                     | Op::DeleteAccount { anchor } => {
-                        Self::load_account(tx, &mut dir, anchor).await?;
+                        Self::load_account(conn, &mut dir, anchor).await?;
                     }
                 }
                 Ok(dir)
             }
 
-            async fn put_memberships(
-                tx: &mut sqlx::Transaction<'static, $db>,
-                account: &idsync_core::Account,
-            ) -> idsync_core::Result<()> {
-                for o in &account.orgs {
-                    sqlx::query(
-                        "INSERT INTO hub_memberships (org, account) VALUES ($1, $2) \
-                         ON CONFLICT (org, account) DO NOTHING",
-                    )
-                    .bind(o.as_str())
-                    .bind(account.anchor.as_str())
-                    .execute(&mut **tx)
-                    .await
-                    .map_err(Self::err)?;
-                }
-                Ok(())
-            }
-
-            /// Write the hub entity after `op` back.
-            async fn write_back(
-                tx: &mut sqlx::Transaction<'static, $db>,
+            /// The writes of the hub entity after `op`.
+            fn write_back(
+                batch: &mut $crate::sql::Batch,
                 dir: &idsync_core::Directory,
                 op: &idsync_core::Op,
                 anchor: &idsync_core::Anchor,
             ) -> idsync_core::Result<()> {
                 use idsync_core::{EntityKind, Op};
-                use sqlx::types::Json;
-                let a = anchor.as_str();
+                use $crate::sql::Arg;
+                let a = || Arg::Text(anchor.as_str().to_owned());
                 match op.entity() {
                     EntityKind::Org => match dir.orgs.get(anchor) {
-                        Some(org) if op.is_create() => {
-                            sqlx::query(
-                                "INSERT INTO hub_orgs (anchor, parent, body) VALUES ($1, $2, $3)",
-                            )
-                            .bind(a)
-                            .bind(org.parent.as_ref().map(|p| p.as_str()))
-                            .bind(Json(org))
-                            .execute(&mut **tx)
-                            .await
-                            .map_err(Self::err)?;
-                        }
                         Some(org) => {
-                            sqlx::query(
-                                "UPDATE hub_orgs SET parent = $2, body = $3 WHERE anchor = $1",
-                            )
-                            .bind(a)
-                            .bind(org.parent.as_ref().map(|p| p.as_str()))
-                            .bind(Json(org))
-                            .execute(&mut **tx)
-                            .await
-                            .map_err(Self::err)?;
+                            let sql = if op.is_create() {
+                                "INSERT INTO hub_orgs (anchor, parent, body) VALUES ($1, $2, $3)"
+                            } else {
+                                "UPDATE hub_orgs SET parent = $2, body = $3 WHERE anchor = $1"
+                            };
+                            batch.push(
+                                sql,
+                                vec![
+                                    a(),
+                                    Arg::OptText(org.parent.as_ref().map(|p| p.as_str().to_owned())),
+                                    Arg::json(org)?,
+                                ],
+                            );
                         }
-                        None => {
-                            sqlx::query("DELETE FROM hub_orgs WHERE anchor = $1")
-                                .bind(a)
-                                .execute(&mut **tx)
-                                .await
-                                .map_err(Self::err)?;
-                        }
+                        None => batch.push("DELETE FROM hub_orgs WHERE anchor = $1", vec![a()]),
                     },
                     EntityKind::Account => match dir.accounts.get(anchor) {
-                        Some(acc) if op.is_create() => {
-                            sqlx::query("INSERT INTO hub_accounts (anchor, body) VALUES ($1, $2)")
-                                .bind(a)
-                                .bind(Json(acc))
-                                .execute(&mut **tx)
-                                .await
-                                .map_err(Self::err)?;
-                            Self::put_memberships(tx, acc).await?;
-                        }
                         Some(acc) => {
-                            sqlx::query("UPDATE hub_accounts SET body = $2 WHERE anchor = $1")
-                                .bind(a)
-                                .bind(Json(acc))
-                                .execute(&mut **tx)
-                                .await
-                                .map_err(Self::err)?;
-                            if matches!(op, Op::UpdateAccount { changes, .. } if changes.contains_key("orgs"))
-                            {
-                                sqlx::query("DELETE FROM hub_memberships WHERE account = $1")
-                                    .bind(a)
-                                    .execute(&mut **tx)
-                                    .await
-                                    .map_err(Self::err)?;
-                                Self::put_memberships(tx, acc).await?;
+                            let sql = if op.is_create() {
+                                "INSERT INTO hub_accounts (anchor, body) VALUES ($1, $2)"
+                            } else {
+                                "UPDATE hub_accounts SET body = $2 WHERE anchor = $1"
+                            };
+                            batch.push(sql, vec![a(), Arg::json(acc)?]);
+                            let orgs_changed = op.is_create()
+                                || matches!(op, Op::UpdateAccount { changes, .. } if changes.contains_key("orgs"));
+                            if orgs_changed {
+                                if !op.is_create() {
+                                    batch.push(
+                                        "DELETE FROM hub_memberships WHERE account = $1",
+                                        vec![a()],
+                                    );
+                                }
+                                for o in &acc.orgs {
+                                    batch.push(
+                                        "INSERT INTO hub_memberships (org, account) VALUES ($1, $2) \
+                                         ON CONFLICT (org, account) DO NOTHING",
+                                        vec![Arg::Text(o.as_str().to_owned()), a()],
+                                    );
+                                }
                             }
                         }
                         None => {
-                            sqlx::query("DELETE FROM hub_memberships WHERE account = $1")
-                                .bind(a)
-                                .execute(&mut **tx)
-                                .await
-                                .map_err(Self::err)?;
-                            sqlx::query("DELETE FROM hub_accounts WHERE anchor = $1")
-                                .bind(a)
-                                .execute(&mut **tx)
-                                .await
-                                .map_err(Self::err)?;
+                            batch.push("DELETE FROM hub_memberships WHERE account = $1", vec![a()]);
+                            batch.push("DELETE FROM hub_accounts WHERE anchor = $1", vec![a()]);
                         }
                     },
                 }
                 Ok(())
             }
 
-            /// Write an op record (journal, link, shadow, audit) inside `tx`.
-            async fn write_record(
-                tx: &mut sqlx::Transaction<'static, $db>,
-                rec: &idsync_core::OpRecord,
-            ) -> idsync_core::Result<()> {
-                use idsync_core::{LinkChange, ShadowChange};
-                use sqlx::types::Json;
-                use $crate::util::{kind_str, state_str, to_i64, to_us};
-                let kind = kind_str(rec.kind);
-                match &rec.link {
-                    Some(LinkChange::Put { source, target }) => {
-                        sqlx::query(
-                            "INSERT INTO links (job, kind, source, target) VALUES ($1, $2, $3, $4) \
-                             ON CONFLICT (job, kind, source) DO UPDATE SET target = excluded.target",
-                        )
-                        .bind(rec.job.as_str())
-                        .bind(kind)
-                        .bind(source.as_str())
-                        .bind(target.as_str())
-                        .execute(&mut **tx)
-                        .await
-                        .map_err(Self::err)?;
-                    }
-                    Some(LinkChange::Remove { source }) => {
-                        sqlx::query("DELETE FROM links WHERE job = $1 AND kind = $2 AND source = $3")
-                            .bind(rec.job.as_str())
-                            .bind(kind)
-                            .bind(source.as_str())
-                            .execute(&mut **tx)
-                            .await
-                            .map_err(Self::err)?;
-                    }
-                    None => {}
+            /// Apply `op` to the hub inside the write transaction on `conn`.
+            async fn hub_apply_in(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                op: &idsync_core::Op,
+                record: Option<&idsync_core::OpRecord>,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> idsync_core::Result<idsync_core::Applied> {
+                use $crate::sql::Arg;
+                if !$pre_lock.is_empty() {
+                    sqlx::query($pre_lock).execute(&mut *conn).await.map_err(Self::err)?;
                 }
-                match &rec.shadow {
-                    Some(ShadowChange::Put { anchor, entity }) => {
-                        sqlx::query(
-                            "INSERT INTO shadow (job, kind, anchor, entity) VALUES ($1, $2, $3, $4) \
-                             ON CONFLICT (job, kind, anchor) DO UPDATE SET entity = excluded.entity",
-                        )
-                        .bind(rec.job.as_str())
-                        .bind(kind)
-                        .bind(anchor.as_str())
-                        .bind(Json(entity))
-                        .execute(&mut **tx)
-                        .await
-                        .map_err(Self::err)?;
+                let mut dir = Self::load_for(conn, op).await?;
+                let (applied, change) = dir.apply(op, None)?;
+                let mut batch = $crate::sql::Batch::default();
+                Self::write_back(&mut batch, &dir, op, &change.anchor)?;
+                batch.push("UPDATE feed_head SET seq = seq + 1 WHERE id = 1", vec![]);
+                batch.push(
+                    "INSERT INTO feed (seq, kind, anchor, entity, at_us) \
+                     SELECT seq, $1, $2, $3, $4 FROM feed_head WHERE id = 1",
+                    vec![
+                        Arg::Text($crate::util::kind_str(op.entity()).to_owned()),
+                        Arg::Text(change.anchor.as_str().to_owned()),
+                        Arg::Json(change.after.clone()),
+                        Arg::Int($crate::util::to_us(now)),
+                    ],
+                );
+                if let Some(rec) = record {
+                    let mut rec = rec.clone();
+                    if let Some(a) = &mut rec.audit {
+                        a.before = change.before;
+                        a.after = change.after;
                     }
-                    Some(ShadowChange::Remove { anchor }) => {
-                        sqlx::query("DELETE FROM shadow WHERE job = $1 AND kind = $2 AND anchor = $3")
-                            .bind(rec.job.as_str())
-                            .bind(kind)
-                            .bind(anchor.as_str())
-                            .execute(&mut **tx)
-                            .await
-                            .map_err(Self::err)?;
-                    }
-                    None => {}
+                    $crate::sql::record_batch(&mut batch, &rec)?;
                 }
-                if let Some(j) = &rec.journal {
-                    sqlx::query(
-                        "INSERT INTO journal (run_id, op_index, job, op, source_anchor, \
-                         target_anchor, state, error, at_us) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-                         ON CONFLICT (run_id, op_index) DO UPDATE SET job = excluded.job, \
-                         op = excluded.op, source_anchor = excluded.source_anchor, \
-                         target_anchor = excluded.target_anchor, state = excluded.state, \
-                         error = excluded.error, at_us = excluded.at_us",
-                    )
-                    .bind(j.run_id.as_str())
-                    .bind(to_i64(j.op_index))
-                    .bind(rec.job.as_str())
-                    .bind(Json(&j.op))
-                    .bind(j.source_anchor.as_ref().map(|a| a.as_str()))
-                    .bind(j.target_anchor.as_ref().map(|a| a.as_str()))
-                    .bind(state_str(j.state))
-                    .bind(j.error.as_deref())
-                    .bind(to_us(j.at))
-                    .execute(&mut **tx)
+                Self::run_batch(conn, batch).await?;
+                Ok(applied)
+            }
+
+            /// Run a batch of statements (one round trip on SQLite).
+            async fn run_batch(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                batch: $crate::sql::Batch,
+            ) -> idsync_core::Result<u64> {
+                use $crate::sql::Arg;
+                let mut rows = 0;
+                for (sql, args) in $crate::sql::$combine(batch) {
+                    let mut q = sqlx::query(&sql);
+                    for a in args {
+                        q = match a {
+                            Arg::Text(v) => q.bind(v),
+                            Arg::OptText(v) => q.bind(v),
+                            Arg::Int(v) => q.bind(v),
+                            Arg::OptInt(v) => q.bind(v),
+                            Arg::Json(v) => q.bind(v.map(sqlx::types::Json)),
+                        };
+                    }
+                    rows += q.execute(&mut *conn).await.map_err(Self::err)?.rows_affected();
+                }
+                Ok(rows)
+            }
+
+            /// Run one batch as a write.
+            async fn write_batch(&self, batch: $crate::sql::Batch) -> idsync_core::Result<u64> {
+                self.exec_write(move |conn| Box::pin(Self::run_batch(conn, batch)))
                     .await
-                    .map_err(Self::err)?;
-                }
-                if let Some(a) = &rec.audit {
-                    sqlx::query(
-                        "INSERT INTO audit (run_id, job, kind, anchor, op, before, after, at_us) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                    )
-                    .bind(a.run_id.as_str())
-                    .bind(a.job.as_str())
-                    .bind(kind_str(a.kind))
-                    .bind(a.anchor.as_str())
-                    .bind(a.op.as_str())
-                    .bind(a.before.as_ref().map(Json))
-                    .bind(a.after.as_ref().map(Json))
-                    .bind(to_us(a.at))
-                    .execute(&mut **tx)
-                    .await
-                    .map_err(Self::err)?;
-                }
-                Ok(())
             }
         }
 
@@ -443,39 +373,13 @@ macro_rules! sql_store {
                 op: &idsync_core::Op,
                 record: Option<&idsync_core::OpRecord>,
             ) -> idsync_core::Result<idsync_core::Applied> {
-                use sqlx::types::Json;
                 let now = self.clock.now();
-                let mut tx = self.begin_write().await?;
-                // Take the next feed sequence number first: it serializes hub writes.
-                let (seq,): (i64,) =
-                    sqlx::query_as("UPDATE feed_head SET seq = seq + 1 WHERE id = 1 RETURNING seq")
-                        .fetch_one(&mut *tx)
-                        .await
-                        .map_err(Self::err)?;
-                let mut dir = Self::load_for(&mut tx, op).await?;
-                let (applied, change) = dir.apply(op, None)?;
-                Self::write_back(&mut tx, &dir, op, &change.anchor).await?;
-                sqlx::query(
-                    "INSERT INTO feed (seq, kind, anchor, entity, at_us) VALUES ($1, $2, $3, $4, $5)",
-                )
-                .bind(seq)
-                .bind($crate::util::kind_str(op.entity()))
-                .bind(change.anchor.as_str())
-                .bind(change.after.as_ref().map(Json))
-                .bind($crate::util::to_us(now))
-                .execute(&mut *tx)
+                let op = op.clone();
+                let record = record.cloned();
+                self.exec_write(move |conn| {
+                    Box::pin(async move { Self::hub_apply_in(conn, &op, record.as_ref(), now).await })
+                })
                 .await
-                .map_err(Self::err)?;
-                if let Some(rec) = record {
-                    let mut rec = rec.clone();
-                    if let Some(a) = &mut rec.audit {
-                        a.before = change.before;
-                        a.after = change.after;
-                    }
-                    Self::write_record(&mut tx, &rec).await?;
-                }
-                tx.commit().await.map_err(Self::err)?;
-                Ok(applied)
             }
 
             async fn links(
@@ -579,26 +483,25 @@ macro_rules! sql_store {
                 cursor: &idsync_core::SyncCursor,
             ) -> idsync_core::Result<()> {
                 // One statement each way, so the check and the write are atomic.
-                let done = match expected {
-                    None => sqlx::query(
+                use $crate::sql::Arg;
+                let mut batch = $crate::sql::Batch::default();
+                match expected {
+                    None => batch.push(
                         "INSERT INTO cursors (job, cursor) VALUES ($1, $2) \
                          ON CONFLICT (job) DO NOTHING",
-                    )
-                    .bind(job)
-                    .bind(cursor.0.as_str())
-                    .execute(self.writer())
-                    .await,
-                    Some(e) => sqlx::query(
+                        vec![Arg::Text(job.to_owned()), Arg::Text(cursor.0.clone())],
+                    ),
+                    Some(e) => batch.push(
                         "UPDATE cursors SET cursor = $3 WHERE job = $1 AND cursor = $2",
-                    )
-                    .bind(job)
-                    .bind(e.0.as_str())
-                    .bind(cursor.0.as_str())
-                    .execute(self.writer())
-                    .await,
+                        vec![
+                            Arg::Text(job.to_owned()),
+                            Arg::Text(e.0.clone()),
+                            Arg::Text(cursor.0.clone()),
+                        ],
+                    ),
                 }
-                .map_err(Self::err)?;
-                if done.rows_affected() == 1 {
+                let done = self.write_batch(batch).await?;
+                if done == 1 {
                     Ok(())
                 } else {
                     Err(idsync_core::Error::new(
@@ -609,26 +512,26 @@ macro_rules! sql_store {
             }
 
             async fn put_run(&self, run: &idsync_core::RunRecord) -> idsync_core::Result<()> {
-                use sqlx::types::Json;
+                use $crate::sql::Arg;
                 use $crate::util::to_us;
-                sqlx::query(
+                let mut batch = $crate::sql::Batch::default();
+                batch.push(
                     "INSERT INTO runs (id, job, status, started_us, finished_us, plan, summary) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7) \
                      ON CONFLICT (id) DO UPDATE SET job = excluded.job, status = excluded.status, \
                      started_us = excluded.started_us, finished_us = excluded.finished_us, \
                      plan = excluded.plan, summary = excluded.summary",
-                )
-                .bind(run.id.as_str())
-                .bind(run.job.as_str())
-                .bind(run.status.as_str())
-                .bind(to_us(run.started_at))
-                .bind(run.finished_at.map(to_us))
-                .bind(run.plan.as_ref().map(Json))
-                .bind(run.summary.as_ref().map(Json))
-                .execute(self.writer())
-                .await
-                .map_err(Self::err)?;
-                Ok(())
+                    vec![
+                        Arg::Text(run.id.clone()),
+                        Arg::Text(run.job.clone()),
+                        Arg::Text(run.status.as_str().to_owned()),
+                        Arg::Int(to_us(run.started_at)),
+                        Arg::OptInt(run.finished_at.map(to_us)),
+                        Arg::Json(run.plan.clone()),
+                        Arg::Json(run.summary.clone()),
+                    ],
+                );
+                self.write_batch(batch).await.map(|_| ())
             }
 
             async fn run(&self, id: &str) -> idsync_core::Result<Option<idsync_core::RunRecord>> {
@@ -674,9 +577,10 @@ macro_rules! sql_store {
                 &self,
                 entry: &idsync_core::JournalEntry,
             ) -> idsync_core::Result<()> {
-                use sqlx::types::Json;
+                use $crate::sql::Arg;
                 use $crate::util::{state_str, to_i64, to_us};
-                sqlx::query(
+                let mut batch = $crate::sql::Batch::default();
+                batch.push(
                     "INSERT INTO journal (run_id, op_index, job, op, source_anchor, \
                      target_anchor, state, error, at_us) \
                      VALUES ($1, $2, COALESCE((SELECT job FROM runs WHERE id = $1), ''), \
@@ -685,25 +589,24 @@ macro_rules! sql_store {
                      op = excluded.op, source_anchor = excluded.source_anchor, \
                      target_anchor = excluded.target_anchor, state = excluded.state, \
                      error = excluded.error, at_us = excluded.at_us",
-                )
-                .bind(entry.run_id.as_str())
-                .bind(to_i64(entry.op_index))
-                .bind(Json(&entry.op))
-                .bind(entry.source_anchor.as_ref().map(|a| a.as_str()))
-                .bind(entry.target_anchor.as_ref().map(|a| a.as_str()))
-                .bind(state_str(entry.state))
-                .bind(entry.error.as_deref())
-                .bind(to_us(entry.at))
-                .execute(self.writer())
-                .await
-                .map_err(Self::err)?;
-                Ok(())
+                    vec![
+                        Arg::Text(entry.run_id.clone()),
+                        Arg::Int(to_i64(entry.op_index)),
+                        Arg::json(&entry.op)?,
+                        Arg::OptText(entry.source_anchor.as_ref().map(|a| a.as_str().to_owned())),
+                        Arg::OptText(entry.target_anchor.as_ref().map(|a| a.as_str().to_owned())),
+                        Arg::Text(state_str(entry.state).to_owned()),
+                        Arg::OptText(entry.error.clone()),
+                        Arg::Int(to_us(entry.at)),
+                    ],
+                );
+                self.write_batch(batch).await.map(|_| ())
             }
 
             async fn record(&self, record: &idsync_core::OpRecord) -> idsync_core::Result<()> {
-                let mut tx = self.begin_write().await?;
-                Self::write_record(&mut tx, record).await?;
-                tx.commit().await.map_err(Self::err)
+                let mut batch = $crate::sql::Batch::default();
+                $crate::sql::record_batch(&mut batch, record)?;
+                self.write_batch(batch).await.map(|_| ())
             }
 
             async fn journal(
@@ -783,30 +686,32 @@ macro_rules! sql_store {
                 let until = now
                     .checked_add_signed(ttl)
                     .ok_or_else(|| idsync_core::Error::config("lease ttl out of range"))?;
-                let done = sqlx::query(
+                use $crate::sql::Arg;
+                let mut batch = $crate::sql::Batch::default();
+                batch.push(
                     "INSERT INTO leases (job, holder, until_us) VALUES ($1, $2, $3) \
                      ON CONFLICT (job) DO UPDATE SET holder = excluded.holder, \
                      until_us = excluded.until_us \
                      WHERE leases.holder = excluded.holder OR leases.until_us <= $4",
-                )
-                .bind(job)
-                .bind(holder)
-                .bind($crate::util::to_us(until))
-                .bind($crate::util::to_us(now))
-                .execute(self.writer())
-                .await
-                .map_err(Self::err)?;
-                Ok(done.rows_affected() >= 1)
+                    vec![
+                        Arg::Text(job.to_owned()),
+                        Arg::Text(holder.to_owned()),
+                        Arg::Int($crate::util::to_us(until)),
+                        Arg::Int($crate::util::to_us(now)),
+                    ],
+                );
+                let done = self.write_batch(batch).await?;
+                Ok(done >= 1)
             }
 
             async fn release_lease(&self, job: &str, holder: &str) -> idsync_core::Result<()> {
-                sqlx::query("DELETE FROM leases WHERE job = $1 AND holder = $2")
-                    .bind(job)
-                    .bind(holder)
-                    .execute(self.writer())
-                    .await
-                    .map_err(Self::err)?;
-                Ok(())
+                use $crate::sql::Arg;
+                let mut batch = $crate::sql::Batch::default();
+                batch.push(
+                    "DELETE FROM leases WHERE job = $1 AND holder = $2",
+                    vec![Arg::Text(job.to_owned()), Arg::Text(holder.to_owned())],
+                );
+                self.write_batch(batch).await.map(|_| ())
             }
         }
     };
@@ -814,11 +719,202 @@ macro_rules! sql_store {
 
 pub(crate) use sql_store;
 
-use idsync_core::{AuditEntry, FeedEntry, JournalEntry, Op, Result, RunRecord};
+use idsync_core::{
+    AuditEntry, FeedEntry, JournalEntry, LinkChange, Op, OpRecord, Result, RunRecord, ShadowChange,
+};
 use serde_json::Value;
 use sqlx::types::Json;
 
-use crate::util::{from_us, parse_kind, parse_state, parse_status, to_usize};
+use crate::util::{
+    from_us, kind_str, parse_kind, parse_state, parse_status, state_str, to_i64, to_us, to_usize,
+};
+
+/// A value bound to a statement.
+#[derive(Debug, Clone)]
+pub(crate) enum Arg {
+    Text(String),
+    OptText(Option<String>),
+    Int(i64),
+    OptInt(Option<i64>),
+    Json(Option<Value>),
+}
+
+impl Arg {
+    pub(crate) fn json<T: serde::Serialize>(v: &T) -> Result<Arg> {
+        Ok(Arg::Json(Some(serde_json::to_value(v)?)))
+    }
+}
+
+/// Statements that make one write; each numbers its parameters from `$1`.
+#[derive(Debug, Default)]
+pub(crate) struct Batch {
+    stmts: Vec<(&'static str, Vec<Arg>)>,
+}
+
+impl Batch {
+    pub(crate) fn push(&mut self, sql: &'static str, args: Vec<Arg>) {
+        self.stmts.push((sql, args));
+    }
+}
+
+/// PostgreSQL: the statements as they are (a prepared statement holds one statement).
+pub(crate) fn one_by_one(batch: Batch) -> Vec<(String, Vec<Arg>)> {
+    batch
+        .stmts
+        .into_iter()
+        .map(|(sql, args)| (sql.to_owned(), args))
+        .collect()
+}
+
+/// The savepoint a joined SQLite batch runs in; the writer rolls back to it when the batch
+/// fails half-way.
+pub(crate) const SAVEPOINT: &str = "idsync_write";
+
+/// SQLite: one query of all statements, parameters renumbered across them, in a savepoint
+/// when there is more than one statement.
+pub(crate) fn joined(batch: Batch) -> Vec<(String, Vec<Arg>)> {
+    if batch.stmts.len() <= 1 {
+        return one_by_one(batch);
+    }
+    let mut sql = format!("SAVEPOINT {SAVEPOINT};\n");
+    let mut all = Vec::new();
+    for (stmt, args) in batch.stmts {
+        let offset = all.len();
+        renumber(stmt, offset, &mut sql);
+        sql.push_str(";\n");
+        all.extend(args);
+    }
+    sql.push_str("RELEASE ");
+    sql.push_str(SAVEPOINT);
+    vec![(sql, all)]
+}
+
+/// Copy `stmt` into `out` with every `$N` shifted to `$N+offset`.
+fn renumber(stmt: &str, offset: usize, out: &mut String) {
+    let mut chars = stmt.char_indices().peekable();
+    while let Some((_, c)) = chars.next() {
+        out.push(c);
+        if c != '$' {
+            continue;
+        }
+        let mut n = 0usize;
+        let mut digits = false;
+        while let Some(&(_, d)) = chars.peek() {
+            match d.to_digit(10) {
+                Some(v) => {
+                    n = n * 10 + v as usize;
+                    digits = true;
+                    chars.next();
+                }
+                None => break,
+            }
+        }
+        if digits {
+            out.push_str(&(n + offset).to_string());
+        }
+    }
+}
+
+/// The writes of an op record: link, shadow, journal, audit.
+pub(crate) fn record_batch(batch: &mut Batch, rec: &OpRecord) -> Result<()> {
+    let kind = || Arg::Text(kind_str(rec.kind).to_owned());
+    let job = || Arg::Text(rec.job.clone());
+    match &rec.link {
+        Some(LinkChange::Put { source, target }) => batch.push(
+            "INSERT INTO links (job, kind, source, target) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (job, kind, source) DO UPDATE SET target = excluded.target",
+            vec![
+                job(),
+                kind(),
+                Arg::Text(source.as_str().to_owned()),
+                Arg::Text(target.as_str().to_owned()),
+            ],
+        ),
+        Some(LinkChange::Remove { source }) => batch.push(
+            "DELETE FROM links WHERE job = $1 AND kind = $2 AND source = $3",
+            vec![job(), kind(), Arg::Text(source.as_str().to_owned())],
+        ),
+        None => {}
+    }
+    match &rec.shadow {
+        Some(ShadowChange::Put { anchor, entity }) => batch.push(
+            "INSERT INTO shadow (job, kind, anchor, entity) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (job, kind, anchor) DO UPDATE SET entity = excluded.entity",
+            vec![
+                job(),
+                kind(),
+                Arg::Text(anchor.as_str().to_owned()),
+                Arg::Json(Some(entity.clone())),
+            ],
+        ),
+        Some(ShadowChange::Remove { anchor }) => batch.push(
+            "DELETE FROM shadow WHERE job = $1 AND kind = $2 AND anchor = $3",
+            vec![job(), kind(), Arg::Text(anchor.as_str().to_owned())],
+        ),
+        None => {}
+    }
+    if let Some(j) = &rec.journal {
+        batch.push(
+            "INSERT INTO journal (run_id, op_index, job, op, source_anchor, target_anchor, \
+             state, error, at_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             ON CONFLICT (run_id, op_index) DO UPDATE SET job = excluded.job, \
+             op = excluded.op, source_anchor = excluded.source_anchor, \
+             target_anchor = excluded.target_anchor, state = excluded.state, \
+             error = excluded.error, at_us = excluded.at_us",
+            vec![
+                Arg::Text(j.run_id.clone()),
+                Arg::Int(to_i64(j.op_index)),
+                job(),
+                Arg::json(&j.op)?,
+                Arg::OptText(j.source_anchor.as_ref().map(|a| a.as_str().to_owned())),
+                Arg::OptText(j.target_anchor.as_ref().map(|a| a.as_str().to_owned())),
+                Arg::Text(state_str(j.state).to_owned()),
+                Arg::OptText(j.error.clone()),
+                Arg::Int(to_us(j.at)),
+            ],
+        );
+    }
+    if let Some(a) = &rec.audit {
+        batch.push(
+            "INSERT INTO audit (run_id, job, kind, anchor, op, before, after, at_us) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            vec![
+                Arg::Text(a.run_id.clone()),
+                Arg::Text(a.job.clone()),
+                Arg::Text(kind_str(a.kind).to_owned()),
+                Arg::Text(a.anchor.as_str().to_owned()),
+                Arg::Text(a.op.clone()),
+                Arg::Json(a.before.clone()),
+                Arg::Json(a.after.clone()),
+                Arg::Int(to_us(a.at)),
+            ],
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn joined_batches_renumber_parameters() {
+        let mut b = Batch::default();
+        b.push("INSERT INTO t (a, b) VALUES ($1, $2)", vec![Arg::Int(1), Arg::Int(2)]);
+        b.push("UPDATE u SET x = $2 WHERE y = $1 AND z = $10", vec![Arg::Int(3)]);
+        let out = joined(b);
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            out[0].0,
+            "SAVEPOINT idsync_write;\nINSERT INTO t (a, b) VALUES ($1, $2);\n\
+             UPDATE u SET x = $4 WHERE y = $3 AND z = $12;\nRELEASE idsync_write"
+        );
+        assert_eq!(out[0].1.len(), 3);
+        let mut single = Batch::default();
+        single.push("DELETE FROM t WHERE a = $1", vec![Arg::Int(1)]);
+        assert_eq!(joined(single)[0].0, "DELETE FROM t WHERE a = $1");
+    }
+}
 
 /// A row of `runs`.
 pub(crate) type RunRow = (
