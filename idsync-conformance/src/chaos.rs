@@ -26,14 +26,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use idsync_core::hub::Hub;
+use idsync_core::layers::not_sent;
 use idsync_core::{
     Account, Anchor, Applied, Capabilities, ChangeSet, Descriptor, Error, ErrorKind, Layer, Op,
     Org, Page, PageRequest, Result, Sink, Source, SyncCursor,
 };
-
-/// Context key the chaos layer (and adapters that know) put on errors of requests that
-/// provably never reached the provider; the retry layer retries creates on those.
-pub const NOT_SENT: (&str, &str) = ("request_sent", "no");
 
 /// One kind of injected fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +39,8 @@ pub enum Fault {
     /// adapter.
     Throttle(Duration),
     /// `Unavailable`, temporary, before the inner call (connection refused); marked
-    /// [`NOT_SENT`].
+    /// [`not_sent`], so the retry layer retries it even
+    /// for creates.
     Refuse,
     /// `Unavailable`, temporary, after the inner call ran (the response was lost). Not
     /// injected into creates.
@@ -61,9 +59,9 @@ impl Fault {
                     .with_retry_after(after)
                     .with_provider_code("429")
             }
-            Fault::Refuse => Error::new(ErrorKind::Unavailable, format!("chaos: {what} refused"))
-                .temporary()
-                .with_context(NOT_SENT.0, NOT_SENT.1),
+            Fault::Refuse => not_sent(
+                Error::new(ErrorKind::Unavailable, format!("chaos: {what} refused")).temporary(),
+            ),
             Fault::LoseResponse => Error::new(
                 ErrorKind::Unavailable,
                 format!("chaos: {what} response lost"),
@@ -80,6 +78,7 @@ impl Fault {
 #[derive(Debug, Clone, Default)]
 pub struct ChaosLayer {
     rules: Arc<Vec<(u64, Fault)>>,
+    injected: Arc<AtomicU64>,
 }
 
 impl ChaosLayer {
@@ -95,6 +94,7 @@ impl ChaosLayer {
         rules.push((n.max(1), fault));
         ChaosLayer {
             rules: Arc::new(rules),
+            injected: self.injected,
         }
     }
 
@@ -108,8 +108,13 @@ impl ChaosLayer {
             inner,
             rules: self.rules.clone(),
             calls: AtomicU64::new(0),
-            injected: AtomicU64::new(0),
+            injected: self.injected.clone(),
         }
+    }
+
+    /// How many faults this layer (all adapters it wrapped) injected so far.
+    pub fn injected(&self) -> u64 {
+        self.injected.load(Ordering::Relaxed)
     }
 }
 
@@ -128,7 +133,7 @@ pub struct Chaos<S: ?Sized> {
     inner: Arc<S>,
     rules: Arc<Vec<(u64, Fault)>>,
     calls: AtomicU64,
-    injected: AtomicU64,
+    injected: Arc<AtomicU64>,
 }
 
 impl<S: ?Sized + fmt::Debug> fmt::Debug for Chaos<S> {
@@ -142,11 +147,6 @@ impl<S: ?Sized + fmt::Debug> fmt::Debug for Chaos<S> {
 }
 
 impl<S: ?Sized> Chaos<S> {
-    /// How many faults were injected so far.
-    pub fn injected(&self) -> u64 {
-        self.injected.load(Ordering::Relaxed)
-    }
-
     fn next_fault(&self, create: bool) -> Option<Fault> {
         let n = self.calls.fetch_add(1, Ordering::Relaxed) + 1;
         let f = self
