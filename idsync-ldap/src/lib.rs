@@ -2,8 +2,6 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 #![warn(unreachable_pub, missing_debug_implementations)]
-// idsync_core::Error is 160 bytes; every fallible fn here returns it (reported to core).
-#![allow(clippy::result_large_err)]
 
 mod ber;
 mod changes;
