@@ -11,7 +11,12 @@
 //!    correlate + plan; 1,000,000 `create_account` ops).
 //!
 //! Peak resident memory (`VmHWM`) is printed after each step.
-#![allow(missing_docs, clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    missing_docs,
+    clippy::print_stdout,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 use std::io::Write;
 use std::sync::Arc;
@@ -22,7 +27,9 @@ use idsync_core::{Engine, Hub, Job, MemoryStore, SourceExt, Store};
 use idsync_csv::{CsvConfig, CsvSource};
 
 const SURNAMES: &[&str] = &["张", "王", "李", "赵", "刘", "陈", "Smith", "Brown"];
-const GIVEN: &[&str] = &["伟", "芳", "娜", "敏", "静", "Alice", "Bob", "Carol", "David"];
+const GIVEN: &[&str] = &[
+    "伟", "芳", "娜", "敏", "静", "Alice", "Bob", "Carol", "David",
+];
 
 fn vm_hwm_mb() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -39,7 +46,8 @@ fn generate(dir: &std::path::Path, rows: usize) -> CsvConfig {
     let orgs = dir.join("orgs.csv");
     let accounts = dir.join("accounts.csv");
     let mut o = std::io::BufWriter::new(std::fs::File::create(&orgs).unwrap());
-    o.write_all("\u{feff}部门ID,上级部门ID,部门名称,排序\r\n".as_bytes()).unwrap();
+    o.write_all("\u{feff}部门ID,上级部门ID,部门名称,排序\r\n".as_bytes())
+        .unwrap();
     writeln!(o, "D0,,示例科技,0\r").unwrap();
     for c in 1..=10 {
         writeln!(o, "D{c},D0,中心{c},{c}\r").unwrap();
@@ -48,7 +56,8 @@ fn generate(dir: &std::path::Path, rows: usize) -> CsvConfig {
         }
     }
     o.flush().unwrap();
-    let mut a = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&accounts).unwrap());
+    let mut a =
+        std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&accounts).unwrap());
     a.write_all(b"\xEF\xBB\xBFid,username,display_name,email,phone,employee_id,title,departments,manager,status\r\n")
         .unwrap();
     for i in 0..rows {
@@ -154,6 +163,9 @@ fn main() {
     );
     drop(src);
 
+    if std::env::var("IDSYNC_BENCH_PLAN").is_ok_and(|v| v == "0") {
+        return;
+    }
     // 4. open + plan against an empty hub
     let t = Instant::now();
     let plan = rt.block_on(async {

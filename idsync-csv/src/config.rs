@@ -140,7 +140,6 @@ pub struct ErrorPolicy {
     pub strict: bool,
 }
 
-
 /// The configuration of a CSV source or sink.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -371,9 +371,10 @@ impl Mapper<'_> {
         if let Some(i) = cols.status {
             let s = self.cell(rec, Some(i)).trim();
             let is = |words: &[String]| {
-                words
-                    .iter()
-                    .any(|w| w.trim().to_lowercase() == s.to_lowercase())
+                words.iter().any(|w| {
+                    let w = w.trim();
+                    w == s || (w.len() == s.len() && w.to_lowercase() == s.to_lowercase())
+                })
             };
             a.status = if s.is_empty() || is(&self.cfg.status.active) {
                 Status::Active

@@ -77,7 +77,7 @@ pub(crate) fn open_file<C>(
         return Err(
             Error::invalid_data(format!("{name}: the file is empty (no header line)"))
                 .with_provider(PROVIDER)
-                .with_context("file", name.clone()),
+                .with_context("file", name),
         );
     }
     let headers: Vec<String> = rec.iter().map(str::to_owned).collect();

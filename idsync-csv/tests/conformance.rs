@@ -5,6 +5,7 @@
 //!   the files);
 //! * `csv files`: every read goes through a freshly opened [`CsvSource`] on the files the
 //!   sink wrote, so each case also round-trips through the CSV text on disk.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may unwrap
 
 use std::sync::{Arc, Mutex};
 

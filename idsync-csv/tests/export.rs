@@ -1,5 +1,6 @@
 //! Writing: formula injection, RFC 4180 output, atomic sink writes, lossless round trips
 //! through the engine (memory → CSV → memory, hub → CSV → hub).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may unwrap
 
 use std::sync::Arc;
 

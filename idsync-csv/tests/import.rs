@@ -1,4 +1,5 @@
 //! Reading: encodings, delimiters, layouts, row errors with their lines, policies, paging.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may unwrap
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -252,7 +253,7 @@ async fn path_layout_derives_stable_anchors() {
     assert_eq!(accounts[0].orgs, vec![Anchor::from("HQ > Sales > East")]);
 }
 
-fn find<'a>(errs: &'a [RowError], kind: RowErrorKind) -> &'a RowError {
+fn find(errs: &[RowError], kind: RowErrorKind) -> &RowError {
     errs.iter()
         .find(|e| e.kind == kind)
         .unwrap_or_else(|| panic!("no {kind} in {errs:#?}"))
