@@ -17,7 +17,11 @@ fn data(n: usize) -> (Vec<Org>, Vec<Account>) {
         orgs.push(Org::new(format!("r{r}"), None, format!("Division {r}")));
         for c in 0..9 {
             let leaf = format!("r{r}-c{c}");
-            orgs.push(Org::new(leaf.as_str(), Some(format!("r{r}").into()), format!("Team {r}.{c}")));
+            orgs.push(Org::new(
+                leaf.as_str(),
+                Some(format!("r{r}").into()),
+                format!("Team {r}.{c}"),
+            ));
             leaves.push(leaf);
         }
     }
@@ -60,7 +64,9 @@ async fn main() -> idsync_core::Result<()> {
     let again = engine.run(&job).await?;
     let noop = t2.elapsed();
     assert_eq!(again.counts.planned, 0);
-    let file = std::fs::metadata(dir.path().join("hub.db")).map(|m| m.len()).unwrap_or(0);
+    let file = std::fs::metadata(dir.path().join("hub.db"))
+        .map(|m| m.len())
+        .unwrap_or(0);
     println!("creates:            {total}");
     println!("plan (read+diff):   {:.2} s", planned.as_secs_f64());
     println!(
@@ -68,7 +74,10 @@ async fn main() -> idsync_core::Result<()> {
         applied.as_secs_f64(),
         total as f64 / applied.as_secs_f64()
     );
-    println!("first run total:    {:.2} s", (planned + applied).as_secs_f64());
+    println!(
+        "first run total:    {:.2} s",
+        (planned + applied).as_secs_f64()
+    );
     println!("second run (no-op): {:.2} s", noop.as_secs_f64());
     println!("database file:      {:.1} MiB", file as f64 / 1048576.0);
     Ok(())

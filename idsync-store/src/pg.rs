@@ -119,5 +119,6 @@ crate::sql::sql_store!(
     Postgres,
     "postgres",
     "SELECT seq FROM feed_head WHERE id = 1 FOR UPDATE",
-    one_by_one
+    one_by_one,
+    false
 );

@@ -17,7 +17,7 @@
 //! back. Errors are therefore exactly those of the in-memory hub.
 
 macro_rules! sql_store {
-    ($store:ident, $db:ty, $provider:literal, $pre_lock:literal, $combine:ident) => {
+    ($store:ident, $db:ty, $provider:literal, $pre_lock:literal, $combine:ident, $guards:literal) => {
         impl $store {
             fn err(e: sqlx::Error) -> idsync_core::Error {
                 $crate::util::db_err($provider, e)
@@ -224,6 +224,9 @@ macro_rules! sql_store {
                 now: chrono::DateTime<chrono::Utc>,
             ) -> idsync_core::Result<idsync_core::Applied> {
                 use $crate::sql::Arg;
+                if $guards && op.is_create() {
+                    return Self::create_in(conn, op, record, now).await;
+                }
                 if !$pre_lock.is_empty() {
                     sqlx::query($pre_lock).execute(&mut *conn).await.map_err(Self::err)?;
                 }
@@ -252,6 +255,91 @@ macro_rules! sql_store {
                 }
                 Self::run_batch(conn, batch).await?;
                 Ok(applied)
+            }
+
+            /// A create in one round trip, without reading first: the guard views check the
+            /// directory's rules in the order `Directory::apply` does (anchor free, then
+            /// parent / orgs present) and abort the write otherwise.
+            async fn create_in(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                op: &idsync_core::Op,
+                record: Option<&idsync_core::OpRecord>,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> idsync_core::Result<idsync_core::Applied> {
+                use idsync_core::Op;
+                use $crate::sql::Arg;
+                let text = |a: &idsync_core::Anchor| Arg::Text(a.as_str().to_owned());
+                let mut batch = $crate::sql::Batch::default();
+                let (anchor, after) = match op {
+                    Op::CreateOrg { org } => {
+                        if org.anchor.is_empty() {
+                            return Err(idsync_core::Error::invalid_data("org with an empty anchor"));
+                        }
+                        batch.push("INSERT INTO guard_org_absent (anchor) VALUES ($1)", vec![text(&org.anchor)]);
+                        if let Some(p) = &org.parent {
+                            batch.push("INSERT INTO guard_org_present (anchor) VALUES ($1)", vec![text(p)]);
+                        }
+                        batch.push(
+                            "INSERT INTO hub_orgs (anchor, parent, body) VALUES ($1, $2, $3)",
+                            vec![
+                                text(&org.anchor),
+                                Arg::OptText(org.parent.as_ref().map(|p| p.as_str().to_owned())),
+                                Arg::json(org)?,
+                            ],
+                        );
+                        (org.anchor.clone(), serde_json::to_value(org)?)
+                    }
+                    Op::CreateAccount { account } => {
+                        if account.anchor.is_empty() {
+                            return Err(idsync_core::Error::invalid_data(
+                                "account with an empty anchor",
+                            ));
+                        }
+                        batch.push(
+                            "INSERT INTO guard_account_absent (anchor) VALUES ($1)",
+                            vec![text(&account.anchor)],
+                        );
+                        let orgs: std::collections::BTreeSet<&idsync_core::Anchor> =
+                            account.orgs.iter().collect();
+                        for o in &orgs {
+                            batch.push("INSERT INTO guard_org_present (anchor) VALUES ($1)", vec![text(o)]);
+                        }
+                        let body = serde_json::to_value(account)?;
+                        batch.push(
+                            "INSERT INTO hub_accounts (anchor, body) VALUES ($1, $2)",
+                            vec![text(&account.anchor), Arg::Json(Some(body.clone()))],
+                        );
+                        for o in &orgs {
+                            batch.push(
+                                "INSERT INTO hub_memberships (org, account) VALUES ($1, $2)",
+                                vec![text(o), text(&account.anchor)],
+                            );
+                        }
+                        (account.anchor.clone(), body)
+                    }
+                    _ => return Err(idsync_core::Error::unexpected("create_in: not a create")),
+                };
+                batch.push("UPDATE feed_head SET seq = seq + 1 WHERE id = 1", vec![]);
+                batch.push(
+                    "INSERT INTO feed (seq, kind, anchor, entity, at_us) \
+                     SELECT seq, $1, $2, $3, $4 FROM feed_head WHERE id = 1",
+                    vec![
+                        Arg::Text($crate::util::kind_str(op.entity()).to_owned()),
+                        text(&anchor),
+                        Arg::Json(Some(after.clone())),
+                        Arg::Int($crate::util::to_us(now)),
+                    ],
+                );
+                if let Some(rec) = record {
+                    let mut rec = rec.clone();
+                    if let Some(a) = &mut rec.audit {
+                        a.before = None;
+                        a.after = Some(after);
+                    }
+                    $crate::sql::record_batch(&mut batch, &rec)?;
+                }
+                Self::run_batch(conn, batch).await?;
+                Ok(idsync_core::Applied::with_anchor(anchor))
             }
 
             /// Run a batch of statements (one round trip on SQLite).
@@ -900,8 +988,14 @@ mod tests {
     #[test]
     fn joined_batches_renumber_parameters() {
         let mut b = Batch::default();
-        b.push("INSERT INTO t (a, b) VALUES ($1, $2)", vec![Arg::Int(1), Arg::Int(2)]);
-        b.push("UPDATE u SET x = $2 WHERE y = $1 AND z = $10", vec![Arg::Int(3)]);
+        b.push(
+            "INSERT INTO t (a, b) VALUES ($1, $2)",
+            vec![Arg::Int(1), Arg::Int(2)],
+        );
+        b.push(
+            "UPDATE u SET x = $2 WHERE y = $1 AND z = $10",
+            vec![Arg::Int(3)],
+        );
         let out = joined(b);
         assert_eq!(out.len(), 1);
         assert_eq!(

@@ -81,10 +81,7 @@ async fn writer_loop_inner(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Wr
             let (ok, finish) = job(&mut conn).await;
             if !ok {
                 // Undo a batch that failed half-way (no savepoint: nothing was written).
-                let undo = format!(
-                    "ROLLBACK TO {sp}; RELEASE {sp}",
-                    sp = crate::sql::SAVEPOINT
-                );
+                let undo = format!("ROLLBACK TO {sp}; RELEASE {sp}", sp = crate::sql::SAVEPOINT);
                 let _ = control(&mut conn, undo).await;
             }
             finishers.push(finish);
@@ -191,10 +188,9 @@ impl SqliteStore {
             .connect_with(opts)
             .await
             .map_err(err)?;
-        MIGRATOR
-            .run(&pool)
-            .await
-            .map_err(|e| Error::unexpected(format!("sqlite store: migration failed: {e}")).with_source(e))?;
+        MIGRATOR.run(&pool).await.map_err(|e| {
+            Error::unexpected(format!("sqlite store: migration failed: {e}")).with_source(e)
+        })?;
         Ok(SqliteStore {
             writer: Writer::Pool(pool.clone()),
             reader: pool,
@@ -257,9 +253,12 @@ impl SqliteStore {
                     })
                 });
                 let gone = || {
-                    Error::new(ErrorKind::Unavailable, "sqlite store: the writer has stopped")
-                        .temporary()
-                        .with_provider("sqlite")
+                    Error::new(
+                        ErrorKind::Unavailable,
+                        "sqlite store: the writer has stopped",
+                    )
+                    .temporary()
+                    .with_provider("sqlite")
                 };
                 queue.send(job).await.map_err(|_| gone())?;
                 answer.await.map_err(|_| gone())?
@@ -268,4 +267,4 @@ impl SqliteStore {
     }
 }
 
-crate::sql::sql_store!(SqliteStore, Sqlite, "sqlite", "", joined);
+crate::sql::sql_store!(SqliteStore, Sqlite, "sqlite", "", joined, true);

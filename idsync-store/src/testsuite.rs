@@ -36,14 +36,15 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use futures::future::LocalBoxFuture;
 use idsync_core::{
-    Account, Anchor, AuditEntry, Directory, Engine, EntityKind, Error, ErrorKind, Hub,
-    JournalEntry, JournalState, Job, LinkChange, ManualClock, MemoryAdapter, Op, OpRecord, Org,
+    Account, Anchor, AuditEntry, Directory, Engine, EntityKind, Error, ErrorKind, Hub, Job,
+    JournalEntry, JournalState, LinkChange, ManualClock, MemoryAdapter, Op, OpRecord, Org,
     PageRequest, Result, RunRecord, RunStatus, ShadowChange, Status, Store, SyncCursor,
 };
 use serde_json::{Value, json};
 
 /// A case: a fresh store and its clock.
-pub type Case = for<'a> fn(&'a Arc<dyn Store>, &'a Arc<ManualClock>) -> LocalBoxFuture<'a, Result<()>>;
+pub type Case =
+    for<'a> fn(&'a Arc<dyn Store>, &'a Arc<ManualClock>) -> LocalBoxFuture<'a, Result<()>>;
 
 /// Every case, by name.
 pub const CASES: &[(&str, Case)] = &[
@@ -57,7 +58,9 @@ pub const CASES: &[(&str, Case)] = &[
     ("journal", |s, c| Box::pin(journal(s, c))),
     ("audit_trail", |s, c| Box::pin(audit_trail(s, c))),
     ("leases", |s, c| Box::pin(leases(s, c))),
-    ("engine_end_to_end", |s, c| Box::pin(engine_end_to_end(s, c))),
+    ("engine_end_to_end", |s, c| {
+        Box::pin(engine_end_to_end(s, c))
+    }),
 ];
 
 /// The instant the suite's clocks start at.
@@ -155,18 +158,55 @@ fn patch(pairs: &[(&str, Value)]) -> idsync_core::Patch {
 /// Ops covering every rule of the hub directory, good and bad.
 fn directory_script() -> Vec<Op> {
     vec![
-        Op::CreateOrg { org: org("root", None) },
-        Op::CreateOrg { org: org("root", None) }, // AlreadyExists
-        Op::CreateOrg { org: org("eng", Some("root")) },
-        Op::CreateOrg { org: org("ops", Some("root")) },
-        Op::CreateOrg { org: org("x", Some("missing")) }, // NotFound
-        Op::CreateOrg { org: org("", None) },              // InvalidData
-        Op::CreateOrg { org: org("研发", Some("eng")) },
-        Op::CreateAccount { account: account("u1", &["eng"]) },
-        Op::CreateAccount { account: account("u1", &["eng"]) }, // AlreadyExists
-        Op::CreateAccount { account: account("u2", &["nope"]) }, // NotFound
-        Op::CreateAccount { account: account("u2", &["ops", "研发"]) },
-        Op::CreateAccount { account: account("u3", &[]) },
+        Op::CreateOrg {
+            org: org("root", None),
+        },
+        Op::CreateOrg {
+            org: org("root", None),
+        }, // AlreadyExists
+        Op::CreateOrg {
+            org: org("eng", Some("root")),
+        },
+        Op::CreateOrg {
+            org: org("ops", Some("root")),
+        },
+        Op::CreateOrg {
+            org: org("x", Some("missing")),
+        }, // NotFound
+        Op::CreateOrg { org: org("", None) }, // InvalidData
+        Op::CreateOrg {
+            org: org("selfish", Some("selfish")),
+        }, // NotFound: own parent
+        Op::CreateOrg {
+            org: org("eng", Some("missing")),
+        }, // AlreadyExists before NotFound
+        Op::CreateOrg {
+            org: org("研发", Some("eng")),
+        },
+        Op::CreateAccount {
+            account: account("u1", &["eng"]),
+        },
+        Op::CreateAccount {
+            account: account("u1", &["eng"]),
+        }, // AlreadyExists
+        Op::CreateAccount {
+            account: account("u2", &["nope"]),
+        }, // NotFound
+        Op::CreateAccount {
+            account: account("u2", &["ops", "研发"]),
+        },
+        Op::CreateAccount {
+            account: account("u3", &[]),
+        },
+        Op::CreateAccount {
+            account: account("u1", &["missing"]),
+        }, // AlreadyExists first
+        Op::CreateAccount {
+            account: account("", &[]),
+        }, // InvalidData
+        Op::CreateAccount {
+            account: account("u4", &["ops", "ops", "root"]),
+        },
         Op::UpdateOrg {
             anchor: "eng".into(),
             changes: patch(&[("name", json!("Engineering")), ("order", json!(3))]),
@@ -199,9 +239,15 @@ fn directory_script() -> Vec<Op> {
             anchor: "ops".into(),
             parent: None,
         },
-        Op::DeleteOrg { anchor: "root".into() }, // Conflict: child eng
-        Op::DeleteOrg { anchor: "ops".into() },  // Conflict: child 研发
-        Op::DeleteOrg { anchor: "eng".into() },  // Conflict: member u1
+        Op::DeleteOrg {
+            anchor: "root".into(),
+        }, // Conflict: child eng
+        Op::DeleteOrg {
+            anchor: "ops".into(),
+        }, // Conflict: child 研发
+        Op::DeleteOrg {
+            anchor: "eng".into(),
+        }, // Conflict: member u1
         Op::UpdateAccount {
             anchor: "u1".into(),
             changes: patch(&[("orgs", json!(["ops"])), ("title", json!("Lead"))]),
@@ -210,18 +256,34 @@ fn directory_script() -> Vec<Op> {
             anchor: "u1".into(),
             changes: patch(&[("orgs", json!(["ghost"]))]),
         }, // NotFound
-        Op::DeleteOrg { anchor: "eng".into() }, // now empty: ok
-        Op::DisableAccount { anchor: "u2".into() },
-        Op::DisableAccount { anchor: "ghost".into() }, // NotFound
-        Op::EnableAccount { anchor: "u2".into() },
-        Op::DisableAccount { anchor: "u3".into() },
-        Op::DeleteAccount { anchor: "u3".into() },
-        Op::DeleteAccount { anchor: "u3".into() }, // NotFound
+        Op::DeleteOrg {
+            anchor: "eng".into(),
+        }, // now empty: ok
+        Op::DisableAccount {
+            anchor: "u2".into(),
+        },
+        Op::DisableAccount {
+            anchor: "ghost".into(),
+        }, // NotFound
+        Op::EnableAccount {
+            anchor: "u2".into(),
+        },
+        Op::DisableAccount {
+            anchor: "u3".into(),
+        },
+        Op::DeleteAccount {
+            anchor: "u3".into(),
+        },
+        Op::DeleteAccount {
+            anchor: "u3".into(),
+        }, // NotFound
         Op::UpdateAccount {
             anchor: "u2".into(),
             changes: patch(&[("orgs", json!(["ops"]))]),
         },
-        Op::DeleteOrg { anchor: "研发".into() }, // no members left
+        Op::DeleteOrg {
+            anchor: "研发".into(),
+        }, // no members left
         Op::UpdateAccount {
             anchor: "u2".into(),
             changes: patch(&[("attrs.costCenter", json!("42")), ("manager", json!("u1"))]),
@@ -283,7 +345,12 @@ pub async fn hub_directory(store: &Arc<dyn Store>, _clock: &Arc<ManualClock>) ->
     same(s.hub_account(&"u3".into()).await?, None, "u3 deleted")?;
     // Memberships follow updates: ops still has members, so it cannot be deleted.
     let err = s
-        .hub_apply(&Op::DeleteOrg { anchor: "ops".into() }, None)
+        .hub_apply(
+            &Op::DeleteOrg {
+                anchor: "ops".into(),
+            },
+            None,
+        )
         .await
         .err()
         .map(|e| e.kind());
@@ -298,9 +365,15 @@ pub async fn hub_paging(store: &Arc<dyn Store>, _clock: &Arc<ManualClock>) -> Re
     ensure(first.items.is_empty() && first.next.is_none(), "empty hub")?;
     let anchors = ["b", "B", "a", "ä", "a-1", "Z", "中", "10", "9"];
     for a in anchors {
-        s.hub_apply(&Op::CreateOrg { org: org(a, None) }, None).await?;
-        s.hub_apply(&Op::CreateAccount { account: account(a, &[a]) }, None)
+        s.hub_apply(&Op::CreateOrg { org: org(a, None) }, None)
             .await?;
+        s.hub_apply(
+            &Op::CreateAccount {
+                account: account(a, &[a]),
+            },
+            None,
+        )
+        .await?;
     }
     let mut want: Vec<String> = anchors.iter().map(|a| (*a).to_owned()).collect();
     want.sort(); // byte-wise, as Rust orders strings
@@ -341,20 +414,36 @@ pub async fn feed_order(store: &Arc<dyn Store>, clock: &Arc<ManualClock>) -> Res
     let mut expected: Vec<(EntityKind, String, bool)> = Vec::new();
     for i in 0..5 {
         let a = format!("o{i}");
-        s.hub_apply(&Op::CreateOrg { org: org(&a, None) }, None).await?;
+        s.hub_apply(&Op::CreateOrg { org: org(&a, None) }, None)
+            .await?;
         expected.push((EntityKind::Org, a, true));
         clock.advance(chrono::Duration::seconds(1));
     }
     // A failed op leaves no entry and uses no sequence number.
     let e = s
-        .hub_apply(&Op::CreateOrg { org: org("o1", None) }, None)
+        .hub_apply(
+            &Op::CreateOrg {
+                org: org("o1", None),
+            },
+            None,
+        )
         .await;
     ensure(e.is_err(), "duplicate create fails")?;
-    s.hub_apply(&Op::CreateAccount { account: account("u", &["o0"]) }, None)
-        .await?;
+    s.hub_apply(
+        &Op::CreateAccount {
+            account: account("u", &["o0"]),
+        },
+        None,
+    )
+    .await?;
     expected.push((EntityKind::Account, "u".into(), true));
-    s.hub_apply(&Op::DeleteOrg { anchor: "o4".into() }, None)
-        .await?;
+    s.hub_apply(
+        &Op::DeleteOrg {
+            anchor: "o4".into(),
+        },
+        None,
+    )
+    .await?;
     expected.push((EntityKind::Org, "o4".into(), false));
     s.hub_apply(&Op::DisableAccount { anchor: "u".into() }, None)
         .await?;
@@ -363,10 +452,18 @@ pub async fn feed_order(store: &Arc<dyn Store>, clock: &Arc<ManualClock>) -> Res
     let feed = s.feed(0, 1000).await?;
     same(feed.len(), expected.len(), "feed length")?;
     for (i, (f, (kind, anchor, present))) in feed.iter().zip(&expected).enumerate() {
-        same(f.seq, i as u64 + 1, "sequence numbers count from 1 without gaps")?;
+        same(
+            f.seq,
+            i as u64 + 1,
+            "sequence numbers count from 1 without gaps",
+        )?;
         same(f.kind, *kind, "feed kind")?;
         same(f.anchor.as_str(), anchor.as_str(), "feed anchor")?;
-        same(f.entity.is_some(), *present, "feed entity present unless deleted")?;
+        same(
+            f.entity.is_some(),
+            *present,
+            "feed entity present unless deleted",
+        )?;
     }
     same(feed[0].at, epoch(), "feed time from the store's clock")?;
     same(
@@ -390,13 +487,31 @@ pub async fn feed_order(store: &Arc<dyn Store>, clock: &Arc<ManualClock>) -> Res
         since = l.seq;
         seen.extend(batch.into_iter().map(|f| f.seq));
     }
-    same(seen, (1..=expected.len() as u64).collect::<Vec<_>>(), "feed read in pieces")?;
-    same(s.feed(4, 2).await?.iter().map(|f| f.seq).collect::<Vec<_>>(), vec![5, 6], "feed from 4")?;
+    same(
+        seen,
+        (1..=expected.len() as u64).collect::<Vec<_>>(),
+        "feed read in pieces",
+    )?;
+    same(
+        s.feed(4, 2)
+            .await?
+            .iter()
+            .map(|f| f.seq)
+            .collect::<Vec<_>>(),
+        vec![5, 6],
+        "feed from 4",
+    )?;
     same(s.feed(1_000, 10).await?.len(), 0, "feed past the end")?;
     Ok(())
 }
 
-fn journal_entry(run: &str, idx: usize, op: &Op, state: JournalState, at: DateTime<Utc>) -> JournalEntry {
+fn journal_entry(
+    run: &str,
+    idx: usize,
+    op: &Op,
+    state: JournalState,
+    at: DateTime<Utc>,
+) -> JournalEntry {
     JournalEntry {
         run_id: run.into(),
         op_index: idx,
@@ -453,19 +568,31 @@ fn full_record(job: &str, run: &str, idx: usize, op: &Op, at: DateTime<Utc>) -> 
 pub async fn hub_apply_atomic(store: &Arc<dyn Store>, clock: &Arc<ManualClock>) -> Result<()> {
     let s = store.as_ref();
     let t = clock.now_for_suite();
-    s.put_run(&run_record("r1", "job", RunStatus::Running, t)).await?;
-    let create = Op::CreateOrg { org: org("d1", None) };
+    s.put_run(&run_record("r1", "job", RunStatus::Running, t))
+        .await?;
+    let create = Op::CreateOrg {
+        org: org("d1", None),
+    };
     s.journal_intent(&journal_entry("r1", 0, &create, JournalState::Intent, t))
         .await?;
     same(s.open_intents("job").await?.len(), 1, "one open intent")?;
     s.hub_apply(&create, Some(&full_record("job", "r1", 0, &create, t)))
         .await?;
-    same(s.open_intents("job").await?.len(), 0, "intent closed by the record")?;
-    let links = s.links("job", EntityKind::Org, PageRequest::first()).await?;
+    same(
+        s.open_intents("job").await?.len(),
+        0,
+        "intent closed by the record",
+    )?;
+    let links = s
+        .links("job", EntityKind::Org, PageRequest::first())
+        .await?;
     same(links.items.len(), 1, "link written")?;
     same(links.items[0].target.as_str(), "d1", "link target")?;
     same(
-        s.shadow("job", EntityKind::Org, PageRequest::first()).await?.items.len(),
+        s.shadow("job", EntityKind::Org, PageRequest::first())
+            .await?
+            .items
+            .len(),
         1,
         "shadow written",
     )?;
@@ -485,7 +612,9 @@ pub async fn hub_apply_atomic(store: &Arc<dyn Store>, clock: &Arc<ManualClock>) 
     )?;
 
     // A failing op with a record: nothing of the record is written.
-    let dup = Op::CreateOrg { org: org("d1", None) };
+    let dup = Op::CreateOrg {
+        org: org("d1", None),
+    };
     let mut rec = full_record("job", "r1", 1, &dup, t);
     rec.link = Some(LinkChange::Put {
         source: "src-other".into(),
@@ -496,17 +625,30 @@ pub async fn hub_apply_atomic(store: &Arc<dyn Store>, clock: &Arc<ManualClock>) 
     let err = s.hub_apply(&dup, Some(&rec)).await.err().map(|e| e.kind());
     same(err, Some(ErrorKind::AlreadyExists), "duplicate create")?;
     same(
-        s.links("job", EntityKind::Org, PageRequest::first()).await?.items.len(),
+        s.links("job", EntityKind::Org, PageRequest::first())
+            .await?
+            .items
+            .len(),
         1,
         "no link from a failed op",
     )?;
-    same(s.audit(EntityKind::Org, &"d1".into()).await?.len(), 1, "no audit from a failed op")?;
-    same(s.feed(0, 10).await?.len(), 1, "no feed entry from a failed op")?;
+    same(
+        s.audit(EntityKind::Org, &"d1".into()).await?.len(),
+        1,
+        "no audit from a failed op",
+    )?;
+    same(
+        s.feed(0, 10).await?.len(),
+        1,
+        "no feed entry from a failed op",
+    )?;
     let open = s.open_intents("job").await?;
     same(open.len(), 1, "the failed op's intent is still open")?;
     same(open[0].op_index, 1, "open intent index")?;
     // A bad parent fails the same way, inside the transaction.
-    let orphan = Op::CreateAccount { account: account("u9", &["nowhere"]) };
+    let orphan = Op::CreateAccount {
+        account: account("u9", &["nowhere"]),
+    };
     let err = s
         .hub_apply(&orphan, Some(&full_record("job", "r1", 2, &orphan, t)))
         .await
@@ -514,7 +656,10 @@ pub async fn hub_apply_atomic(store: &Arc<dyn Store>, clock: &Arc<ManualClock>) 
         .map(|e| e.kind());
     same(err, Some(ErrorKind::NotFound), "account in a missing org")?;
     same(
-        s.links("job", EntityKind::Account, PageRequest::first()).await?.items.len(),
+        s.links("job", EntityKind::Account, PageRequest::first())
+            .await?
+            .items
+            .len(),
         0,
         "no account link",
     )?;
@@ -525,7 +670,10 @@ pub async fn hub_apply_atomic(store: &Arc<dyn Store>, clock: &Arc<ManualClock>) 
 /// Links and shadow copies: put, replace, remove, per job and kind, paged by anchor.
 pub async fn links_and_shadow(store: &Arc<dyn Store>, _clock: &Arc<ManualClock>) -> Result<()> {
     let s = store.as_ref();
-    let rec = |job: &str, kind: EntityKind, link: Option<LinkChange>, shadow: Option<ShadowChange>| OpRecord {
+    let rec = |job: &str,
+               kind: EntityKind,
+               link: Option<LinkChange>,
+               shadow: Option<ShadowChange>| OpRecord {
         job: job.into(),
         kind,
         journal: None,
@@ -553,30 +701,46 @@ pub async fn links_and_shadow(store: &Arc<dyn Store>, _clock: &Arc<ManualClock>)
     s.record(&rec(
         "b",
         EntityKind::Account,
-        Some(LinkChange::Put { source: "s1".into(), target: "x".into() }),
+        Some(LinkChange::Put {
+            source: "s1".into(),
+            target: "x".into(),
+        }),
         None,
     ))
     .await?;
     s.record(&rec(
         "a",
         EntityKind::Org,
-        Some(LinkChange::Put { source: "s1".into(), target: "o".into() }),
-        Some(ShadowChange::Put { anchor: "o".into(), entity: json!({"anchor": "o"}) }),
+        Some(LinkChange::Put {
+            source: "s1".into(),
+            target: "o".into(),
+        }),
+        Some(ShadowChange::Put {
+            anchor: "o".into(),
+            entity: json!({"anchor": "o"}),
+        }),
     ))
     .await?;
     // Replace one target, remove one link and one shadow entry.
     s.record(&rec(
         "a",
         EntityKind::Account,
-        Some(LinkChange::Put { source: "s1".into(), target: "t-new".into() }),
+        Some(LinkChange::Put {
+            source: "s1".into(),
+            target: "t-new".into(),
+        }),
         None,
     ))
     .await?;
     s.record(&rec(
         "a",
         EntityKind::Account,
-        Some(LinkChange::Remove { source: "s6".into() }),
-        Some(ShadowChange::Remove { anchor: "t-s6".into() }),
+        Some(LinkChange::Remove {
+            source: "s6".into(),
+        }),
+        Some(ShadowChange::Remove {
+            anchor: "t-s6".into(),
+        }),
     ))
     .await?;
     let mut want: Vec<&str> = sources.iter().copied().filter(|s| *s != "s6").collect();
@@ -598,24 +762,41 @@ pub async fn links_and_shadow(store: &Arc<dyn Store>, _clock: &Arc<ManualClock>)
             want.clone(),
             &format!("links paged by {size}"),
         )?;
-        ensure(got.iter().all(|l| l.kind == EntityKind::Account), "link kind")?;
-        let s1 = got.iter().find(|l| l.source.as_str() == "s1").map(|l| l.target.as_str().to_owned());
+        ensure(
+            got.iter().all(|l| l.kind == EntityKind::Account),
+            "link kind",
+        )?;
+        let s1 = got
+            .iter()
+            .find(|l| l.source.as_str() == "s1")
+            .map(|l| l.target.as_str().to_owned());
         same(s1.as_deref(), Some("t-new"), "link target replaced")?;
     }
-    let exact = s.links("a", EntityKind::Account, PageRequest::sized(6)).await?;
+    let exact = s
+        .links("a", EntityKind::Account, PageRequest::sized(6))
+        .await?;
     same(exact.next, None, "six links in a page of six: no next page")?;
     same(
-        s.links("b", EntityKind::Account, PageRequest::first()).await?.items.len(),
+        s.links("b", EntityKind::Account, PageRequest::first())
+            .await?
+            .items
+            .len(),
         1,
         "job b has its own link",
     )?;
     same(
-        s.links("a", EntityKind::Org, PageRequest::first()).await?.items.len(),
+        s.links("a", EntityKind::Org, PageRequest::first())
+            .await?
+            .items
+            .len(),
         1,
         "org links apart",
     )?;
     same(
-        s.links("zzz", EntityKind::Org, PageRequest::first()).await?.items.len(),
+        s.links("zzz", EntityKind::Org, PageRequest::first())
+            .await?
+            .items
+            .len(),
         0,
         "unknown job",
     )?;
@@ -635,7 +816,12 @@ pub async fn links_and_shadow(store: &Arc<dyn Store>, _clock: &Arc<ManualClock>)
     same(
         shadow
             .iter()
-            .map(|v| v.get("anchor").and_then(Value::as_str).unwrap_or_default().to_owned())
+            .map(|v| {
+                v.get("anchor")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned()
+            })
             .collect::<Vec<_>>(),
         want_shadow,
         "shadow paged by anchor",
@@ -646,7 +832,9 @@ pub async fn links_and_shadow(store: &Arc<dyn Store>, _clock: &Arc<ManualClock>)
         "shadow entity kept whole",
     )?;
     same(
-        s.shadow("a", EntityKind::Org, PageRequest::first()).await?.items,
+        s.shadow("a", EntityKind::Org, PageRequest::first())
+            .await?
+            .items,
         vec![json!({"anchor": "o"})],
         "org shadow apart",
     )?;
@@ -676,7 +864,11 @@ pub async fn cursors(store: &Arc<dyn Store>, _clock: &Arc<ManualClock>) -> Resul
         Some(ErrorKind::Conflict),
         "expected one, found none",
     )?;
-    same(s.cursor("j").await?, Some(c("1")), "unchanged after conflicts")?;
+    same(
+        s.cursor("j").await?,
+        Some(c("1")),
+        "unchanged after conflicts",
+    )?;
     s.commit_cursor("j", Some(&c("1")), &c("2")).await?;
     same(s.cursor("j").await?, Some(c("2")), "moved")?;
     // Two writers that both read "2": exactly one wins.
@@ -685,7 +877,11 @@ pub async fn cursors(store: &Arc<dyn Store>, _clock: &Arc<ManualClock>) -> Resul
         s.commit_cursor("j", Some(&two), &three_a),
         s.commit_cursor("j", Some(&two), &three_b)
     );
-    same(a.is_ok() as u8 + b.is_ok() as u8, 1, "exactly one concurrent commit wins")?;
+    same(
+        a.is_ok() as u8 + b.is_ok() as u8,
+        1,
+        "exactly one concurrent commit wins",
+    )?;
     same(s.cursor("other").await?, None, "other job untouched")?;
     Ok(())
 }
@@ -704,30 +900,69 @@ pub async fn runs(store: &Arc<dyn Store>, _clock: &Arc<ManualClock>) -> Result<(
     r1.summary = Some(json!({"applied": 1}));
     s.put_run(&r1).await?;
     same(s.run("r1").await?, Some(r1.clone()), "run replaced")?;
-    s.put_run(&run_record("r2", "b", RunStatus::NeedsApproval, t + chrono::Duration::seconds(2)))
-        .await?;
-    s.put_run(&run_record("r3", "a", RunStatus::Failed, t + chrono::Duration::seconds(3)))
-        .await?;
-    s.put_run(&run_record("r0", "a", RunStatus::PartiallyFailed, t)).await?; // same time as r1
-    s.put_run(&run_record("r4", "a", RunStatus::Approved, t + chrono::Duration::seconds(1)))
-        .await?;
-    s.put_run(&run_record("r5", "a", RunStatus::Running, t + chrono::Duration::seconds(1)))
-        .await?;
+    s.put_run(&run_record(
+        "r2",
+        "b",
+        RunStatus::NeedsApproval,
+        t + chrono::Duration::seconds(2),
+    ))
+    .await?;
+    s.put_run(&run_record(
+        "r3",
+        "a",
+        RunStatus::Failed,
+        t + chrono::Duration::seconds(3),
+    ))
+    .await?;
+    s.put_run(&run_record("r0", "a", RunStatus::PartiallyFailed, t))
+        .await?; // same time as r1
+    s.put_run(&run_record(
+        "r4",
+        "a",
+        RunStatus::Approved,
+        t + chrono::Duration::seconds(1),
+    ))
+    .await?;
+    s.put_run(&run_record(
+        "r5",
+        "a",
+        RunStatus::Running,
+        t + chrono::Duration::seconds(1),
+    ))
+    .await?;
     let ids = |v: Vec<RunRecord>| v.into_iter().map(|r| r.id).collect::<Vec<_>>();
     same(
         ids(s.runs(None, 10).await?),
-        vec!["r3", "r2", "r5", "r4", "r1", "r0"].into_iter().map(String::from).collect(),
+        vec!["r3", "r2", "r5", "r4", "r1", "r0"]
+            .into_iter()
+            .map(String::from)
+            .collect(),
         "all runs newest first (ties by id, descending)",
     )?;
     same(
         ids(s.runs(Some("a"), 3).await?),
-        vec!["r3", "r5", "r4"].into_iter().map(String::from).collect(),
+        vec!["r3", "r5", "r4"]
+            .into_iter()
+            .map(String::from)
+            .collect(),
         "runs of one job, limited",
     )?;
-    same(s.runs(Some("zzz"), 3).await?.len(), 0, "runs of an unknown job")?;
+    same(
+        s.runs(Some("zzz"), 3).await?.len(),
+        0,
+        "runs of an unknown job",
+    )?;
     same(s.runs(None, 0).await?.len(), 0, "limit zero")?;
-    let statuses: Vec<RunStatus> = s.runs(None, 10).await?.into_iter().map(|r| r.status).collect();
-    ensure(statuses.contains(&RunStatus::NeedsApproval), "statuses round-trip")?;
+    let statuses: Vec<RunStatus> = s
+        .runs(None, 10)
+        .await?
+        .into_iter()
+        .map(|r| r.status)
+        .collect();
+    ensure(
+        statuses.contains(&RunStatus::NeedsApproval),
+        "statuses round-trip",
+    )?;
     Ok(())
 }
 
@@ -735,9 +970,13 @@ pub async fn runs(store: &Arc<dyn Store>, _clock: &Arc<ManualClock>) -> Result<(
 pub async fn journal(store: &Arc<dyn Store>, clock: &Arc<ManualClock>) -> Result<()> {
     let s = store.as_ref();
     let t = clock.now_for_suite();
-    s.put_run(&run_record("r1", "a", RunStatus::Running, t)).await?;
-    s.put_run(&run_record("r2", "b", RunStatus::Running, t)).await?;
-    let op = |i: usize| Op::DisableAccount { anchor: format!("u{i}").into() };
+    s.put_run(&run_record("r1", "a", RunStatus::Running, t))
+        .await?;
+    s.put_run(&run_record("r2", "b", RunStatus::Running, t))
+        .await?;
+    let op = |i: usize| Op::DisableAccount {
+        anchor: format!("u{i}").into(),
+    };
     // Intents written out of order, at different times.
     for (idx, secs) in [(3usize, 5i64), (1, 1), (2, 1), (0, 9)] {
         s.journal_intent(&journal_entry(
@@ -751,15 +990,38 @@ pub async fn journal(store: &Arc<dyn Store>, clock: &Arc<ManualClock>) -> Result
     }
     s.journal_intent(&journal_entry("r2", 0, &op(7), JournalState::Intent, t))
         .await?;
-    let open: Vec<usize> = s.open_intents("a").await?.iter().map(|e| e.op_index).collect();
-    same(open, vec![1, 2, 3, 0], "open intents oldest first, then by index")?;
-    same(s.open_intents("b").await?.len(), 1, "intents of job b apart")?;
-    same(s.open_intents("c").await?.len(), 0, "no intents of an unknown job")?;
+    let open: Vec<usize> = s
+        .open_intents("a")
+        .await?
+        .iter()
+        .map(|e| e.op_index)
+        .collect();
+    same(
+        open,
+        vec![1, 2, 3, 0],
+        "open intents oldest first, then by index",
+    )?;
+    same(
+        s.open_intents("b").await?.len(),
+        1,
+        "intents of job b apart",
+    )?;
+    same(
+        s.open_intents("c").await?.len(),
+        0,
+        "no intents of an unknown job",
+    )?;
     // Done, failed and skipped close intents.
     let close = |idx: usize, state: JournalState| OpRecord {
         job: "a".into(),
         kind: EntityKind::Account,
-        journal: Some(journal_entry("r1", idx, &op(idx), state, t + chrono::Duration::seconds(20))),
+        journal: Some(journal_entry(
+            "r1",
+            idx,
+            &op(idx),
+            state,
+            t + chrono::Duration::seconds(20),
+        )),
         link: None,
         shadow: None,
         audit: None,
@@ -767,23 +1029,54 @@ pub async fn journal(store: &Arc<dyn Store>, clock: &Arc<ManualClock>) -> Result
     s.record(&close(1, JournalState::Done)).await?;
     s.record(&close(3, JournalState::Failed)).await?;
     let open = s.open_intents("a").await?;
-    same(open.iter().map(|e| e.op_index).collect::<Vec<_>>(), vec![2, 0], "two left open")?;
+    same(
+        open.iter().map(|e| e.op_index).collect::<Vec<_>>(),
+        vec![2, 0],
+        "two left open",
+    )?;
     same(
         open[0].clone(),
-        journal_entry("r1", 2, &op(2), JournalState::Intent, t + chrono::Duration::seconds(1)),
+        journal_entry(
+            "r1",
+            2,
+            &op(2),
+            JournalState::Intent,
+            t + chrono::Duration::seconds(1),
+        ),
         "an open intent round-trips",
     )?;
     let j = s.journal("r1").await?;
-    same(j.iter().map(|e| e.op_index).collect::<Vec<_>>(), vec![0, 1, 2, 3], "journal by op index")?;
+    same(
+        j.iter().map(|e| e.op_index).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3],
+        "journal by op index",
+    )?;
     same(
         j.iter().map(|e| e.state).collect::<Vec<_>>(),
-        vec![JournalState::Intent, JournalState::Done, JournalState::Intent, JournalState::Failed],
+        vec![
+            JournalState::Intent,
+            JournalState::Done,
+            JournalState::Intent,
+            JournalState::Failed,
+        ],
         "latest state of each op",
     )?;
     same(j[3].error.as_deref(), Some("boom"), "failure message kept")?;
-    same(j[1].target_anchor.clone(), Some(Anchor::from("u1")), "target anchor kept")?;
-    same(Some(j[1].clone()), close(1, JournalState::Done).journal, "done entry round-trips")?;
-    same(s.journal("nope").await?.len(), 0, "journal of an unknown run")?;
+    same(
+        j[1].target_anchor.clone(),
+        Some(Anchor::from("u1")),
+        "target anchor kept",
+    )?;
+    same(
+        Some(j[1].clone()),
+        close(1, JournalState::Done).journal,
+        "done entry round-trips",
+    )?;
+    same(
+        s.journal("nope").await?.len(),
+        0,
+        "journal of an unknown run",
+    )?;
     Ok(())
 }
 
@@ -809,17 +1102,53 @@ pub async fn audit_trail(store: &Arc<dyn Store>, clock: &Arc<ManualClock>) -> Re
         shadow: None,
         audit: Some(a),
     };
-    let e1 = entry("r1", "create_account", "u1", EntityKind::Account, json!({"n": 1}));
-    let e2 = entry("r1", "create_account", "u2", EntityKind::Account, json!({"n": 2}));
-    let e3 = entry("r2", "update_account", "u1", EntityKind::Account, json!({"n": 3}));
+    let e1 = entry(
+        "r1",
+        "create_account",
+        "u1",
+        EntityKind::Account,
+        json!({"n": 1}),
+    );
+    let e2 = entry(
+        "r1",
+        "create_account",
+        "u2",
+        EntityKind::Account,
+        json!({"n": 2}),
+    );
+    let e3 = entry(
+        "r2",
+        "update_account",
+        "u1",
+        EntityKind::Account,
+        json!({"n": 3}),
+    );
     let e4 = entry("r2", "create_org", "u1", EntityKind::Org, json!({"n": 4}));
-    let e5 = entry("r3", "disable_account", "u1", EntityKind::Account, json!({"status": "disabled"}));
+    let e5 = entry(
+        "r3",
+        "disable_account",
+        "u1",
+        EntityKind::Account,
+        json!({"status": "disabled"}),
+    );
     for e in [&e1, &e2, &e3, &e4, &e5] {
         s.record(&rec(e.clone())).await?;
     }
-    same(s.audit(EntityKind::Account, &"u1".into()).await?, vec![e1, e3, e5], "trail of u1")?;
-    same(s.audit(EntityKind::Org, &"u1".into()).await?, vec![e4], "org u1 apart")?;
-    same(s.audit(EntityKind::Account, &"u3".into()).await?.len(), 0, "no trail")?;
+    same(
+        s.audit(EntityKind::Account, &"u1".into()).await?,
+        vec![e1, e3, e5],
+        "trail of u1",
+    )?;
+    same(
+        s.audit(EntityKind::Org, &"u1".into()).await?,
+        vec![e4],
+        "org u1 apart",
+    )?;
+    same(
+        s.audit(EntityKind::Account, &"u3".into()).await?.len(),
+        0,
+        "no trail",
+    )?;
     Ok(())
 }
 
@@ -827,9 +1156,18 @@ pub async fn audit_trail(store: &Arc<dyn Store>, clock: &Arc<ManualClock>) -> Re
 pub async fn leases(store: &Arc<dyn Store>, clock: &Arc<ManualClock>) -> Result<()> {
     let s = store.as_ref();
     let ttl = Duration::from_secs(30);
-    ensure(s.acquire_lease("job", "A", ttl).await?, "A takes a free lease")?;
-    ensure(!s.acquire_lease("job", "B", ttl).await?, "B cannot take A's lease")?;
-    ensure(s.acquire_lease("other", "B", ttl).await?, "leases are per job")?;
+    ensure(
+        s.acquire_lease("job", "A", ttl).await?,
+        "A takes a free lease",
+    )?;
+    ensure(
+        !s.acquire_lease("job", "B", ttl).await?,
+        "B cannot take A's lease",
+    )?;
+    ensure(
+        s.acquire_lease("other", "B", ttl).await?,
+        "leases are per job",
+    )?;
     clock.advance(chrono::Duration::seconds(20));
     ensure(s.acquire_lease("job", "A", ttl).await?, "A renews")?;
     clock.advance(chrono::Duration::seconds(20));
@@ -838,16 +1176,31 @@ pub async fn leases(store: &Arc<dyn Store>, clock: &Arc<ManualClock>) -> Result<
         "renewed lease still held 40 s after the first take",
     )?;
     s.release_lease("job", "B").await?; // not B's: no-op
-    ensure(!s.acquire_lease("job", "B", ttl).await?, "release by a non-holder is a no-op")?;
+    ensure(
+        !s.acquire_lease("job", "B", ttl).await?,
+        "release by a non-holder is a no-op",
+    )?;
     // A dies without releasing: after the TTL, B takes over and A is out.
     clock.advance(chrono::Duration::seconds(31));
-    ensure(s.acquire_lease("job", "B", ttl).await?, "B takes an expired lease")?;
+    ensure(
+        s.acquire_lease("job", "B", ttl).await?,
+        "B takes an expired lease",
+    )?;
     ensure(!s.acquire_lease("job", "A", ttl).await?, "A lost it")?;
     s.release_lease("job", "B").await?;
-    ensure(s.acquire_lease("job", "A", ttl).await?, "free again after release")?;
+    ensure(
+        s.acquire_lease("job", "A", ttl).await?,
+        "free again after release",
+    )?;
     // Zero TTL: expires at once.
-    ensure(s.acquire_lease("z", "A", Duration::ZERO).await?, "zero ttl taken")?;
-    ensure(s.acquire_lease("z", "B", ttl).await?, "zero ttl lease expired at once")?;
+    ensure(
+        s.acquire_lease("z", "A", Duration::ZERO).await?,
+        "zero ttl taken",
+    )?;
+    ensure(
+        s.acquire_lease("z", "B", ttl).await?,
+        "zero ttl lease expired at once",
+    )?;
     Ok(())
 }
 
@@ -870,14 +1223,22 @@ pub async fn engine_end_to_end(store: &Arc<dyn Store>, clock: &Arc<ManualClock>)
             a
         })
         .collect();
-    let source = Arc::new(MemoryAdapter::with_data("hr", orgs.clone(), accounts.clone()));
+    let source = Arc::new(MemoryAdapter::with_data(
+        "hr",
+        orgs.clone(),
+        accounts.clone(),
+    ));
     let hub = Arc::new(Hub::new(store.clone()));
     let engine = Engine::new(store.clone()).with_clock(clock.clone());
     let job = Job::new("hr-to-hub", source.clone(), hub).with_page_size(7);
 
     let r = engine.run(&job).await?;
     same(r.status, RunStatus::Succeeded, "first run status")?;
-    same(r.counts.applied, orgs.len() + accounts.len(), "first run applies everything")?;
+    same(
+        r.counts.applied,
+        orgs.len() + accounts.len(),
+        "first run applies everything",
+    )?;
     let again = engine.run(&job).await?;
     same(again.counts.planned, 0, "second run plans nothing")?;
     same(
@@ -896,7 +1257,11 @@ pub async fn engine_end_to_end(store: &Arc<dyn Store>, clock: &Arc<ManualClock>)
         .iter()
         .find(|a| a.anchor.as_str() == "p005")
         .ok_or_else(|| fail("p005 missing".into()))?;
-    same(p5.manager.clone(), Some(Anchor::from("p000")), "manager resolved")?;
+    same(
+        p5.manager.clone(),
+        Some(Anchor::from("p000")),
+        "manager resolved",
+    )?;
     same(
         store.feed(0, 10_000).await?.len(),
         orgs.len() + accounts.len(),
@@ -908,7 +1273,11 @@ pub async fn engine_end_to_end(store: &Arc<dyn Store>, clock: &Arc<ManualClock>)
         journal.iter().all(|j| j.state == JournalState::Done),
         "every journal entry done",
     )?;
-    same(store.open_intents("hr-to-hub").await?.len(), 0, "no open intents")?;
+    same(
+        store.open_intents("hr-to-hub").await?.len(),
+        0,
+        "no open intents",
+    )?;
     let stored = store
         .run(&r.run_id)
         .await?
@@ -925,8 +1294,16 @@ pub async fn engine_end_to_end(store: &Arc<dyn Store>, clock: &Arc<ManualClock>)
     })?;
     let r3 = engine.run(&job).await?;
     same(r3.counts.applied, 2, "an update and a disable")?;
-    same(r3.counts.by_op.get("update_account").copied(), Some(1), "one update")?;
-    same(r3.counts.by_op.get("disable_account").copied(), Some(1), "one disable")?;
+    same(
+        r3.counts.by_op.get("update_account").copied(),
+        Some(1),
+        "one update",
+    )?;
+    same(
+        r3.counts.by_op.get("disable_account").copied(),
+        Some(1),
+        "one disable",
+    )?;
     let p2 = store
         .hub_account(&"p002".into())
         .await?
@@ -939,7 +1316,11 @@ pub async fn engine_end_to_end(store: &Arc<dyn Store>, clock: &Arc<ManualClock>)
         "audit trail of p001",
     )?;
     same(
-        trail[1].after.as_ref().and_then(|a| a.get("title")).cloned(),
+        trail[1]
+            .after
+            .as_ref()
+            .and_then(|a| a.get("title"))
+            .cloned(),
         Some(json!("Chief")),
         "audit after of the update",
     )?;

@@ -22,7 +22,9 @@ pub(crate) fn parse_kind(s: &str) -> Result<EntityKind> {
     match s {
         "org" => Ok(EntityKind::Org),
         "account" => Ok(EntityKind::Account),
-        _ => Err(Error::invalid_data(format!("store: unknown entity kind {s:?}"))),
+        _ => Err(Error::invalid_data(format!(
+            "store: unknown entity kind {s:?}"
+        ))),
     }
 }
 
@@ -41,7 +43,9 @@ pub(crate) fn parse_state(s: &str) -> Result<JournalState> {
         "done" => Ok(JournalState::Done),
         "failed" => Ok(JournalState::Failed),
         "skipped" => Ok(JournalState::Skipped),
-        _ => Err(Error::invalid_data(format!("store: unknown journal state {s:?}"))),
+        _ => Err(Error::invalid_data(format!(
+            "store: unknown journal state {s:?}"
+        ))),
     }
 }
 
@@ -54,7 +58,11 @@ pub(crate) fn parse_status(s: &str) -> Result<RunStatus> {
         "succeeded" => RunStatus::Succeeded,
         "partially_failed" => RunStatus::PartiallyFailed,
         "failed" => RunStatus::Failed,
-        _ => return Err(Error::invalid_data(format!("store: unknown run status {s:?}"))),
+        _ => {
+            return Err(Error::invalid_data(format!(
+                "store: unknown run status {s:?}"
+            )));
+        }
     })
 }
 
@@ -78,7 +86,12 @@ pub(crate) fn db_err(provider: &'static str, e: sqlx::Error) -> Error {
         sqlx::Error::Database(d) => {
             let code = d.code().map(|c| c.into_owned());
             let c = code.as_deref().unwrap_or("");
-            if d.is_unique_violation() {
+            if d.message().starts_with("idsync: ") && d.message().ends_with("exists already") {
+                (ErrorKind::AlreadyExists, false, code)
+            } else if d.message().starts_with("idsync: ") && d.message().ends_with("does not exist")
+            {
+                (ErrorKind::NotFound, false, code)
+            } else if d.is_unique_violation() {
                 (ErrorKind::AlreadyExists, false, code)
             } else if matches!(c, "5" | "6" | "261" | "517" | "40001" | "40P01" | "55P03") {
                 (ErrorKind::Unavailable, true, code)

@@ -67,7 +67,10 @@ fn run_and_kill(mode: &str, dir: &Path, delay: Duration) -> bool {
         }
     });
     let planned = rx.recv_timeout(Duration::from_secs(120)).unwrap();
-    assert!(planned.starts_with("planned "), "unexpected output {planned:?}");
+    assert!(
+        planned.starts_with("planned "),
+        "unexpected output {planned:?}"
+    );
     let until = Instant::now() + delay;
     let mut finished = false;
     while let Some(left) = until.checked_duration_since(Instant::now()) {
@@ -101,10 +104,21 @@ fn lineage(mode: &str, seed: u64) {
         // Consistent after every kill. In sink mode each kill may leave the entities of
         // the ops in flight (at most the engine's concurrency, 8) written but not recorded.
         let max_unlinked = 8 * (trial + 1);
-        let (ok, out) = tool("check", mode, dir.path(), &["--max-unlinked", &max_unlinked.to_string()]);
-        assert!(ok, "{mode}, seed {seed}, trial {trial} ({delay:?}): inconsistent after the kill:\n{out}");
+        let (ok, out) = tool(
+            "check",
+            mode,
+            dir.path(),
+            &["--max-unlinked", &max_unlinked.to_string()],
+        );
+        assert!(
+            ok,
+            "{mode}, seed {seed}, trial {trial} ({delay:?}): inconsistent after the kill:\n{out}"
+        );
     }
-    assert!(killed >= KILLS_PER_MODE / 2, "{mode}: only {killed} runs were killed mid-way");
+    assert!(
+        killed >= KILLS_PER_MODE / 2,
+        "{mode}: only {killed} runs were killed mid-way"
+    );
     // The rerun goes to the end and converges.
     let (ok, out) = tool("run", mode, dir.path(), &[]);
     assert!(ok, "{mode}, seed {seed}: the final rerun failed:\n{out}");

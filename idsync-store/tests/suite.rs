@@ -10,7 +10,10 @@ use idsync_store::{PgStore, SqliteStore};
 
 #[tokio::test]
 async fn memory_store_passes_the_suite() {
-    let n = run_all(|clock| async move { Ok(Arc::new(MemoryStore::with_clock(clock)) as Arc<dyn Store>) })
+    let n =
+        run_all(
+            |clock| async move { Ok(Arc::new(MemoryStore::with_clock(clock)) as Arc<dyn Store>) },
+        )
         .await
         .unwrap();
     assert_eq!(n, CASES.len());
@@ -20,14 +23,15 @@ async fn memory_store_passes_the_suite() {
 async fn sqlite_file_store_passes_the_suite() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
-    let n = run_all(|clock| {
-        let file = path.join(format!("s{:x}.db", rand::random::<u64>()));
-        async move {
-            Ok(Arc::new(SqliteStore::open(file).await?.with_clock(clock)) as Arc<dyn Store>)
-        }
-    })
-    .await
-    .unwrap();
+    let n =
+        run_all(|clock| {
+            let file = path.join(format!("s{:x}.db", rand::random::<u64>()));
+            async move {
+                Ok(Arc::new(SqliteStore::open(file).await?.with_clock(clock)) as Arc<dyn Store>)
+            }
+        })
+        .await
+        .unwrap();
     assert_eq!(n, CASES.len());
 }
 
@@ -58,19 +62,31 @@ async fn sqlite_data_survives_reopening() {
     let file = dir.path().join("hub.db");
     {
         let s = SqliteStore::open(&file).await.unwrap();
-        s.hub_apply(&Op::CreateOrg { org: Org::new("d1", None, "研发") }, None)
-            .await
-            .unwrap();
+        s.hub_apply(
+            &Op::CreateOrg {
+                org: Org::new("d1", None, "研发"),
+            },
+            None,
+        )
+        .await
+        .unwrap();
         s.close().await;
     }
     // Opening again runs the (already applied) migrations and sees the data.
-    let s = idsync_store::open(&format!("sqlite://{}", file.display())).await.unwrap();
+    let s = idsync_store::open(&format!("sqlite://{}", file.display()))
+        .await
+        .unwrap();
     let orgs = s.hub_orgs(PageRequest::first()).await.unwrap();
     assert_eq!(orgs.items.len(), 1);
     assert_eq!(orgs.items[0].name, "研发");
     assert_eq!(s.feed(0, 10).await.unwrap().len(), 1);
     let err = s
-        .hub_apply(&Op::CreateOrg { org: Org::new("d1", None, "again") }, None)
+        .hub_apply(
+            &Op::CreateOrg {
+                org: Org::new("d1", None, "again"),
+            },
+            None,
+        )
         .await
         .unwrap_err();
     assert_eq!(err.kind(), idsync_core::ErrorKind::AlreadyExists);
@@ -80,7 +96,9 @@ async fn sqlite_data_survives_reopening() {
 async fn open_dispatches_on_the_url() {
     let s = idsync_store::open("sqlite::memory:").await.unwrap();
     assert!(format!("{s:?}").contains("SqliteStore"));
-    let err = idsync_store::open("postgres://user:hunter2@[bad").await.unwrap_err();
+    let err = idsync_store::open("postgres://user:hunter2@[bad")
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), idsync_core::ErrorKind::ConfigInvalid);
     assert!(!err.to_string().contains("hunter2"), "{err}");
 }
@@ -92,12 +110,18 @@ async fn postgres_debug_and_errors_hide_the_password() {
     let with_pw = url.replacen("postgres://postgres@", "postgres://postgres:s3cr3t-pw@", 1);
     let s = PgStore::connect(&with_pw).await.unwrap();
     let dbg = format!("{s:?}");
-    assert!(dbg.contains("127.0.0.1") && !dbg.contains("s3cr3t-pw"), "{dbg}");
+    assert!(
+        dbg.contains("127.0.0.1") && !dbg.contains("s3cr3t-pw"),
+        "{dbg}"
+    );
     // A refused connection names the database, not the password.
     let bad = "postgres://postgres:s3cr3t-pw@127.0.0.1:1/nowhere";
     let err = PgStore::connect(bad).await.unwrap_err();
     assert!(!err.to_string().contains("s3cr3t-pw"), "{err}");
-    assert!(err.is_temporary(), "a refused connection is temporary: {err}");
+    assert!(
+        err.is_temporary(),
+        "a refused connection is temporary: {err}"
+    );
 }
 
 /// Several writers at once on PostgreSQL: every op lands, and the feed has one entry per
@@ -108,11 +132,19 @@ async fn postgres_concurrent_hub_writes_keep_the_feed_in_order() {
     let a = Arc::new(PgStore::connect(&url).await.unwrap());
     let b = Arc::new(PgStore::connect(&url).await.unwrap());
     let mut tasks = Vec::new();
-    for (w, store) in [a.clone(), b.clone(), a.clone(), b.clone()].into_iter().enumerate() {
+    for (w, store) in [a.clone(), b.clone(), a.clone(), b.clone()]
+        .into_iter()
+        .enumerate()
+    {
         tasks.push(tokio::spawn(async move {
             for i in 0..50 {
                 store
-                    .hub_apply(&Op::CreateOrg { org: Org::new(format!("w{w}-{i:03}"), None, "x") }, None)
+                    .hub_apply(
+                        &Op::CreateOrg {
+                            org: Org::new(format!("w{w}-{i:03}"), None, "x"),
+                        },
+                        None,
+                    )
                     .await
                     .unwrap();
             }
@@ -137,7 +169,9 @@ async fn postgres_concurrent_hub_writes_keep_the_feed_in_order() {
     assert_eq!(feed.len(), 200);
     assert!(feed.iter().enumerate().all(|(i, f)| f.seq == i as u64 + 1));
     // Two creates of one anchor at once: exactly one wins.
-    let op = Op::CreateOrg { org: Org::new("same", None, "x") };
+    let op = Op::CreateOrg {
+        org: Org::new("same", None, "x"),
+    };
     let (r1, r2) = tokio::join!(a.hub_apply(&op, None), b.hub_apply(&op, None));
     assert_eq!(r1.is_ok() as u8 + r2.is_ok() as u8, 1);
 }

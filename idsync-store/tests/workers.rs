@@ -15,10 +15,17 @@ const TTL_MS: i64 = 1500;
 
 fn spawn_worker(url: &str, holder: &str, jobs: Option<usize>) -> (Child, mpsc::Receiver<String>) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_idsync-store-worker"));
-    cmd.args(["--url", url, "--holder", holder, "--ttl-ms", &TTL_MS.to_string()])
-        .args(["--work-ms", "150", "--poll-ms", "50"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+    cmd.args([
+        "--url",
+        url,
+        "--holder",
+        holder,
+        "--ttl-ms",
+        &TTL_MS.to_string(),
+    ])
+    .args(["--work-ms", "150", "--poll-ms", "50"])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit());
     if let Some(n) = jobs {
         cmd.args(["--jobs", &n.to_string()]);
     }
@@ -68,7 +75,11 @@ async fn two_workers_never_overlap_and_take_over_after_a_kill() {
     .await
     .unwrap();
     // Let one worker migrate the schema before both race for the lease.
-    idsync_store::PgStore::connect(&url).await.unwrap().close().await;
+    idsync_store::PgStore::connect(&url)
+        .await
+        .unwrap()
+        .close()
+        .await;
 
     // Both start at once; exactly one gets the lease.
     let (a, a_out) = spawn_worker(&url, "A", None);
@@ -78,7 +89,10 @@ async fn two_workers_never_overlap_and_take_over_after_a_kill() {
     let (first, first_out, mut second, second_out, first_name) = {
         let a_started = a_out.try_iter().any(|l| l.starts_with("start"));
         let b_started = b_out.try_iter().any(|l| l.starts_with("start"));
-        assert!(a_started ^ b_started, "exactly one worker runs the job (A: {a_started}, B: {b_started})");
+        assert!(
+            a_started ^ b_started,
+            "exactly one worker runs the job (A: {a_started}, B: {b_started})"
+        );
         if a_started {
             (a, a_out, b, b_out, "A")
         } else {
@@ -87,19 +101,29 @@ async fn two_workers_never_overlap_and_take_over_after_a_kill() {
     };
     let mut holder = first;
     // Kill the holder in the middle of a run.
-    assert!(wait_line(&first_out, "start", Duration::from_secs(10)).is_some(), "holder stopped working");
+    assert!(
+        wait_line(&first_out, "start", Duration::from_secs(10)).is_some(),
+        "holder stopped working"
+    );
     std::thread::sleep(Duration::from_millis(50));
     holder.kill().unwrap(); // SIGKILL
     let (killed_at,): (i64,) =
         sqlx::query_as("SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
     holder.wait().unwrap();
 
     // The other takes over, after the TTL, and not much later.
-    let took_over = wait_line(&second_out, "start", Duration::from_millis(TTL_MS as u64 + 5_000));
-    assert!(took_over.is_some(), "the second worker never took over after the kill");
+    let took_over = wait_line(
+        &second_out,
+        "start",
+        Duration::from_millis(TTL_MS as u64 + 5_000),
+    );
+    assert!(
+        took_over.is_some(),
+        "the second worker never took over after the kill"
+    );
     // Let it finish a run or two, then stop it too.
     assert!(wait_line(&second_out, "end", Duration::from_secs(5)).is_some());
     second.kill().unwrap();
@@ -115,9 +139,18 @@ async fn two_workers_never_overlap_and_take_over_after_a_kill() {
     .map(|(holder, kind, at)| Marker { holder, kind, at })
     .collect();
     let second_name = if first_name == "A" { "B" } else { "A" };
-    let first_runs = markers.iter().filter(|m| m.holder == first_name && m.kind == "start").count();
-    let second_runs = markers.iter().filter(|m| m.holder == second_name && m.kind == "start").count();
-    assert!(first_runs >= 2, "holder ran {first_runs} times before the kill");
+    let first_runs = markers
+        .iter()
+        .filter(|m| m.holder == first_name && m.kind == "start")
+        .count();
+    let second_runs = markers
+        .iter()
+        .filter(|m| m.holder == second_name && m.kind == "start")
+        .count();
+    assert!(
+        first_runs >= 2,
+        "holder ran {first_runs} times before the kill"
+    );
     assert!(second_runs >= 1, "the other never ran");
 
     // No overlap: walk the markers in time order; at most one run open at a time. The

@@ -51,7 +51,9 @@ struct Args {
 
 fn parse_args() -> Result<Args> {
     let mut it = std::env::args().skip(1);
-    let cmd = it.next().ok_or_else(|| Error::config("usage: run|verify --mode M --dir D"))?;
+    let cmd = it
+        .next()
+        .ok_or_else(|| Error::config("usage: run|verify --mode M --dir D"))?;
     let mut a = Args {
         cmd,
         mode: "hub".into(),
@@ -89,7 +91,11 @@ fn source_data(n: usize, per_root: usize) -> (Vec<Org>, Vec<Account>) {
         orgs.push(Org::new(root.as_str(), None, format!("Division {r}")));
         for c in 0..per_root {
             let leaf = format!("r{r}-c{c}");
-            orgs.push(Org::new(leaf.as_str(), Some(root.as_str().into()), format!("Team {r}.{c}")));
+            orgs.push(Org::new(
+                leaf.as_str(),
+                Some(root.as_str().into()),
+                format!("Team {r}.{c}"),
+            ));
             leaves.push(leaf);
         }
     }
@@ -99,7 +105,10 @@ fn source_data(n: usize, per_root: usize) -> (Vec<Org>, Vec<Account>) {
             a.employee_id = Some(format!("E{i:06}"));
             a.email = Some(format!("user{i}@example.com"));
             a.display_name = Some(format!("User {i}"));
-            let leaf = leaves.get(i % leaves.len().max(1)).cloned().unwrap_or_else(|| "r0".into());
+            let leaf = leaves
+                .get(i % leaves.len().max(1))
+                .cloned()
+                .unwrap_or_else(|| "r0".into());
             a.orgs = vec![leaf.into()];
             a
         })
@@ -172,7 +181,11 @@ struct Setup {
 async fn setup(a: &Args) -> Result<Setup> {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(a.dir.join("store.db")).await?);
     let (orgs, accounts) = source_data(a.accounts, a.orgs_per_root);
-    let source = Arc::new(MemoryAdapter::with_data("hr", orgs.clone(), accounts.clone()));
+    let source = Arc::new(MemoryAdapter::with_data(
+        "hr",
+        orgs.clone(),
+        accounts.clone(),
+    ));
     let (sink, target_store): (Arc<dyn Sink>, Arc<dyn Store>) = match a.mode.as_str() {
         "hub" => (Arc::new(Hub::new(store.clone())), store.clone()),
         "sink" => {
@@ -220,7 +233,11 @@ async fn verify(a: &Args, full: bool) -> Result<Vec<String>> {
     let target_orgs = collect_orgs(&Hub::new(s.target_store.clone())).await?;
     let target_accounts = collect_accounts(&Hub::new(s.target_store.clone())).await?;
     if full && target_orgs.len() != s.orgs.len() {
-        problems.push(format!("target has {} orgs, source {}", target_orgs.len(), s.orgs.len()));
+        problems.push(format!(
+            "target has {} orgs, source {}",
+            target_orgs.len(),
+            s.orgs.len()
+        ));
     }
     if full && target_accounts.len() != s.accounts.len() {
         problems.push(format!(
@@ -244,7 +261,9 @@ async fn verify(a: &Args, full: bool) -> Result<Vec<String>> {
     }
     let mut by_place: BTreeMap<(Option<Anchor>, String), usize> = BTreeMap::new();
     for o in &target_orgs {
-        *by_place.entry((o.parent.clone(), o.name.clone())).or_default() += 1;
+        *by_place
+            .entry((o.parent.clone(), o.name.clone()))
+            .or_default() += 1;
     }
     for ((p, n), c) in &by_place {
         if *c > 1 {
@@ -266,7 +285,8 @@ async fn verify(a: &Args, full: bool) -> Result<Vec<String>> {
         .map(|l| (l.source, l.target))
         .collect();
     let t_orgs: HashMap<&Anchor, &Org> = target_orgs.iter().map(|o| (&o.anchor, o)).collect();
-    let t_accs: HashMap<&Anchor, &Account> = target_accounts.iter().map(|o| (&o.anchor, o)).collect();
+    let t_accs: HashMap<&Anchor, &Account> =
+        target_accounts.iter().map(|o| (&o.anchor, o)).collect();
     if full && (org_links.len() != s.orgs.len() || acc_links.len() != s.accounts.len()) {
         problems.push(format!(
             "links: {} orgs and {} accounts, want {} and {}",
@@ -283,9 +303,13 @@ async fn verify(a: &Args, full: bool) -> Result<Vec<String>> {
             problems.push(format!("two links point at {t}"));
         }
     }
-    let unlinked = target_orgs.len() + target_accounts.len() - targets.len().min(target_orgs.len() + target_accounts.len());
+    let unlinked = target_orgs.len() + target_accounts.len()
+        - targets.len().min(target_orgs.len() + target_accounts.len());
     if !full && unlinked > a.max_unlinked {
-        problems.push(format!("{unlinked} target entities have no link (at most {})", a.max_unlinked));
+        problems.push(format!(
+            "{unlinked} target entities have no link (at most {})",
+            a.max_unlinked
+        ));
     }
     for o in &s.orgs {
         let Some(target) = org_links.get(&o.anchor) else {
@@ -295,12 +319,18 @@ async fn verify(a: &Args, full: bool) -> Result<Vec<String>> {
             continue;
         };
         let Some(t) = t_orgs.get(target) else {
-            problems.push(format!("org {} is linked to a missing org {target}", o.anchor));
+            problems.push(format!(
+                "org {} is linked to a missing org {target}",
+                o.anchor
+            ));
             continue;
         };
         let want_parent = o.parent.as_ref().and_then(|p| org_links.get(p));
         if t.name != o.name || t.parent.as_ref() != want_parent {
-            problems.push(format!("org {} linked to a different org {}", o.anchor, t.anchor));
+            problems.push(format!(
+                "org {} linked to a different org {}",
+                o.anchor, t.anchor
+            ));
         }
     }
     for a in &s.accounts {
@@ -311,13 +341,19 @@ async fn verify(a: &Args, full: bool) -> Result<Vec<String>> {
             continue;
         };
         let Some(t) = t_accs.get(target) else {
-            problems.push(format!("account {} is linked to a missing account {target}", a.anchor));
+            problems.push(format!(
+                "account {} is linked to a missing account {target}",
+                a.anchor
+            ));
             continue;
         };
         let want_orgs: Vec<Option<&Anchor>> = a.orgs.iter().map(|o| org_links.get(o)).collect();
         let got_orgs: Vec<Option<&Anchor>> = t.orgs.iter().map(Some).collect();
         if t.employee_id != a.employee_id || t.username != a.username || want_orgs != got_orgs {
-            problems.push(format!("account {} linked to a different account {}", a.anchor, t.anchor));
+            problems.push(format!(
+                "account {} linked to a different account {}",
+                a.anchor, t.anchor
+            ));
         }
     }
     // No lost op: everything journaled as done is linked (and so, above, in the target).
@@ -368,7 +404,14 @@ async fn main() {
             },
             "verify" | "check" => match verify(&a, a.cmd == "verify").await {
                 Ok(p) if p.is_empty() => {
-                    println!("{}", if a.cmd == "verify" { "converged" } else { "consistent" });
+                    println!(
+                        "{}",
+                        if a.cmd == "verify" {
+                            "converged"
+                        } else {
+                            "consistent"
+                        }
+                    );
                     0
                 }
                 Ok(p) => {

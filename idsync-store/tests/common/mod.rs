@@ -17,7 +17,10 @@ pub fn pg_url() -> String {
                 return u;
             }
         }
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/services/postgres.sh");
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../scripts/services/postgres.sh"
+        );
         let exe = std::env::current_exe().unwrap();
         let name = exe.file_stem().unwrap().to_string_lossy().into_owned();
         let datadir = std::env::temp_dir().join(format!("idsync-store-pg-{name}"));
