@@ -16,7 +16,7 @@ use crate::cli::{Cli, Command, ExportFormat, ExportWhat, KindArg, RunArgs};
 use crate::config::{Config, ConfigError};
 use crate::error::{CliError, exit};
 use crate::progress::{CountingSink, CountingSource, CountingStore, Meter, Side};
-use crate::providers::{self, BuildContext};
+use crate::providers::{self, BuildContext, Role};
 use crate::table::Table;
 
 /// The sample configuration `idsync init` writes.
@@ -88,7 +88,7 @@ async fn check(path: &Path, offline: bool) -> Result<u8, CliError> {
     for name in &names {
         if let Some(p) = cfg.provider(name)
             && p.validate().is_empty()
-            && let Err(e) = providers::build(name, &p, &ctx).await
+            && let Err(e) = providers::build(name, &p, &ctx, role_of(&cfg, name)).await
         {
             match e {
                 CliError::Config(v) => errs.extend(v.into_iter().map(|mut c| {
@@ -130,7 +130,7 @@ async fn check(path: &Path, offline: bool) -> Result<u8, CliError> {
         let Some(p) = cfg.provider(name) else {
             continue;
         };
-        let built = providers::build(name, &p, &ctx).await?;
+        let built = providers::build(name, &p, &ctx, role_of(&cfg, name)).await?;
         let d = built.source.describe();
         let res = tokio::time::timeout(Duration::from_secs(30), built.source.check()).await;
         match res {
@@ -138,7 +138,7 @@ async fn check(path: &Path, offline: bool) -> Result<u8, CliError> {
             Ok(Err(e)) => {
                 failed += 1;
                 println!(
-                    "provider {name} ({} {}): FAILED: {e}",
+                    "provider {name}: FAILED ({} {}): {e}",
                     p.type_name(),
                     d.instance
                 );
@@ -146,7 +146,7 @@ async fn check(path: &Path, offline: bool) -> Result<u8, CliError> {
             Err(_) => {
                 failed += 1;
                 println!(
-                    "provider {name} ({} {}): FAILED: no answer within 30 s",
+                    "provider {name}: FAILED ({} {}): no answer within 30 s",
                     p.type_name(),
                     d.instance
                 );
@@ -158,6 +158,22 @@ async fn check(path: &Path, offline: bool) -> Result<u8, CliError> {
         return Ok(exit::ERROR);
     }
     Ok(exit::OK)
+}
+
+/// How `check` builds a provider: as a sink when jobs only write to it, else as a source.
+fn role_of(cfg: &Config, name: &str) -> Role {
+    let jobs = cfg.file.jobs.values().map(|j| j.get_ref());
+    let mut read = false;
+    let mut written = false;
+    for j in jobs {
+        read |= j.source.get_ref() == name;
+        written |= j.sink.get_ref() == name;
+    }
+    if written && !read {
+        Role::Sink
+    } else {
+        Role::Source
+    }
 }
 
 /// A job ready to plan or run.
@@ -183,8 +199,10 @@ async fn prepare(cfg: &Config, job_name: &str, meter: &Meter) -> Result<Prepared
     let sink_cfg = cfg
         .provider(&s.sink)
         .ok_or_else(|| CliError::config_msg(format!("no provider {}", s.sink)))?;
-    let source = providers::build(&s.source, &src_cfg, &ctx).await?.source;
-    let sink = providers::build(&s.sink, &sink_cfg, &ctx)
+    let source = providers::build(&s.source, &src_cfg, &ctx, Role::Source)
+        .await?
+        .source;
+    let sink = providers::build(&s.sink, &sink_cfg, &ctx, Role::Sink)
         .await?
         .sink
         .ok_or_else(|| CliError::config_msg(format!("provider {} cannot be a sink", s.sink)))?;
@@ -568,6 +586,7 @@ fn finish(report: &Report, json: bool, quiet: bool) -> Result<u8, CliError> {
                     f.op,
                     f.anchor
                         .as_ref()
+                        .or(f.source.as_ref())
                         .map(ToString::to_string)
                         .unwrap_or_default()
                 );
@@ -977,6 +996,7 @@ pub fn report_error(e: &CliError) {
         CliError::Core(err) if err.kind() == ErrorKind::NeedsApproval => {
             eprintln!("guard: {err}");
         }
+        CliError::Config(_) => eprintln!("{e}"),
         other => eprintln!("error: {other}"),
     }
 }

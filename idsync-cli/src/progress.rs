@@ -71,9 +71,15 @@ impl Meter {
         let apply = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::hidden());
         apply.set_style(
             ProgressStyle::with_template(
-                "{spinner} applying [{bar:40}] {pos}/{len} ops ({per_sec}, eta {eta})",
+                "{spinner} applying [{bar:40}] {pos}/{len} ops ({rate}, eta {eta})",
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .with_key(
+                "rate",
+                |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{:.0}/s", s.per_sec());
+                },
+            )
             .progress_chars("=> "),
         );
         Meter {

@@ -8,9 +8,14 @@ use idsync_core::{Account, Anchor, Hub, MemoryAdapter, Org, Sink, Source, Status
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::config::ConfigError;
 use crate::error::CliError;
 
 /// A `[providers.NAME]` table; `type` says which provider it is.
+///
+/// LDAP and DingTalk tables are kept as TOML until they are built, because their secrets
+/// are named (`bind_password_env`, `app_secret_file`, ...) rather than written, and are
+/// read only then.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ProviderConfig {
@@ -18,6 +23,27 @@ pub enum ProviderConfig {
     Memory(MemoryConfig),
     /// The hub directory in the configured store.
     Hub(HubConfig),
+    /// CSV files (`idsync_csv::CsvConfig`; paths relative to the config file's folder).
+    #[cfg(feature = "provider-csv")]
+    Csv(Box<idsync_csv::CsvConfig>),
+    /// CSV files (this build lacks the `provider-csv` feature).
+    #[cfg(not(feature = "provider-csv"))]
+    Csv(toml::Table),
+    /// OpenLDAP or Active Directory (`idsync_ldap::LdapConfig`, with `bind_password_env`
+    /// or `bind_password_file` instead of `bind_password`).
+    Ldap(toml::Table),
+    /// DingTalk (`idsync_dingtalk::DingTalkConfig`, with `app_secret_env` or
+    /// `app_secret_file`; callback `token_env`/`token_file`, `aes_key_env`/`aes_key_file`).
+    Dingtalk(toml::Table),
+}
+
+/// What a job needs a provider for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Read from.
+    Source,
+    /// Written to.
+    Sink,
 }
 
 /// `type = "hub"`: the hub directory of the configured store. Takes no settings.
@@ -148,14 +174,15 @@ impl ProviderConfig {
         match self {
             ProviderConfig::Memory(_) => "memory",
             ProviderConfig::Hub(_) => "hub",
+            ProviderConfig::Csv(_) => "csv",
+            ProviderConfig::Ldap(_) => "ldap",
+            ProviderConfig::Dingtalk(_) => "dingtalk",
         }
     }
 
     /// Whether it can be a job's sink.
     pub fn can_sink(&self) -> bool {
-        match self {
-            ProviderConfig::Memory(_) | ProviderConfig::Hub(_) => true,
-        }
+        true
     }
 
     /// Whether it can be a job's source.
@@ -189,9 +216,158 @@ impl ProviderConfig {
                 }
             }
             ProviderConfig::Hub(_) => {}
+            #[cfg(feature = "provider-csv")]
+            ProviderConfig::Csv(c) => {
+                if c.page_size == 0 {
+                    out.push("page_size must be at least 1".into());
+                }
+            }
+            #[cfg(not(feature = "provider-csv"))]
+            ProviderConfig::Csv(_) => out.push(missing_feature("csv")),
+            ProviderConfig::Ldap(t) => {
+                if let Err(e) = typed_ldap(t, false) {
+                    out.push(e.message);
+                }
+            }
+            ProviderConfig::Dingtalk(t) => {
+                if let Err(e) = typed_dingtalk(t, false) {
+                    out.push(e.message);
+                }
+            }
         }
         out
     }
+}
+
+#[cfg_attr(
+    all(
+        feature = "provider-csv",
+        feature = "provider-ldap",
+        feature = "provider-dingtalk"
+    ),
+    allow(dead_code)
+)]
+fn missing_feature(provider: &str) -> String {
+    format!(
+        "this idsync was built without the `provider-{provider}` feature \
+         (cargo build -p idsync-cli --features provider-{provider})"
+    )
+}
+
+/// Take a secret named by `KEY_env` / `KEY_file` out of a table. With `resolve` false
+/// (offline validation) only the names are checked and a placeholder is returned.
+fn take_secret(
+    t: &mut toml::Table,
+    key: &str,
+    what: &str,
+    required: bool,
+    resolve: bool,
+) -> Result<Option<secrecy::SecretString>, ConfigError> {
+    if t.contains_key(key) {
+        return Err(ConfigError::new(format!(
+            "{what}: secrets are not written in the config; name an environment variable \
+             with `{key}_env` or a file with `{key}_file`"
+        )));
+    }
+    let mut name = |suffix: &str| -> Result<Option<String>, ConfigError> {
+        let k = format!("{key}_{suffix}");
+        match t.remove(&k) {
+            None => Ok(None),
+            Some(toml::Value::String(s)) => Ok(Some(s)),
+            Some(other) => Err(ConfigError::new(format!(
+                "{what}: `{k}` must be a string, not a {}",
+                other.type_str()
+            ))),
+        }
+    };
+    let env = name("env")?;
+    let file = name("file")?;
+    if env.is_none() && file.is_none() && !required {
+        return Ok(None);
+    }
+    if !resolve {
+        return match (&env, &file) {
+            (Some(_), Some(_)) => Err(ConfigError::new(format!(
+                "{what}: give either `{key}_env` or `{key}_file`, not both"
+            ))),
+            (None, None) => Err(ConfigError::new(format!(
+                "{what}: missing; set `{key}_env` (an environment variable name) or \
+                 `{key}_file` (a file path)"
+            ))),
+            _ => Ok(Some(secrecy::SecretString::from("placeholder"))),
+        };
+    }
+    crate::secret::resolve(
+        &format!("{what} ({key})"),
+        env.as_deref(),
+        file.as_deref().map(Path::new),
+    )
+    .map(Some)
+}
+
+fn serde_msg(e: toml::de::Error) -> ConfigError {
+    ConfigError::new(e.message().trim_end().to_owned())
+}
+
+/// The LDAP config of a `type = "ldap"` table; the password is read when `resolve`.
+#[cfg(feature = "provider-ldap")]
+fn typed_ldap(t: &toml::Table, resolve: bool) -> Result<idsync_ldap::LdapConfig, ConfigError> {
+    let mut t = t.clone();
+    let pw = take_secret(&mut t, "bind_password", "ldap", false, resolve)?;
+    let mut cfg: idsync_ldap::LdapConfig = t.try_into().map_err(serde_msg)?;
+    cfg.bind_password = pw;
+    cfg.validate()
+        .map_err(|e| ConfigError::new(e.message().to_owned()))?;
+    Ok(cfg)
+}
+
+#[cfg(not(feature = "provider-ldap"))]
+fn typed_ldap(_t: &toml::Table, _resolve: bool) -> Result<(), ConfigError> {
+    Err(ConfigError::new(missing_feature("ldap")))
+}
+
+/// The DingTalk config of a `type = "dingtalk"` table; secrets are read when `resolve`.
+#[cfg(feature = "provider-dingtalk")]
+fn typed_dingtalk(
+    t: &toml::Table,
+    resolve: bool,
+) -> Result<idsync_dingtalk::DingTalkConfig, ConfigError> {
+    let mut t = t.clone();
+    let app_secret = take_secret(&mut t, "app_secret", "dingtalk", true, resolve)?;
+    let callback = match t.get_mut("callback") {
+        Some(toml::Value::Table(cb)) => {
+            let token = take_secret(cb, "token", "dingtalk callback", true, resolve)?;
+            let aes = take_secret(cb, "aes_key", "dingtalk callback", true, resolve)?;
+            // Placeholders satisfy serde; the real secrets are set on the typed config.
+            cb.insert("token".into(), toml::Value::String("placeholder".into()));
+            cb.insert("aes_key".into(), toml::Value::String("placeholder".into()));
+            token.zip(aes)
+        }
+        Some(_) => return Err(ConfigError::new("dingtalk: `callback` must be a table")),
+        None => None,
+    };
+    t.insert(
+        "app_secret".into(),
+        toml::Value::String("placeholder".into()),
+    );
+    let mut cfg: idsync_dingtalk::DingTalkConfig = t.try_into().map_err(serde_msg)?;
+    if let Some(secret) = app_secret {
+        cfg.app_secret = secret;
+    }
+    if let (Some(cb), Some((token, aes))) = (cfg.callback.as_mut(), callback) {
+        cb.token = token;
+        cb.aes_key = aes;
+    }
+    if resolve {
+        cfg.validate()
+            .map_err(|e| ConfigError::new(e.message().to_owned()))?;
+    }
+    Ok(cfg)
+}
+
+#[cfg(not(feature = "provider-dingtalk"))]
+fn typed_dingtalk(_t: &toml::Table, _resolve: bool) -> Result<(), ConfigError> {
+    Err(ConfigError::new(missing_feature("dingtalk")))
 }
 
 /// A built provider: always a source, a sink when it takes writes.
@@ -233,12 +409,15 @@ impl BuildContext {
     }
 }
 
-/// Build a provider. Secrets are read here, from the environment or files.
+/// Build a provider for a role. Secrets are read here, from the environment or files.
 pub async fn build(
     name: &str,
     cfg: &ProviderConfig,
     ctx: &BuildContext,
+    role: Role,
 ) -> Result<Built, CliError> {
+    #[cfg(not(feature = "provider-csv"))]
+    let _ = role;
     match cfg {
         ProviderConfig::Memory(m) => {
             let (orgs, accounts) = match m.generate {
@@ -258,7 +437,61 @@ pub async fn build(
             Ok(Built::both(a))
         }
         ProviderConfig::Hub(_) => Ok(Built::both(Hub::new(ctx.store.clone()))),
+        #[cfg(feature = "provider-csv")]
+        ProviderConfig::Csv(c) => {
+            let mut c = (**c).clone();
+            c.accounts = ctx.resolve(&c.accounts);
+            c.orgs = c.orgs.as_deref().map(|p| ctx.resolve(p));
+            match role {
+                Role::Source => {
+                    let src = idsync_csv::CsvSource::open(c)?;
+                    Ok(Built {
+                        source: Arc::new(src),
+                        sink: None,
+                    })
+                }
+                Role::Sink => Ok(Built::both(idsync_csv::CsvSink::open(c)?)),
+            }
+        }
+        #[cfg(not(feature = "provider-csv"))]
+        ProviderConfig::Csv(_) => Err(CliError::config_msg(missing_feature("csv"))),
+        ProviderConfig::Ldap(t) => build_ldap(name, t),
+        ProviderConfig::Dingtalk(t) => build_dingtalk(name, t),
     }
+}
+
+#[cfg(feature = "provider-ldap")]
+fn build_ldap(name: &str, t: &toml::Table) -> Result<Built, CliError> {
+    let cfg = typed_ldap(t, true).map_err(|e| prefix(name, e))?;
+    Ok(Built::both(idsync_ldap::LdapDirectory::new(cfg)?))
+}
+
+#[cfg(not(feature = "provider-ldap"))]
+fn build_ldap(name: &str, t: &toml::Table) -> Result<Built, CliError> {
+    typed_ldap(t, true).map_err(|e| prefix(name, e))?;
+    Err(CliError::config_msg(missing_feature("ldap")))
+}
+
+#[cfg(feature = "provider-dingtalk")]
+fn build_dingtalk(name: &str, t: &toml::Table) -> Result<Built, CliError> {
+    let cfg = typed_dingtalk(t, true).map_err(|e| prefix(name, e))?;
+    let source = idsync_dingtalk::DingTalkSource::new(cfg.clone())?;
+    let sink = idsync_dingtalk::DingTalkSink::new(cfg)?;
+    Ok(Built {
+        source: Arc::new(source),
+        sink: Some(Arc::new(sink)),
+    })
+}
+
+#[cfg(not(feature = "provider-dingtalk"))]
+fn build_dingtalk(name: &str, t: &toml::Table) -> Result<Built, CliError> {
+    typed_dingtalk(t, true).map_err(|e| prefix(name, e))?;
+    Err(CliError::config_msg(missing_feature("dingtalk")))
+}
+
+fn prefix(name: &str, mut e: ConfigError) -> CliError {
+    e.message = format!("provider {name}: {}", e.message);
+    CliError::config(e)
 }
 
 const FIRST: &[&str] = &[
@@ -383,5 +616,71 @@ mod tests {
                 "{o} {a}"
             );
         }
+    }
+
+    fn ctx() -> BuildContext {
+        BuildContext {
+            store: Arc::new(idsync_core::MemoryStore::new()),
+            base_dir: ".".into(),
+        }
+    }
+
+    #[cfg(feature = "provider-ldap")]
+    #[tokio::test]
+    async fn ldap_password_stays_out_of_debug_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "sekrit-ldap-pw\n").unwrap();
+        let text = format!(
+            "[providers.ad]\ntype = \"ldap\"\nurl = \"ldap://127.0.0.1:9\"\n\
+             base_dn = \"dc=example,dc=org\"\nbind_dn = \"cn=admin\"\n\
+             bind_password_file = {:?}\n",
+            pw.display().to_string()
+        );
+        let cfg = crate::Config::parse(Path::new("t.toml"), text).unwrap();
+        assert!(cfg.validate().is_empty(), "{:?}", cfg.validate());
+        let p = cfg.provider("ad").unwrap();
+        let built = build("ad", &p, &ctx(), Role::Source).await.unwrap();
+        let debug = format!("{built:?} {cfg:?} {p:?}");
+        assert!(debug.contains("ldap://127.0.0.1:9"), "{debug}");
+        assert!(!debug.contains("sekrit"), "{debug}");
+    }
+
+    #[cfg(feature = "provider-dingtalk")]
+    #[tokio::test]
+    async fn dingtalk_secrets_stay_out_of_debug_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = |name: &str, v: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, v).unwrap();
+            p.display().to_string()
+        };
+        let text = format!(
+            "[providers.dt]\ntype = \"dingtalk\"\napp_key = \"dingabc\"\n\
+             app_secret_file = {:?}\n[providers.dt.callback]\ntoken_file = {:?}\n\
+             aes_key_file = {:?}\n",
+            f("s", "sekrit-app-secret"),
+            f("t", "sekrit-token"),
+            f("a", "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG")
+        );
+        let cfg = crate::Config::parse(Path::new("t.toml"), text).unwrap();
+        assert!(cfg.validate().is_empty(), "{:?}", cfg.validate());
+        let p = cfg.provider("dt").unwrap();
+        let built = build("dt", &p, &ctx(), Role::Source).await.unwrap();
+        let debug = format!("{built:?} {cfg:?}");
+        assert!(debug.contains("dingabc"), "{debug}");
+        assert!(!debug.contains("sekrit"), "{debug}");
+        assert!(!debug.contains("abcdefghij"), "{debug}");
+
+        // Written inline, a secret is refused.
+        let cfg = crate::Config::parse(
+            Path::new("t.toml"),
+            "[providers.dt]\ntype = \"dingtalk\"\napp_key = \"k\"\napp_secret = \"x\"\n".into(),
+        )
+        .unwrap();
+        let errs = cfg.validate();
+        assert_eq!(errs.len(), 1);
+        assert!(errs[0].message.contains("app_secret_env"), "{}", errs[0]);
+        assert_eq!(errs[0].position, Some((1, 1)));
     }
 }

@@ -1,0 +1,512 @@
+//! The real `idsync` binary, run in temporary folders.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn all(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+}
+
+fn idsync_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_idsync"));
+    cmd.current_dir(dir)
+        .args(args)
+        .env_remove("IDSYNC_CONFIG")
+        .env_remove("IDSYNC_LOG")
+        .env_remove("DATABASE_URL");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out: Output = cmd.output().expect("run idsync");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn idsync(dir: &Path, args: &[&str]) -> Run {
+    idsync_env(dir, args, &[])
+}
+
+#[track_caller]
+fn ok(r: &Run) {
+    assert_eq!(r.code, 0, "exit code\n{}", r.all());
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// The run id printed after "run " in a `run` / `approve` summary line.
+fn run_id(stdout: &str, marker: &str) -> String {
+    let line = stdout
+        .lines()
+        .find(|l| l.contains(marker))
+        .unwrap_or_else(|| panic!("no line with {marker:?} in\n{stdout}"));
+    let after = &line[line.find(marker).unwrap() + marker.len()..];
+    after
+        .split(|c: char| c.is_whitespace() || c == ':')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn init_check_plan_run_rerun_runs_show_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+
+    let r = idsync(d, &["init"]);
+    ok(&r);
+    assert!(d.join("idsync.toml").exists());
+    // init does not overwrite
+    let r = idsync(d, &["init"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stderr.contains("--force"), "{}", r.all());
+
+    let r = idsync(d, &["check"]);
+    ok(&r);
+    assert!(r.stdout.contains("provider hr: ok"), "{}", r.all());
+    assert!(
+        r.stdout.contains("store sqlite idsync.db: ok"),
+        "{}",
+        r.all()
+    );
+
+    let r = idsync(d, &["plan", "sample"]);
+    ok(&r);
+    assert!(r.stdout.contains("create_account    200"), "{}", r.all());
+    assert!(r.stdout.contains("create_org         20"), "{}", r.all());
+    assert!(r.stdout.contains("guard: passes"), "{}", r.all());
+
+    let r = idsync(d, &["plan", "sample", "--json"]);
+    ok(&r);
+    let plan: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(plan["ops"].as_array().unwrap().len(), 220);
+    assert_eq!(plan["job"], "sample");
+
+    let r = idsync(d, &["run", "sample"]);
+    ok(&r);
+    assert!(r.stdout.contains("applied 220, failed 0"), "{}", r.all());
+    assert!(
+        !r.stderr.contains("applying"),
+        "no progress bars when stdout is not a terminal\n{}",
+        r.all()
+    );
+    assert!(
+        d.join("idsync.db").exists(),
+        "the hub is in the working folder"
+    );
+    let first = run_id(&r.stdout, "run ");
+
+    let r = idsync(d, &["run", "sample"]);
+    ok(&r);
+    assert!(r.stdout.contains("nothing to do"), "{}", r.all());
+    assert!(r.stdout.contains("applied 0, failed 0"), "{}", r.all());
+
+    let r = idsync(d, &["plan", "sample", "--json"]);
+    ok(&r);
+    let plan: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(plan["ops"].as_array().unwrap().len(), 0);
+
+    let r = idsync(d, &["runs"]);
+    ok(&r);
+    assert!(r.stdout.contains(&first), "{}", r.all());
+    assert!(r.stdout.contains("applied 220/220"), "{}", r.all());
+    let r = idsync(d, &["runs", "--json", "--job", "sample"]);
+    ok(&r);
+    let runs: Vec<serde_json::Value> = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(runs.len(), 5, "three plans, two runs\n{}", r.stdout);
+    assert!(runs.iter().any(|r| r["status"] == "succeeded"));
+
+    let r = idsync(d, &["show", "account", "u0002"]);
+    ok(&r);
+    assert!(r.stdout.contains("carlos.chen@example.com"), "{}", r.all());
+    assert!(r.stdout.contains("create_account"), "{}", r.all());
+    assert!(
+        r.stdout.contains(&first),
+        "audit names the run\n{}",
+        r.all()
+    );
+    let r = idsync(d, &["show", "org", "d000", "--json"]);
+    ok(&r);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["record"]["name"], "Acme Corp");
+    assert_eq!(v["audit"][0]["op"], "create_org");
+    let r = idsync(d, &["show", "account", "nobody"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+
+    let r = idsync(d, &["export"]);
+    ok(&r);
+    let mut rdr = csv::Reader::from_reader(r.stdout.as_bytes());
+    let rows: Vec<csv::StringRecord> = rdr.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 200);
+    assert_eq!(&rdr.headers().unwrap()[1], "username");
+    assert_eq!(&rows[1][1], "carlos.chen");
+
+    let r = idsync(
+        d,
+        &[
+            "export",
+            "--what",
+            "orgs",
+            "--format",
+            "json",
+            "-o",
+            "orgs.json",
+        ],
+    );
+    ok(&r);
+    let orgs: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(d.join("orgs.json")).unwrap()).unwrap();
+    assert_eq!(orgs.len(), 20);
+    assert_eq!(orgs[1]["parent"], "d000");
+}
+
+#[test]
+fn typos_and_bad_references_report_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(
+        d,
+        "idsync.toml",
+        "store = { memory = true }\n\n[providers.hr]\ntype = \"memory\"\n\n[jobs.j]\nsource = \"hr\"\nsink = \"hub\"\nconcurency = 4\n",
+    );
+    for args in [&["check"][..], &["plan", "j"], &["run", "j"]] {
+        let r = idsync(d, args);
+        assert_eq!(r.code, 2, "{args:?}\n{}", r.all());
+        assert!(r.stderr.contains("idsync.toml:9:1"), "{}", r.all());
+        assert!(r.stderr.contains("concurency"), "{}", r.all());
+    }
+
+    // an unknown key in a provider table points at the key, not the table
+    write(
+        d,
+        "idsync.toml",
+        "[providers.hr]\ntype = \"memory\"\ngenerate = { orgs = 2, acounts = 3 }\n",
+    );
+    let r = idsync(d, &["check"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("idsync.toml:3:24"), "{}", r.all());
+
+    // an unknown provider type
+    write(d, "idsync.toml", "[providers.hr]\ntype = \"memroy\"\n");
+    let r = idsync(d, &["check"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("idsync.toml:2:8"), "{}", r.all());
+
+    // every semantic error at once, each with its position
+    write(
+        d,
+        "idsync.toml",
+        r#"[providers.hr]
+type = "memory"
+
+[jobs.j]
+source = "hr"
+sink = "hbu"
+correlation = ["email", "shoe_size"]
+mapping.accounts.rules = [
+  { to = "email", template = "{username@example.com" },
+]
+"#,
+    );
+    let r = idsync(d, &["check"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("idsync.toml:6:8"), "{}", r.all());
+    assert!(
+        r.stderr.contains("\"hbu\" is not a provider"),
+        "{}",
+        r.all()
+    );
+    assert!(r.stderr.contains("idsync.toml:7:15"), "{}", r.all());
+    assert!(r.stderr.contains("idsync.toml:9:3"), "{}", r.all());
+
+    // a job that does not exist
+    write(d, "idsync.toml", "[providers.hr]\ntype = \"memory\"\n");
+    let r = idsync(d, &["plan", "nope"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("no job named \"nope\""), "{}", r.all());
+}
+
+fn guarded_config(accounts: usize) -> String {
+    format!(
+        r#"[providers.hr]
+type = "memory"
+generate = {{ orgs = 20, accounts = {accounts} }}
+
+[jobs.people]
+source = "hr"
+sink = "hub"
+"#
+    )
+}
+
+#[test]
+fn guard_stops_with_exit_3_and_approve_applies() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(d, "idsync.toml", &guarded_config(200));
+    ok(&idsync(d, &["run", "people"]));
+
+    // Half the people left: 100 disables cross the default guard (5%).
+    write(d, "idsync.toml", &guarded_config(100));
+    let r = idsync(d, &["run", "people"]);
+    assert_eq!(r.code, 3, "{}", r.all());
+    assert!(r.stdout.contains("STOPPED"), "{}", r.all());
+    let id = run_id(&r.stdout, "idsync approve ");
+    assert!(id.starts_with("people-"), "{id}");
+
+    // Nothing was applied.
+    let r = idsync(d, &["show", "account", "u0150", "--json"]);
+    ok(&r);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["record"]["status"], "active");
+    let r = idsync(d, &["runs"]);
+    assert!(r.stdout.contains("needs_approval"), "{}", r.all());
+
+    let r = idsync(d, &["approve", &id]);
+    ok(&r);
+    assert!(r.stdout.contains("applied 100, failed 0"), "{}", r.all());
+    let r = idsync(d, &["show", "account", "u0150", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["record"]["status"], "disabled");
+    assert_eq!(
+        v["audit"].as_array().unwrap().last().unwrap()["op"],
+        "disable_account"
+    );
+    let r = idsync(d, &["show", "account", "u0050", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["record"]["status"], "active");
+
+    // Approving twice is refused; so is an unknown run.
+    let r = idsync(d, &["approve", &id]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    let r = idsync(d, &["approve", "people-nope"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+
+    // Now in line with the source: nothing to do.
+    let r = idsync(d, &["run", "people"]);
+    ok(&r);
+    assert!(r.stdout.contains("nothing to do"), "{}", r.all());
+}
+
+#[cfg(feature = "provider-csv")]
+#[test]
+fn failed_ops_exit_4() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A CSV sink whose folder does not exist: every write fails.
+    write(
+        d,
+        "idsync.toml",
+        r#"[providers.hr]
+type = "memory"
+generate = { orgs = 2, accounts = 3 }
+
+[providers.out]
+type = "csv"
+accounts = "no-such-folder/accounts.csv"
+
+[jobs.export]
+source = "hr"
+sink = "out"
+"#,
+    );
+    let r = idsync(d, &["run", "export"]);
+    assert_eq!(r.code, 4, "{}", r.all());
+    assert!(r.stdout.contains("partially_failed"), "{}", r.all());
+    assert!(
+        r.stdout.contains("applied 0, failed 2, skipped 1"),
+        "{}",
+        r.all()
+    );
+    assert!(
+        r.stdout.contains("failed #0 create_account u0001"),
+        "{}",
+        r.all()
+    );
+}
+
+#[cfg(feature = "provider-csv")]
+#[test]
+fn outbound_csv_job_and_incremental_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(
+        d,
+        "idsync.toml",
+        r#"[providers.hr]
+type = "memory"
+generate = { orgs = 5, accounts = 30 }
+
+[providers.sheet]
+type = "csv"
+accounts = "out/accounts.csv"
+orgs = "out/orgs.csv"
+
+[jobs.inbound]
+source = "hr"
+sink = "hub"
+
+[jobs.outbound]
+source = "hub"
+sink = "sheet"
+"#,
+    );
+    std::fs::create_dir(d.join("out")).unwrap();
+    ok(&idsync(d, &["run", "inbound"]));
+    // First incremental run of the outbound job: no cursor yet, so a full run.
+    let r = idsync(d, &["run", "outbound", "--changes"]);
+    ok(&r);
+    assert!(r.stdout.contains("applied 35"), "{}", r.all());
+    let text = std::fs::read_to_string(d.join("out/accounts.csv")).unwrap();
+    assert_eq!(text.lines().count(), 31, "{text}");
+    // Nothing changed in the hub since: an empty incremental run.
+    let r = idsync(d, &["run", "outbound", "--changes"]);
+    ok(&r);
+    assert!(r.stdout.contains("nothing to do"), "{}", r.all());
+    // A full run agrees.
+    let r = idsync(d, &["run", "outbound"]);
+    ok(&r);
+    assert!(r.stdout.contains("nothing to do"), "{}", r.all());
+}
+
+#[cfg(feature = "provider-ldap")]
+const SECRET: &str = "hunter2-Sekr1t-value";
+const PG_SECRET: &str = "pg-Sekr1t-password";
+
+#[cfg(feature = "provider-ldap")]
+#[test]
+fn ldap_password_is_never_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let pw_file = write(d, "ldap.pw", &format!("{SECRET}\n"));
+    let env = [("IDSYNC_TEST_LDAP_PW", SECRET)];
+    // An LDAP server that is not there: connecting fails, the error names no secret.
+    let config = |pw: &str| {
+        format!(
+            r#"store = {{ memory = true }}
+
+[providers.ad]
+type = "ldap"
+url = "ldap://127.0.0.1:9"
+base_dn = "dc=example,dc=org"
+bind_dn = "cn=admin,dc=example,dc=org"
+{pw}
+timeout_secs = 2
+
+[jobs.j]
+source = "ad"
+sink = "hub"
+"#
+        )
+    };
+    for pw in [
+        "bind_password_env = \"IDSYNC_TEST_LDAP_PW\"".to_owned(),
+        format!("bind_password_file = {:?}", pw_file.display().to_string()),
+    ] {
+        write(d, "idsync.toml", &config(&pw));
+        let r = idsync_env(d, &["check"], &env);
+        assert_eq!(r.code, 1, "the server is unreachable\n{}", r.all());
+        assert!(r.stdout.contains("provider ad: FAILED"), "{}", r.all());
+        assert!(!r.all().contains(SECRET), "{}", r.all());
+        for args in [&["plan", "j"][..], &["run", "j"], &["plan", "j", "--json"]] {
+            let r = idsync_env(d, args, &[("IDSYNC_LOG", "trace"), env[0]]);
+            assert_eq!(r.code, 1, "{args:?}\n{}", r.all());
+            assert!(!r.all().contains(SECRET), "{args:?}\n{}", r.all());
+        }
+    }
+
+    // A password written in the config is refused.
+    write(
+        d,
+        "idsync.toml",
+        &config(&format!("bind_password = \"{SECRET}\"")),
+    );
+    let r = idsync(d, &["check"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("bind_password_env"), "{}", r.all());
+    assert!(!r.all().contains(SECRET), "{}", r.all());
+
+    // A variable that is not set is a config error naming the variable.
+    write(
+        d,
+        "idsync.toml",
+        &config("bind_password_env = \"IDSYNC_TEST_UNSET_PW\""),
+    );
+    let r = idsync(d, &["check"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("IDSYNC_TEST_UNSET_PW"), "{}", r.all());
+}
+
+#[test]
+fn database_url_password_is_never_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A PostgreSQL URL with a password, pointing at nothing.
+    write(
+        d,
+        "idsync.toml",
+        "store = { postgres_env = \"IDSYNC_TEST_PG_URL\" }\n[providers.hr]\ntype = \"memory\"\n",
+    );
+    let url = format!("postgres://idsync:{PG_SECRET}@127.0.0.1:9/idsync?connect_timeout=2");
+    // One command only: the store's connection pool waits 30 s before it gives up.
+    let r = idsync_env(
+        d,
+        &["check"],
+        &[("IDSYNC_TEST_PG_URL", &url), ("IDSYNC_LOG", "trace")],
+    );
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stderr.contains("postgres"), "{}", r.all());
+    assert!(!r.all().contains(PG_SECRET), "{}", r.all());
+}
+
+#[test]
+fn help_documents_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = idsync(dir.path(), &["--help"]);
+    ok(&r);
+    for needle in [
+        "guard stop",
+        "partial failure",
+        "bad config",
+        "password_env",
+    ] {
+        assert!(r.stdout.contains(needle), "{needle}\n{}", r.stdout);
+    }
+}
+
+#[cfg(feature = "provider-csv")]
+#[test]
+fn bundled_quickstart_creates_the_hub_then_plans_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("quickstart.toml");
+    let config = config.to_str().unwrap();
+    let r = idsync(d, &["run", "quickstart", "--config", config]);
+    ok(&r);
+    assert!(
+        r.stdout.contains("read: source 20 orgs, 200 accounts"),
+        "{}",
+        r.all()
+    );
+    assert!(r.stdout.contains("applied 220, failed 0"), "{}", r.all());
+    assert!(d.join("idsync.db").exists());
+    let r = idsync(d, &["run", "quickstart", "--config", config]);
+    ok(&r);
+    assert!(r.stdout.contains("nothing to do"), "{}", r.all());
+    let r = idsync(d, &["check", "--config", config]);
+    ok(&r);
+}
