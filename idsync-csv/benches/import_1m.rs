@@ -89,11 +89,12 @@ fn generate(dir: &std::path::Path, rows: usize) -> CsvConfig {
 }
 
 fn main() {
-    // `cargo bench` passes --bench; `cargo test --benches` would too: a tiny run then.
+    // `cargo bench` passes --bench; `cargo test --all-targets` does not: a tiny smoke run then.
+    let bench = std::env::args().any(|a| a == "--bench");
     let rows: usize = std::env::var("IDSYNC_BENCH_ROWS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
+        .unwrap_or(if bench { 1_000_000 } else { 1_000 });
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
