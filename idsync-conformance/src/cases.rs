@@ -596,12 +596,19 @@ async fn engine_from_source(cx: &Ctx<'_>) -> CaseResult {
         return s;
     }
     let fx = cx.fit(&Fixture::org_chart(13, 30));
-    let source = cx.seed(&fx).await?;
+    let adapter = cx.seed(&fx).await?;
     let memory = Arc::new(MemoryAdapter::new("conformance-sink"));
     let e = engine();
-    let source_dyn: Arc<dyn Source> = source;
-    let j = job("conformance-from-source", source_dyn, memory.clone());
-    expect_succeeded(&e.run(&j).await.map_err(ctx_err("first run"))?, "first run")?;
+    let source: Arc<dyn Source> = adapter.clone();
+    let j = job("conformance-from-source", source, memory.clone());
+    let r = e.run(&j).await.map_err(ctx_err("first run"))?;
+    expect_succeeded(&r, "first run")?;
+    if cx.caps.changes {
+        ensure!(
+            r.cursor_committed,
+            "the full run from a source that reports changes committed no cursor"
+        );
+    }
     let found = content_of(cx, &*memory).await?;
     expect_equal(
         cx,
@@ -610,6 +617,75 @@ async fn engine_from_source(cx: &Ctx<'_>) -> CaseResult {
         "memory sink after the run",
     )?;
     expect_nothing_planned(&e, &j, "second run from the adapter").await?;
+
+    // A change made in the adapter reaches the memory sink: incrementally when the
+    // adapter reports changes, else through a full run.
+    if cx.caps.update {
+        let listed = content_of(cx, &*adapter).await?;
+        let a1 = listed
+            .account_anchors
+            .get("user0001")
+            .cloned()
+            .ok_or_else(|| Failure("user0001 not listed by the adapter".into()))?;
+        let mut patch = Patch::new();
+        patch.insert("title".into(), Value::from("增量 Incremental"));
+        cx.harness
+            .mutate(
+                &adapter,
+                &Op::UpdateAccount {
+                    anchor: a1,
+                    changes: patch,
+                },
+            )
+            .await
+            .map_err(ctx_err("update in the adapter"))?;
+        let (r, how) = if cx.caps.changes {
+            (e.run_changes(&j).await, "incremental run")
+        } else {
+            (e.run(&j).await, "full run")
+        };
+        let r = r.map_err(ctx_err(how))?;
+        expect_succeeded(&r, how)?;
+        let ops: Vec<&str> = r.outcomes.iter().map(|o| o.op.as_str()).collect();
+        ensure!(
+            ops == ["update_account"],
+            "{how} after one title change in the adapter applied {ops:?}, expected one update_account"
+        );
+        let now = content_of(cx, &*memory).await?;
+        ensure!(
+            now.accounts
+                .get("user0001")
+                .and_then(|a| a.title.as_deref())
+                == Some("增量 Incremental"),
+            "{how} did not carry the new title to the memory sink"
+        );
+    }
+
+    // An account deleted in the adapter is disabled in the memory sink by a full run.
+    if cx.caps.delete {
+        let listed = content_of(cx, &*adapter).await?;
+        let a2 = listed
+            .account_anchors
+            .get("user0002")
+            .cloned()
+            .ok_or_else(|| Failure("user0002 not listed by the adapter".into()))?;
+        cx.harness
+            .mutate(&adapter, &Op::DeleteAccount { anchor: a2 })
+            .await
+            .map_err(ctx_err("delete in the adapter"))?;
+        let r = e.run(&j).await.map_err(ctx_err("run after a deletion"))?;
+        expect_succeeded(&r, "run after a deletion in the adapter")?;
+        let ops: Vec<&str> = r.outcomes.iter().map(|o| o.op.as_str()).collect();
+        ensure!(
+            ops == ["disable_account"],
+            "a full run after one deletion in the adapter applied {ops:?}, expected one disable_account"
+        );
+        let now = content_of(cx, &*memory).await?;
+        ensure!(
+            now.accounts.get("user0002").map(|a| a.status) == Some(Status::Disabled),
+            "the account deleted in the adapter is not disabled in the memory sink"
+        );
+    }
     Ok(Verdict::Passed)
 }
 
