@@ -510,3 +510,53 @@ fn bundled_quickstart_creates_the_hub_then_plans_nothing() {
     let r = idsync(d, &["check", "--config", config]);
     ok(&r);
 }
+
+#[test]
+fn a_second_worker_on_a_running_job_exits_5() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(
+        d,
+        "idsync.toml",
+        r#"[providers.hr]
+type = "memory"
+generate = { orgs = 20, accounts = 20000 }
+
+[jobs.big]
+source = "hr"
+sink = "hub"
+"#,
+    );
+    let mut first = Command::new(env!("CARGO_BIN_EXE_idsync"))
+        .current_dir(d)
+        .args(["run", "big"])
+        .env_remove("IDSYNC_CONFIG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The first worker takes the lease before it plans; its plan shows up as a run.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let r = idsync(d, &["runs", "--json"]);
+        if r.code == 0 && r.stdout.contains("\"big-") {
+            break;
+        }
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "the first worker ended before its run showed up"
+        );
+        assert!(std::time::Instant::now() < deadline, "no run after 120 s");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let r = idsync(d, &["run", "big"]);
+    let still_running = first.try_wait().unwrap().is_none();
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert!(
+        still_running,
+        "the first worker finished too soon for this test"
+    );
+    assert_eq!(r.code, 5, "{}", r.all());
+    assert!(r.stderr.contains("lease"), "{}", r.all());
+}
