@@ -531,6 +531,27 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn successes_earn_retries() {
+        // No reserve; each successful request earns half a retry.
+        let inner = Arc::new(Scripted::new(data()));
+        let s = layer()
+            .with_budget(RetryBudget::new(0.5, 0.0, 10.0))
+            .layer_source(inner.clone());
+        for _ in 0..4 {
+            s.check().await.unwrap();
+        }
+        // Two retries earned: a call failing three times is retried twice, then refused.
+        inner
+            .errors
+            .lock()
+            .unwrap()
+            .extend((0..3).map(|_| unavailable()));
+        let e = s.check().await.unwrap_err();
+        assert!(e.context().iter().any(|(k, _)| k == "retry_budget"));
+        assert_eq!(inner.calls(), 4 + 3);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn budget_without_reserve_allows_no_retry() {
         let inner = Arc::new(Scripted::new(data()).failing(vec![unavailable()]));
         let s = layer()
