@@ -11,9 +11,11 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use idsync_conformance::{Harness, Options, run_all};
+use idsync_conformance::{ChaosLayer, Fault, Harness, Options, run_all};
+use idsync_core::layers::{RateLimitLayer, RetryLayer, Stack, TimeoutLayer, TracingLayer};
 use idsync_core::{Account, Anchor, EntityKind, Error, Org, Result, Sink, Source, Status};
 use idsync_dingtalk::fake::{FakeConfig, FakeDingTalk, FakeUser};
 use idsync_dingtalk::{
@@ -30,6 +32,26 @@ struct DingTalkHarness {
     fakes: Mutex<Vec<FakeDingTalk>>,
     /// Fakes for the bad-credentials and throttled cases.
     others: Mutex<Vec<FakeDingTalk>>,
+    /// Inject throttling (every n-th call) inside the retry layer.
+    chaos_every: Option<u64>,
+}
+
+/// The recommended stack, inside out: (chaos,) timeout, rate limit from the adapter's
+/// capabilities, retry, tracing.
+fn stack(chaos_every: Option<u64>) -> Stack {
+    let mut s = Stack::new();
+    if let Some(n) = chaos_every {
+        s = s.push(ChaosLayer::new().every(n, Fault::Throttle(Duration::from_millis(10))));
+    }
+    s.push(TimeoutLayer::new(Duration::from_secs(30)))
+        .push(RateLimitLayer::from_capabilities())
+        .push(
+            RetryLayer::new()
+                .with_max_attempts(8)
+                .with_backoff(Duration::from_millis(10), Duration::from_millis(500))
+                .with_max_retry_after(Duration::from_secs(2)),
+        )
+        .push(TracingLayer::new())
 }
 
 async fn serve(router: axum::Router) -> String {
@@ -103,7 +125,10 @@ fn seed_state(fake: &FakeDingTalk, orgs: &[Org], accounts: &[Account]) -> Result
 #[async_trait]
 impl Harness for DingTalkHarness {
     fn name(&self) -> String {
-        "dingtalk (fake)".into()
+        match self.chaos_every {
+            Some(n) => format!("dingtalk (fake, layers, chaos throttling every {n}th call)"),
+            None => "dingtalk (fake, timeout + rate limit + retry + tracing layers)".into(),
+        }
     }
 
     async fn seed(&self, orgs: Vec<Org>, accounts: Vec<Account>) -> Result<Arc<dyn Sink>> {
@@ -133,7 +158,7 @@ impl Harness for DingTalkHarness {
             cfg, log,
         )?));
         self.keep(fake);
-        Ok(sink)
+        Ok(stack(self.chaos_every).sink(sink))
     }
 
     async fn bad_credentials(&self) -> Option<Arc<dyn Source>> {
@@ -191,4 +216,16 @@ async fn conformance_suite_against_the_fake() {
         fakes.len()
     );
     assert_eq!(throttled, 0);
+}
+
+#[tokio::test]
+async fn conformance_suite_with_chaos_inside_retry() {
+    let h = DingTalkHarness {
+        chaos_every: Some(7),
+        ..DingTalkHarness::default()
+    };
+    let report = run_all(&h).await;
+    println!("{report}");
+    report.assert_passed();
+    assert_eq!(report.skipped_cases(), vec!["deletions"], "{report}");
 }

@@ -118,6 +118,10 @@ pub struct PathStats {
     pub injected: u64,
     /// Calls that succeeded (`errcode 0`).
     pub ok: u64,
+    /// When the first call of this path arrived.
+    pub first: Option<Instant>,
+    /// When the last call of this path arrived.
+    pub last: Option<Instant>,
 }
 
 /// Call statistics of the whole fake.
@@ -148,6 +152,8 @@ impl FakeStats {
             t.injected += p.injected;
             t.ok += p.ok;
         }
+        t.first = self.first_call;
+        t.last = self.last_call;
         t
     }
 
@@ -468,7 +474,10 @@ async fn handle(
         let request_id = format!("fake{:08x}", g.request_seq);
         g.stats.first_call.get_or_insert(now);
         g.stats.last_call = Some(now);
-        g.stats.paths.entry(path.clone()).or_default().calls += 1;
+        let ps = g.stats.paths.entry(path.clone()).or_default();
+        ps.calls += 1;
+        ps.first.get_or_insert(now);
+        ps.last = Some(now);
         let answer = process(&mut g, &method, &path, &query, &body, now, &request_id);
         let stats = g.stats.paths.entry(path.clone()).or_default();
         let push = match &answer {
