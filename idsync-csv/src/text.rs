@@ -107,21 +107,24 @@ pub(crate) fn detect(
         }
         None => match RsEncoding::for_bom(&sample) {
             Some((e, n)) => (TextEncoding(e), n),
-            None => {
-                let utf8 = match std::str::from_utf8(&sample) {
-                    Ok(_) => true,
-                    // A sequence cut by the sample's end is not an error.
-                    Err(e) => e.error_len().is_none(),
-                };
-                (
-                    if utf8 {
-                        TextEncoding::UTF_8
-                    } else {
-                        TextEncoding::GB18030
-                    },
-                    0,
-                )
-            }
+            None => match utf16_without_bom(&sample) {
+                Some(e) => (e, 0),
+                None => {
+                    let utf8 = match std::str::from_utf8(&sample) {
+                        Ok(_) => true,
+                        // A sequence cut by the sample's end is not an error.
+                        Err(e) => e.error_len().is_none(),
+                    };
+                    (
+                        if utf8 {
+                            TextEncoding::UTF_8
+                        } else {
+                            TextEncoding::GB18030
+                        },
+                        0,
+                    )
+                }
+            },
         },
     };
     let (text, _) = enc.0.decode_without_bom_handling(&sample[bom_len..]);
@@ -147,6 +150,24 @@ pub(crate) fn detect(
         delimiter,
         terminator,
     })
+}
+
+/// UTF-16 without a BOM: text of mostly ASCII has a zero byte in every other position.
+fn utf16_without_bom(sample: &[u8]) -> Option<TextEncoding> {
+    let head = &sample[..sample.len().min(1024) & !1];
+    if head.len() < 4 {
+        return None;
+    }
+    let pairs = head.len() / 2;
+    let even = head.iter().step_by(2).filter(|b| **b == 0).count();
+    let odd = head.iter().skip(1).step_by(2).filter(|b| **b == 0).count();
+    if odd * 2 > pairs && even * 10 < pairs {
+        Some(TextEncoding::UTF_16LE)
+    } else if even * 2 > pairs && odd * 10 < pairs {
+        Some(TextEncoding::UTF_16BE)
+    } else {
+        None
+    }
 }
 
 /// The most frequent of `,` `;` and tab outside quotes in a header line (`,` on a tie or
@@ -532,6 +553,21 @@ mod tests {
         assert_eq!(fmt.encoding, TextEncoding::UTF_16BE);
         assert_eq!(recs[1].2, vec!["\u{0A0A}x", "y"]);
         assert_eq!(recs[1].0, 2);
+    }
+
+    #[test]
+    fn utf16_without_bom_is_detected() {
+        let text = "id,name\r\nu1,张三\r\n";
+        let le: Vec<u8> = text.encode_utf16().flat_map(u16::to_le_bytes).collect();
+        let (fmt, recs) = read_all(&le);
+        assert_eq!(fmt.encoding, TextEncoding::UTF_16LE);
+        assert_eq!(recs[1].2, vec!["u1", "张三"]);
+        let be: Vec<u8> = text.encode_utf16().flat_map(u16::to_be_bytes).collect();
+        let (fmt, recs) = read_all(&be);
+        assert_eq!(fmt.encoding, TextEncoding::UTF_16BE);
+        assert_eq!(recs[1].2, vec!["u1", "张三"]);
+        let (fmt, _) = read_all(b"id,name\nu1,x\n");
+        assert_eq!(fmt.encoding, TextEncoding::UTF_8);
     }
 
     #[test]
