@@ -160,7 +160,7 @@ pub struct CsvConfig {
     #[serde(default = "default_multi_sep")]
     pub multi_separator: String,
     /// Encoding label (`utf-8`, `gbk`, `gb18030`, `utf-16le`); detected when absent: a BOM
-    /// decides, else valid UTF-8 is UTF-8, else GB18030.
+    /// decides, else UTF-16 by its zero bytes, else valid UTF-8 is UTF-8, else GB18030.
     #[serde(default)]
     pub encoding: Option<String>,
     /// Field delimiter; detected from the header line when absent (`,` `;` or tab).

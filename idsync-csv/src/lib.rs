@@ -38,7 +38,7 @@
 //!
 //! | | |
 //! |---|---|
-//! | encodings | UTF-8 with or without BOM, GB18030 / GBK, UTF-16LE / BE with BOM; detected (a BOM decides, else valid UTF-8 is UTF-8, else GB18030) or set with [`CsvConfig::encoding`] |
+//! | encodings | UTF-8 with or without BOM, GB18030 / GBK, UTF-16LE / BE with BOM; detected (a BOM decides, else UTF-16 by its zero bytes, else valid UTF-8 is UTF-8, else GB18030) or set with [`CsvConfig::encoding`] |
 //! | delimiters | `,` `;` tab, detected from the header line, or [`CsvConfig::delimiter`] |
 //! | quoting | RFC 4180: quoted cells with delimiters, `""` quotes, embedded newlines (CRLF, LF, or CR-only files) |
 //! | columns | by header name, several names per field in any language ([`AccountColumns`], [`OrgColumns`]); other columns become attributes |
