@@ -981,35 +981,6 @@ pub(crate) fn record_batch(batch: &mut Batch, rec: &OpRecord) -> Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn joined_batches_renumber_parameters() {
-        let mut b = Batch::default();
-        b.push(
-            "INSERT INTO t (a, b) VALUES ($1, $2)",
-            vec![Arg::Int(1), Arg::Int(2)],
-        );
-        b.push(
-            "UPDATE u SET x = $2 WHERE y = $1 AND z = $10",
-            vec![Arg::Int(3)],
-        );
-        let out = joined(b);
-        assert_eq!(out.len(), 1);
-        assert_eq!(
-            out[0].0,
-            "SAVEPOINT idsync_write;\nINSERT INTO t (a, b) VALUES ($1, $2);\n\
-             UPDATE u SET x = $4 WHERE y = $3 AND z = $12;\nRELEASE idsync_write"
-        );
-        assert_eq!(out[0].1.len(), 3);
-        let mut single = Batch::default();
-        single.push("DELETE FROM t WHERE a = $1", vec![Arg::Int(1)]);
-        assert_eq!(joined(single)[0].0, "DELETE FROM t WHERE a = $1");
-    }
-}
-
 /// A row of `runs`.
 pub(crate) type RunRow = (
     String,
@@ -1095,4 +1066,33 @@ pub(crate) fn feed_from_row(r: FeedRow) -> Result<FeedEntry> {
         entity: r.3.map(|j| j.0),
         at: from_us(r.4)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn joined_batches_renumber_parameters() {
+        let mut b = Batch::default();
+        b.push(
+            "INSERT INTO t (a, b) VALUES ($1, $2)",
+            vec![Arg::Int(1), Arg::Int(2)],
+        );
+        b.push(
+            "UPDATE u SET x = $2 WHERE y = $1 AND z = $10",
+            vec![Arg::Int(3)],
+        );
+        let out = joined(b);
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            out[0].0,
+            "SAVEPOINT idsync_write;\nINSERT INTO t (a, b) VALUES ($1, $2);\n\
+             UPDATE u SET x = $4 WHERE y = $3 AND z = $12;\nRELEASE idsync_write"
+        );
+        assert_eq!(out[0].1.len(), 3);
+        let mut single = Batch::default();
+        single.push("DELETE FROM t WHERE a = $1", vec![Arg::Int(1)]);
+        assert_eq!(joined(single)[0].0, "DELETE FROM t WHERE a = $1");
+    }
 }

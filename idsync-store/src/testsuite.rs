@@ -101,6 +101,7 @@ fn ensure(cond: bool, what: &str) -> Result<()> {
     }
 }
 
+#[allow(clippy::needless_pass_by_value)] // callers pass temporaries
 fn same<T: PartialEq + Debug>(got: T, want: T, what: &str) -> Result<()> {
     if got == want {
         Ok(())

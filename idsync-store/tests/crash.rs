@@ -14,6 +14,7 @@
 //! crashed run is the next trial's victim); the kill lands at a random moment of the apply
 //! phase. After the last kill a rerun goes to the end and the target is verified whole.
 //! Set `IDSYNC_CRASH_SEED` to replay a sequence of kill points.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;

@@ -1,4 +1,5 @@
 //! The store suite against the in-memory store, SQLite (file and memory) and PostgreSQL.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! Two real worker processes share one job through a lease in a real PostgreSQL: they never
 //! run it at the same time, and when the holder is killed with SIGKILL the other takes
 //! over once the lease's TTL has passed.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests
 
 mod common;
 
@@ -85,7 +86,7 @@ async fn two_workers_never_overlap_and_take_over_after_a_kill() {
     let (a, a_out) = spawn_worker(&url, "A", None);
     let (b, b_out) = spawn_worker(&url, "B", None);
     // Whoever got it keeps it: watch for 2 s.
-    std::thread::sleep(Duration::from_secs(2));
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let (first, first_out, mut second, second_out, first_name) = {
         let a_started = a_out.try_iter().any(|l| l.starts_with("start"));
         let b_started = b_out.try_iter().any(|l| l.starts_with("start"));
@@ -105,7 +106,7 @@ async fn two_workers_never_overlap_and_take_over_after_a_kill() {
         wait_line(&first_out, "start", Duration::from_secs(10)).is_some(),
         "holder stopped working"
     );
-    std::thread::sleep(Duration::from_millis(50));
+    tokio::time::sleep(Duration::from_millis(50)).await;
     holder.kill().unwrap(); // SIGKILL
     let (killed_at,): (i64,) =
         sqlx::query_as("SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint")

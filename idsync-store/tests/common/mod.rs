@@ -1,4 +1,5 @@
 //! Test helpers: a PostgreSQL server for the tests, fresh databases.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests
 #![allow(dead_code, unreachable_pub)]
 
 use std::process::Command;
