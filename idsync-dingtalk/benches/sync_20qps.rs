@@ -16,7 +16,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use idsync_core::{Engine, Hub, Job, MemoryStore, Store};
+use idsync_core::layers::{RateLimitLayer, RetryLayer, Stack, TimeoutLayer};
+use idsync_core::{Engine, Hub, Job, MemoryStore, Source, Store};
 use idsync_dingtalk::DingTalkSource;
 use idsync_dingtalk::fake::{FakeConfig, FakeDingTalk};
 
@@ -49,7 +50,12 @@ async fn main() -> idsync_core::Result<()> {
     );
 
     let cfg = fake.client_config(); // qps 20 per API, page size 100
-    let source = Arc::new(DingTalkSource::new(cfg)?);
+    // The client paces each API; the core layers retry whatever still gets throttled.
+    let stack = Stack::new()
+        .push(TimeoutLayer::new(Duration::from_secs(60)))
+        .push(RateLimitLayer::from_capabilities())
+        .push(RetryLayer::new().with_max_attempts(6));
+    let source: Arc<dyn Source> = stack.source(Arc::new(DingTalkSource::new(cfg)?));
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let hub = Arc::new(Hub::new(store.clone()));
     let engine = Engine::new(store);
