@@ -342,6 +342,20 @@ impl EntityMapping {
         }
     }
 
+    /// Like [`map`](Self::map), taking the entity by value: identity mappings return it
+    /// without a copy.
+    pub fn map_owned<E: Entity + Default>(&self, src: E) -> Result<Option<E>> {
+        if self.rules.is_none() {
+            if let Some(scope) = &self.scope
+                && !scope.matches(&src)
+            {
+                return Ok(None);
+            }
+            return Ok(Some(src));
+        }
+        self.map(&src)
+    }
+
     /// Map one entity; `Ok(None)` when it is out of scope. The result keeps the source's
     /// anchor and references (the engine translates references to the target's anchors).
     pub fn map<E: Entity + Default>(&self, src: &E) -> Result<Option<E>> {
@@ -393,6 +407,11 @@ impl Mapping {
     /// Map an account; `Ok(None)` when out of scope.
     pub fn map_account(&self, a: &Account) -> Result<Option<Account>> {
         self.accounts.map(a)
+    }
+
+    /// Map an account taken by value (no copy for identity mappings).
+    pub fn map_account_owned(&self, a: Account) -> Result<Option<Account>> {
+        self.accounts.map_owned(a)
     }
 
     /// Map an org; `Ok(None)` when out of scope.

@@ -483,15 +483,14 @@ async fn load_shadow(
 }
 
 pub(crate) async fn apply_plan(engine: &Engine, job: &Job, plan: &Plan) -> Result<Report> {
-    let started = engine.clock.now();
     let mut run = RunRecord {
         id: plan.run_id.clone(),
         job: job.name.clone(),
         status: RunStatus::Running,
         started_at: plan.created_at,
         finished_at: None,
-        plan: Some(serde_json::to_value(plan)?),
-        summary: None,
+        plan: None,
+        summary: Some(serde_json::to_value(plan.summary())?),
     };
     engine.store.put_run(&run).await?;
 
@@ -624,7 +623,6 @@ pub(crate) async fn apply_plan(engine: &Engine, job: &Job, plan: &Plan) -> Resul
     };
     run.finished_at = Some(engine.clock.now());
     run.summary = Some(serde_json::to_value(&counts)?);
-    let _ = started;
     engine.store.put_run(&run).await?;
     Ok(Report {
         run_id: plan.run_id.clone(),

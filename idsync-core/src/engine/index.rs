@@ -134,6 +134,21 @@ fn hash_value_into(v: &Value, h: &mut Fnv) {
     }
 }
 
+/// The text of a string-valued field (correlation keys), without copying.
+pub(crate) fn field_str<'a>(a: &'a Account, f: &AccField) -> Option<&'a str> {
+    match f {
+        AccField::Username => Some(&a.username),
+        AccField::DisplayName => a.display_name.as_deref(),
+        AccField::Email => a.email.as_deref(),
+        AccField::Phone => a.phone.as_deref(),
+        AccField::EmployeeId => a.employee_id.as_deref(),
+        AccField::Title => a.title.as_deref(),
+        AccField::Manager => a.manager.as_ref().map(|m| m.as_str()),
+        AccField::Attr(name) => a.attrs.get(name).and_then(Value::as_str),
+        AccField::Orgs | AccField::Status | AccField::AllAttrs => None,
+    }
+}
+
 /// Hash of one field of an account; `AllAttrs` is handled by [`attr_hashes`].
 pub(crate) fn field_hash(a: &Account, f: &AccField) -> u64 {
     match f {
@@ -180,6 +195,10 @@ impl Names {
         id
     }
 
+    pub(crate) fn get(&self, name: &str) -> Option<u32> {
+        self.ids.get(name).copied()
+    }
+
     pub(crate) fn name(&self, id: u32) -> &str {
         self.names
             .get(id as usize)
@@ -197,28 +216,6 @@ pub(crate) fn attr_hashes(a: &Account, names: &mut Names) -> Box<[(u32, u64)]> {
         .collect();
     v.sort_unstable();
     v.into_boxed_slice()
-}
-
-/// The fingerprint of one target account.
-#[derive(Debug, Clone)]
-pub(crate) struct Fingerprint {
-    /// One hash per owned field (same order as the field list).
-    pub(crate) fields: Box<[u64]>,
-    /// Attribute hashes, when the mapping owns all attributes.
-    pub(crate) attrs: Box<[(u32, u64)]>,
-}
-
-impl Fingerprint {
-    pub(crate) fn of(a: &Account, fields: &[AccField], all_attrs: bool, names: &mut Names) -> Self {
-        Fingerprint {
-            fields: fields.iter().map(|f| field_hash(a, f)).collect(),
-            attrs: if all_attrs {
-                attr_hashes(a, names)
-            } else {
-                Box::new([])
-            },
-        }
-    }
 }
 
 /// Normalized correlation key hash: trimmed, lowercased, tagged with the rule index.

@@ -340,7 +340,13 @@ impl Engine {
             } else {
                 None
             },
-            plan: Some(serde_json::to_value(plan)?),
+            // The whole plan is kept only when it waits for approval; otherwise the
+            // journal holds every op, and a million-op plan is not copied into the run.
+            plan: if plan.guard.stopped {
+                Some(serde_json::to_value(plan)?)
+            } else {
+                None
+            },
             summary: Some(serde_json::to_value(plan.summary())?),
         };
         self.store.put_run(&rec).await

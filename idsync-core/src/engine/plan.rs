@@ -6,7 +6,9 @@ use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::index::{AccField, Fingerprint, Names, field_hash, key_hash};
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use super::index::{AccField, Names, attr_hashes, field_hash, field_str, key_hash};
 use super::{DeletionPolicy, Engine, GuardVerdict, Job};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{Account, Anchor, Entity, EntityKind, Org, ProblemKind, Status};
@@ -269,16 +271,17 @@ impl Builder {
     }
 }
 
-async fn load_links(
+async fn load_links<V>(
     engine: &Engine,
     job: &str,
     kind: EntityKind,
-) -> Result<HashMap<Anchor, Anchor>> {
-    let mut out = HashMap::new();
+    value: impl Fn(Anchor) -> V,
+) -> Result<FxHashMap<Anchor, V>> {
+    let mut out = FxHashMap::default();
     let mut req = PageRequest::sized(10_000);
     loop {
         let page = engine.store.links(job, kind, req.clone()).await?;
-        out.extend(page.items.into_iter().map(|l| (l.source, l.target)));
+        out.extend(page.items.into_iter().map(|l| (l.source, value(l.target))));
         match page.next {
             Some(t) => req.token = Some(t),
             None => return Ok(out),
@@ -318,8 +321,16 @@ fn target_accounts<'a>(engine: &'a Engine, job: &'a Job) -> BoxStream<'a, Result
 
 fn read_err(side: &str, what: &str, e: Error) -> Error {
     let status = e.status();
+    // Transport trouble means the listing ended early; bad data, bad credentials and the
+    // like keep their kind.
+    let kind = match e.kind() {
+        ErrorKind::Unavailable | ErrorKind::RateLimited | ErrorKind::Unexpected => {
+            ErrorKind::Incomplete
+        }
+        k => k,
+    };
     Error::new(
-        ErrorKind::Incomplete,
+        kind,
         format!("reading {what} from the {side} failed; nothing was planned: {e}"),
     )
     .with_status(status)
@@ -387,11 +398,30 @@ fn topo_orgs(orgs: Vec<Org>) -> Vec<Org> {
 }
 
 struct OrgPlanner<'a> {
-    links: &'a HashMap<Anchor, Anchor>,
+    links: &'a FxHashMap<Anchor, Anchor>,
     res: HashMap<Anchor, OrgRef>,
 }
 
+/// Where a source org is, borrowed.
+enum Lookup<'a> {
+    Target(&'a Anchor),
+    Pending(usize),
+    Unplaced,
+}
+
 impl OrgPlanner<'_> {
+    fn lookup(&self, src: &Anchor) -> Lookup<'_> {
+        match self.res.get(src) {
+            Some(OrgRef::Target(t)) => Lookup::Target(t),
+            Some(OrgRef::Pending(op, _)) => Lookup::Pending(*op),
+            Some(OrgRef::Unresolved) => Lookup::Unplaced,
+            None => match self.links.get(src) {
+                Some(t) => Lookup::Target(t),
+                None => Lookup::Unplaced,
+            },
+        }
+    }
+
     fn resolve(&self, src: &Anchor) -> Option<OrgRef> {
         if let Some(r) = self.res.get(src) {
             return Some(r.clone());
@@ -406,7 +436,7 @@ fn plan_orgs<'a>(
     job: &Job,
     source: Vec<Org>,
     target: &[Org],
-    links: &'a HashMap<Anchor, Anchor>,
+    links: &'a FxHashMap<Anchor, Anchor>,
     full: bool,
     explicit_deletes: &[Anchor],
 ) -> OrgPlanner<'a> {
@@ -635,7 +665,10 @@ fn plan_orgs<'a>(
 
 /// A target account in the index.
 struct TEntry {
-    fp: Fingerprint,
+    /// One hash per owned field, then one correlation key hash per rule (0: none).
+    hashes: Box<[u64]>,
+    /// Attribute hashes, when the mapping owns all attributes.
+    attrs: Box<[(u32, u64)]>,
     status: Status,
     linked: bool,
     claimed: bool,
@@ -659,18 +692,22 @@ struct AccPlanner<'a> {
     all_attrs: bool,
     own_status: bool,
     names: Names,
-    links: HashMap<Anchor, (Anchor, bool)>,
-    index: HashMap<Anchor, TEntry>,
+    /// source -> (target, seen in this run)
+    links: FxHashMap<Anchor, (Anchor, bool)>,
+    index: FxHashMap<Anchor, TEntry>,
     /// correlation key -> target anchors (unlinked targets only)
-    keys: HashMap<u64, Vec<Anchor>>,
-    seen: HashSet<Anchor>,
+    keys: FxHashMap<u64, Vec<Anchor>>,
+    /// unlinked source anchors seen (linked ones are marked in `links`)
+    seen: FxHashSet<Anchor>,
+    /// the correlation rules, parsed
+    rules: Vec<Option<AccField>>,
     /// Source accounts that need an op or a link.
     work: Vec<Work>,
     source_count: usize,
 }
 
 impl<'a> AccPlanner<'a> {
-    fn new(job: &'a Job, links: HashMap<Anchor, Anchor>, with_orgs: bool) -> Self {
+    fn new(job: &'a Job, links: FxHashMap<Anchor, (Anchor, bool)>, with_orgs: bool) -> Self {
         let owned = job.mapping.accounts.owned_fields::<Account>();
         let mut fields = Vec::new();
         let mut all_attrs = false;
@@ -693,39 +730,68 @@ impl<'a> AccPlanner<'a> {
             all_attrs,
             own_status,
             names: Names::default(),
-            links: links.into_iter().map(|(s, t)| (s, (t, false))).collect(),
-            index: HashMap::new(),
-            keys: HashMap::new(),
-            seen: HashSet::new(),
+            links,
+            index: FxHashMap::default(),
+            keys: FxHashMap::default(),
+            seen: FxHashSet::default(),
+            rules: job.correlation.iter().map(|r| AccField::parse(r)).collect(),
             work: Vec::new(),
             source_count: 0,
         }
     }
 
-    fn add_target(&mut self, a: &Account, linked_targets: &HashSet<Anchor>) {
-        let linked = linked_targets.contains(&a.anchor);
-        if !linked {
-            for (i, rule) in self.job.correlation.iter().enumerate() {
-                if let Some(v) = a.get(rule).as_str()
-                    && let Some(k) = key_hash(i, v)
-                {
-                    let e = self.keys.entry(k).or_default();
-                    if !e.contains(&a.anchor) {
-                        e.push(a.anchor.clone());
+    /// Index one target account (its fingerprint and correlation keys, not the record).
+    fn add_target(&mut self, a: Account) {
+        let nf = self.fields.len();
+        let mut hashes = Vec::with_capacity(nf + self.rules.len());
+        hashes.extend(self.fields.iter().map(|f| field_hash(&a, f)));
+        for (i, rule) in self.rules.iter().enumerate() {
+            let k = rule
+                .as_ref()
+                .and_then(|r| field_str(&a, r))
+                .and_then(|v| key_hash(i, v));
+            hashes.push(k.unwrap_or(0));
+        }
+        let attrs = if self.all_attrs {
+            attr_hashes(&a, &mut self.names)
+        } else {
+            Box::new([])
+        };
+        self.index.insert(
+            a.anchor,
+            TEntry {
+                hashes: hashes.into_boxed_slice(),
+                attrs,
+                status: a.status,
+                linked: false,
+                claimed: false,
+            },
+        );
+    }
+
+    /// After the targets are indexed: mark linked ones, and index correlation keys of the
+    /// others.
+    fn mark_links(&mut self) {
+        for (t, _) in self.links.values() {
+            if let Some(e) = self.index.get_mut(t) {
+                e.linked = true;
+            }
+        }
+        let nf = self.fields.len();
+        self.keys.clear();
+        for (anchor, e) in &self.index {
+            if e.linked {
+                continue;
+            }
+            for k in &e.hashes[nf..] {
+                if *k != 0 {
+                    let v = self.keys.entry(*k).or_default();
+                    if !v.contains(anchor) {
+                        v.push(anchor.clone());
                     }
                 }
             }
         }
-        let fp = Fingerprint::of(a, &self.fields, self.all_attrs, &mut self.names);
-        self.index.insert(
-            a.anchor.clone(),
-            TEntry {
-                fp,
-                status: a.status,
-                linked,
-                claimed: false,
-            },
-        );
     }
 
     /// Translate a mapped source account's org references into target anchors.
@@ -738,47 +804,77 @@ impl<'a> AccPlanner<'a> {
     ) -> (Account, Vec<PendingRef>, Option<Anchor>) {
         let mut pending = Vec::new();
         if with_orgs {
-            let mut out = Vec::with_capacity(a.orgs.len());
-            for o in a.orgs.drain(..) {
-                match orgs.resolve(&o) {
-                    Some(OrgRef::Target(t)) => out.push(t),
-                    Some(OrgRef::Pending(op, _)) => {
-                        pending.push(PendingRef {
-                            field: "orgs".into(),
-                            index: out.len(),
-                            op,
-                        });
-                        out.push(o);
+            // In place: most references translate to an equal or already-linked anchor.
+            let mut kept = 0usize;
+            let anchor = &a.anchor;
+            a.orgs.retain_mut(|o| match orgs.lookup(o) {
+                Lookup::Target(t) => {
+                    if t != o {
+                        *o = t.clone();
                     }
-                    Some(OrgRef::Unresolved) | None => {
-                        b.warn(format!(
-                            "account {} is in org {} which is not synced; that membership is left out",
-                            a.anchor, o
-                        ));
-                    }
+                    kept += 1;
+                    true
                 }
-            }
-            a.orgs = out;
+                Lookup::Pending(op) => {
+                    pending.push(PendingRef {
+                        field: "orgs".into(),
+                        index: kept,
+                        op,
+                    });
+                    kept += 1;
+                    true
+                }
+                Lookup::Unplaced => {
+                    b.warn(format!(
+                        "account {anchor} is in org {o} which is not synced; that membership is left out"
+                    ));
+                    false
+                }
+            });
         } else {
             a.orgs.clear();
         }
         // Manager: linked managers translate now; others are resolved after correlation.
         let mut unresolved = None;
-        if let Some(m) = a.manager.take() {
-            match self.links.get(&m) {
-                Some((t, _)) => a.manager = Some(t.clone()),
-                None => unresolved = Some(m),
-            }
+        let linked_manager = a
+            .manager
+            .as_ref()
+            .map(|m| self.links.get(m).map(|(t, _)| t));
+        match linked_manager {
+            Some(Some(t)) if a.manager.as_ref() != Some(t) => a.manager = Some(t.clone()),
+            Some(Some(_)) | None => {}
+            Some(None) => unresolved = a.manager.take(),
         }
         (a, pending, unresolved)
     }
 
-    fn differs(&mut self, a: &Account, t: &Anchor) -> bool {
+    fn differs(&self, a: &Account, t: &Anchor) -> bool {
         let Some(entry) = self.index.get(t) else {
             return true;
         };
-        let fp = Fingerprint::of(a, &self.fields, self.all_attrs, &mut self.names);
-        fp.fields != entry.fp.fields || fp.attrs != entry.fp.attrs
+        if self
+            .fields
+            .iter()
+            .zip(entry.hashes.iter())
+            .any(|(f, h)| field_hash(a, f) != *h)
+        {
+            return true;
+        }
+        if self.all_attrs {
+            if a.attrs.len() != entry.attrs.len() {
+                return true;
+            }
+            let mut mine: Vec<(u32, u64)> = Vec::with_capacity(a.attrs.len());
+            for (k, v) in &a.attrs {
+                match self.names.get(k) {
+                    Some(id) => mine.push((id, super::index::hash_value(v))),
+                    None => return true,
+                }
+            }
+            mine.sort_unstable();
+            return mine[..] != entry.attrs[..];
+        }
+        false
     }
 
     fn observe(
@@ -795,19 +891,25 @@ impl<'a> AccPlanner<'a> {
                 mapped.username
             )));
         }
-        if !self.seen.insert(mapped.anchor.clone()) {
-            return Err(Error::invalid_data(format!(
+        let duplicate = || {
+            Error::invalid_data(format!(
                 "source account anchor {} appears more than once",
                 mapped.anchor
             ))
-            .with_context("anchor", mapped.anchor.as_str()));
-        }
+            .with_context("anchor", mapped.anchor.as_str())
+        };
         let linked = match self.links.get_mut(&mapped.anchor) {
+            Some((_, true)) => return Err(duplicate()),
             Some((t, seen)) => {
                 *seen = true;
                 Some(t.clone())
             }
-            None => None,
+            None => {
+                if !self.seen.insert(mapped.anchor.clone()) {
+                    return Err(duplicate());
+                }
+                None
+            }
         };
         let (acc, pending, manager) = self.translate(b, orgs, with_orgs, mapped);
         let target = match linked {
@@ -1064,22 +1166,26 @@ impl<'a> AccPlanner<'a> {
                     let Some(entry) = self.index.get(t) else {
                         continue;
                     };
-                    let fp = Fingerprint::of(&acc, &self.fields, self.all_attrs, &mut self.names);
+                    let src_attrs: Box<[(u32, u64)]> = if self.all_attrs {
+                        attr_hashes(&acc, &mut self.names)
+                    } else {
+                        Box::new([])
+                    };
                     let mut patch = Patch::new();
                     for (fi, f) in self.fields.iter().enumerate() {
                         if *f == AccField::Status {
                             continue;
                         }
                         let h = field_hash(&acc, f);
-                        if entry.fp.fields.get(fi) != Some(&h)
+                        if entry.hashes.get(fi) != Some(&h)
                             || (*f == AccField::Manager && mgr_pending.is_some())
                         {
                             patch.insert(f.name(), acc.get(&f.name()));
                         }
                     }
-                    if self.all_attrs && fp.attrs != entry.fp.attrs {
-                        let tgt: HashMap<u32, u64> = entry.fp.attrs.iter().copied().collect();
-                        let src: HashMap<u32, u64> = fp.attrs.iter().copied().collect();
+                    if self.all_attrs && src_attrs != entry.attrs {
+                        let tgt: HashMap<u32, u64> = entry.attrs.iter().copied().collect();
+                        let src: HashMap<u32, u64> = src_attrs.iter().copied().collect();
                         for (id, h) in &src {
                             if tgt.get(id) != Some(h) {
                                 let name = self.names.name(*id).to_owned();
@@ -1137,7 +1243,7 @@ impl<'a> AccPlanner<'a> {
         let mut gone: Vec<(Anchor, Anchor, Status)> = Vec::new();
         if full {
             for (s, (t, seen)) in &self.links {
-                if !*seen && !self.seen.contains(s) {
+                if !*seen {
                     match self.index.get(t) {
                         Some(e) => gone.push((s.clone(), t.clone(), e.status)),
                         None => b.stale.push(Link {
@@ -1256,8 +1362,8 @@ fn map_orgs(job: &Job, orgs: Vec<Org>) -> Result<Vec<Org>> {
 /// Plan a full run: read both sides completely, then diff.
 pub(crate) async fn plan_full(engine: &Engine, job: &Job, run_id: &str) -> Result<Plan> {
     let with_orgs = sync_orgs(job);
-    let org_links = load_links(engine, &job.name, EntityKind::Org).await?;
-    let acc_links = load_links(engine, &job.name, EntityKind::Account).await?;
+    let org_links = load_links(engine, &job.name, EntityKind::Org, |t| t).await?;
+    let acc_links = load_links(engine, &job.name, EntityKind::Account, |t| (t, false)).await?;
     let mut b = Builder {
         ops: Vec::new(),
         links: Vec::new(),
@@ -1313,7 +1419,6 @@ pub(crate) async fn plan_full(engine: &Engine, job: &Job, run_id: &str) -> Resul
     drop(target_orgs);
 
     // Accounts: the target is indexed by fingerprints, the source streamed.
-    let linked_targets: HashSet<Anchor> = acc_links.values().cloned().collect();
     let mut ap = AccPlanner::new(job, acc_links, with_orgs);
     {
         let mut t = target_accounts(engine, job);
@@ -1322,10 +1427,10 @@ pub(crate) async fn plan_full(engine: &Engine, job: &Job, run_id: &str) -> Resul
             .await
             .map_err(|e| read_err("target", "accounts", e))?
         {
-            ap.add_target(&a, &linked_targets);
+            ap.add_target(a);
         }
     }
-    drop(linked_targets);
+    ap.mark_links();
     let target_count = ap.index.len();
     read.insert("target_accounts".to_owned(), target_count);
     {
@@ -1335,7 +1440,7 @@ pub(crate) async fn plan_full(engine: &Engine, job: &Job, run_id: &str) -> Resul
             .await
             .map_err(|e| read_err("source", "accounts", e))?
         {
-            if let Some(m) = job.mapping.map_account(&a)? {
+            if let Some(m) = job.mapping.map_account_owned(a)? {
                 ap.observe(&mut b, &orgs, with_orgs, m)?;
             } else {
                 ap.source_count += 1;
@@ -1372,8 +1477,8 @@ pub(crate) async fn plan_changes(
     cs: ChangeSet,
 ) -> Result<Plan> {
     let with_orgs = sync_orgs(job);
-    let org_links = load_links(engine, &job.name, EntityKind::Org).await?;
-    let acc_links = load_links(engine, &job.name, EntityKind::Account).await?;
+    let org_links = load_links(engine, &job.name, EntityKind::Org, |t| t).await?;
+    let acc_links = load_links(engine, &job.name, EntityKind::Account, |t| (t, false)).await?;
     let mut b = Builder {
         ops: Vec::new(),
         links: Vec::new(),
@@ -1410,7 +1515,6 @@ pub(crate) async fn plan_changes(
 
     // Target accounts: the linked ones of the changed entities, plus correlation
     // candidates of unlinked ones.
-    let linked_targets: HashSet<Anchor> = acc_links.values().cloned().collect();
     let mut ap = AccPlanner::new(job, acc_links, with_orgs);
     let readable = job.sink.capabilities().readable;
     let mut shadow: Option<HashMap<Anchor, Account>> = None;
@@ -1444,10 +1548,11 @@ pub(crate) async fn plan_changes(
                 let found = fetch(t)
                     .await
                     .map_err(|e| read_err("target", "accounts", e))?;
-                if let Some(a) = &found {
-                    ap.add_target(a, &linked_targets);
+                let status = found.as_ref().map(|a| a.status);
+                if let Some(a) = found {
+                    ap.add_target(a);
                 }
-                found.map(|a| a.status)
+                status
             }
             None => None,
         };
@@ -1461,7 +1566,7 @@ pub(crate) async fn plan_changes(
                     .await
                     .map_err(|e| read_err("target", "accounts", e))?
             {
-                ap.add_target(&a, &linked_targets);
+                ap.add_target(a);
             }
         } else {
             for rule in &job.correlation {
@@ -1489,7 +1594,7 @@ pub(crate) async fn plan_changes(
                 };
                 for a in found {
                     if !ap.index.contains_key(&a.anchor) {
-                        ap.add_target(&a, &linked_targets);
+                        ap.add_target(a);
                     }
                 }
             }
@@ -1505,10 +1610,11 @@ pub(crate) async fn plan_changes(
                 .await
                 .map_err(|e| read_err("target", "accounts", e))?
             {
-                ap.add_target(&a, &linked_targets);
+                ap.add_target(a);
             }
         }
     }
+    ap.mark_links();
     read.insert("source_accounts".to_owned(), mapped_upserts.len());
     read.insert("target_accounts".to_owned(), ap.index.len());
     for m in mapped_upserts {
