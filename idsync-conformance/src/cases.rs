@@ -1,15 +1,13 @@
 //! The cases. Each returns `Ok(Verdict)` or a `Failure` saying what went wrong.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
 use std::sync::Arc;
 
 use futures::TryStreamExt;
 use idsync_core::source::{collect_accounts, collect_orgs};
 use idsync_core::{
     Account, Anchor, Engine, EntityKind, ErrorKind, ErrorStatus, Guard, Job, MemoryAdapter,
-    MemoryStore, Op, Org, Page, PageRequest, Patch, Report, RunStatus, Sink, Source, SourceExt,
-    Status,
+    MemoryStore, Op, Org, PageRequest, Patch, Report, RunStatus, Sink, Source, SourceExt, Status,
 };
 use serde_json::Value;
 
@@ -178,18 +176,20 @@ async fn listing(cx: &Ctx<'_>) -> CaseResult {
     let fx = cx.fit(&fx);
     let sink = cx.seed(&fx).await?;
     let accounts = collect_accounts(&*sink).await?;
-    for a in accounts.iter().take(3) {
+    let sample: Vec<Account> = accounts.iter().take(3).cloned().collect();
+    for a in sample {
         let one = sink
             .account(&a.anchor)
             .await
             .map_err(ctx_err("account(anchor)"))?;
         ensure!(
-            one.as_ref() == Some(a),
+            one.as_ref() == Some(&a),
             "account({}) returned {one:?}, the listing has {a:?}",
             a.anchor
         );
     }
-    if let Some(a) = accounts.iter().find(|a| a.email.is_some()) {
+    let with_email = accounts.iter().find(|a| a.email.is_some()).cloned();
+    if let Some(a) = with_email {
         let email = a.email.clone().unwrap_or_default().to_uppercase();
         let found = sink
             .find_accounts("email", &email)
@@ -204,10 +204,10 @@ async fn listing(cx: &Ctx<'_>) -> CaseResult {
     }
     if cx.caps.orgs {
         let orgs = collect_orgs(&*sink).await?;
-        if let Some(o) = orgs.first() {
+        if let Some(o) = orgs.first().cloned() {
             let one = sink.org(&o.anchor).await.map_err(ctx_err("org(anchor)"))?;
             ensure!(
-                one.as_ref() == Some(o),
+                one.as_ref() == Some(&o),
                 "org({}) returned {one:?}, the listing has {o:?}",
                 o.anchor
             );
@@ -216,20 +216,27 @@ async fn listing(cx: &Ctx<'_>) -> CaseResult {
     Ok(Verdict::Passed)
 }
 
+/// Which listing to page through.
+#[derive(Clone, Copy)]
+enum Listing {
+    Orgs,
+    Accounts,
+}
+
 /// Read a listing page by page with a fixed page size, checking the pages.
-async fn read_pages<T, F, Fut>(
+async fn read_pages(
+    src: &dyn Source,
+    listing: Listing,
     size: usize,
     expected_len: usize,
-    what: &str,
-    fetch: F,
-    key: impl Fn(&T) -> Anchor,
-) -> Result<Vec<T>, Failure>
-where
-    F: Fn(PageRequest) -> Fut,
-    Fut: Future<Output = idsync_core::Result<Page<T>>>,
-{
+) -> Result<(Vec<Org>, Vec<Account>), Failure> {
+    let what = match listing {
+        Listing::Orgs => "orgs",
+        Listing::Accounts => "accounts",
+    };
     let mut req = PageRequest::sized(size);
-    let mut out = Vec::new();
+    let mut orgs: Vec<Org> = Vec::new();
+    let mut accounts: Vec<Account> = Vec::new();
     let mut seen = BTreeSet::new();
     let mut pages = 0usize;
     loop {
@@ -239,33 +246,44 @@ where
             "{what} with page size {size}: more than {} pages for {expected_len} items",
             expected_len + 2
         );
-        let page = fetch(req.clone())
-            .await
-            .map_err(|e| Failure(format!("{what} page {pages} (size {size}): {e}")))?;
+        let fail =
+            |e: idsync_core::Error| Failure(format!("{what} page {pages} (size {size}): {e}"));
+        let (keys, next) = match listing {
+            Listing::Orgs => {
+                let page = src.orgs(req.clone()).await.map_err(fail)?;
+                let keys: Vec<Anchor> = page.items.iter().map(|o| o.anchor.clone()).collect();
+                orgs.extend(page.items);
+                (keys, page.next)
+            }
+            Listing::Accounts => {
+                let page = src.accounts(req.clone()).await.map_err(fail)?;
+                let keys: Vec<Anchor> = page.items.iter().map(|a| a.anchor.clone()).collect();
+                accounts.extend(page.items);
+                (keys, page.next)
+            }
+        };
         ensure!(
-            page.items.len() <= size,
+            keys.len() <= size,
             "{what}: page {pages} holds {} items, more than the page size {size}",
-            page.items.len()
+            keys.len()
         );
-        for item in &page.items {
-            let k = key(item);
+        for k in keys {
             ensure!(
                 seen.insert(k.clone()),
                 "{what} with page size {size}: {k} listed twice"
             );
         }
-        out.extend(page.items);
-        match page.next {
+        match next {
             Some(t) => req.token = Some(t),
             None => break,
         }
     }
     ensure!(
-        out.len() == expected_len,
+        seen.len() == expected_len,
         "{what} with page size {size}: {} items listed, {expected_len} seeded",
-        out.len()
+        seen.len()
     );
-    Ok(out)
+    Ok((orgs, accounts))
 }
 
 async fn page_boundaries(cx: &Ctx<'_>) -> CaseResult {
@@ -285,23 +303,12 @@ async fn page_boundaries(cx: &Ctx<'_>) -> CaseResult {
         for n in [size * 2, size * 2 + 1] {
             let fx = cx.fit(&Fixture::flat(n));
             let sink = cx.seed(&fx).await?;
-            let accounts = read_pages(
-                size,
-                fx.accounts.len(),
-                "accounts",
-                |r| sink.accounts(r),
-                |a: &Account| a.anchor.clone(),
-            )
-            .await?;
+            let (_, accounts) =
+                read_pages(&*sink, Listing::Accounts, size, fx.accounts.len()).await?;
             let orgs = if cx.caps.orgs {
-                read_pages(
-                    size,
-                    fx.orgs.len(),
-                    "orgs",
-                    |r| sink.orgs(r),
-                    |o: &Org| o.anchor.clone(),
-                )
-                .await?
+                read_pages(&*sink, Listing::Orgs, size, fx.orgs.len())
+                    .await?
+                    .0
             } else {
                 Vec::new()
             };
@@ -699,7 +706,6 @@ async fn cursor_resume(cx: &Ctx<'_>) -> CaseResult {
     let fx = cx.fit(&Fixture::org_chart(4, 6));
     let sink = cx.seed(&fx).await?;
     let before = content_of(cx, &*sink).await?;
-    let anchor = |u: &str| before.account_anchors.get(u).cloned();
     let c0 = sink
         .current_cursor()
         .await
@@ -709,7 +715,11 @@ async fn cursor_resume(cx: &Ctx<'_>) -> CaseResult {
     let mut want_deletes: Vec<Anchor> = Vec::new();
     let h = cx.harness;
     let title_user = "user0001";
-    let a1 = anchor(title_user).ok_or_else(|| Failure(format!("{title_user} not listed")))?;
+    let a1 = before
+        .account_anchors
+        .get(title_user)
+        .cloned()
+        .ok_or_else(|| Failure(format!("{title_user} not listed")))?;
     let mut patch = Patch::new();
     patch.insert("title".into(), Value::from("游标 Cursor"));
     h.mutate(
@@ -723,7 +733,11 @@ async fn cursor_resume(cx: &Ctx<'_>) -> CaseResult {
     .map_err(ctx_err("update through the sink"))?;
     want_upserts.insert(title_user.into());
     if cx.caps.disable {
-        let a2 = anchor("user0002").ok_or_else(|| Failure("user0002 not listed".into()))?;
+        let a2 = before
+            .account_anchors
+            .get("user0002")
+            .cloned()
+            .ok_or_else(|| Failure("user0002 not listed".into()))?;
         h.mutate(&sink, &Op::DisableAccount { anchor: a2 })
             .await
             .map_err(ctx_err("disable through the sink"))?;
@@ -742,7 +756,11 @@ async fn cursor_resume(cx: &Ctx<'_>) -> CaseResult {
         want_upserts.insert(username);
     }
     if cx.caps.delete {
-        let a3 = anchor("user0003").ok_or_else(|| Failure("user0003 not listed".into()))?;
+        let a3 = before
+            .account_anchors
+            .get("user0003")
+            .cloned()
+            .ok_or_else(|| Failure("user0003 not listed".into()))?;
         h.mutate(&sink, &Op::DeleteAccount { anchor: a3.clone() })
             .await
             .map_err(ctx_err("delete through the sink"))?;

@@ -338,7 +338,13 @@ impl<'a> Ctx<'a> {
 /// Run one case by name (see [`CASES`]), cleaning up what it seeded.
 pub async fn run_case(cx: &Ctx<'_>, name: &'static str) -> CaseReport {
     let started = Instant::now();
-    let outcome = if let Some((_, why)) = cx.options.skip.iter().find(|(n, _)| *n == name) {
+    let skipped: Option<String> = cx
+        .options
+        .skip
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, why)| why.clone());
+    let outcome = if let Some(why) = skipped {
         Outcome::Skipped(format!("skipped by the harness: {why}"))
     } else {
         let r = cases::run(cx, name).await;
