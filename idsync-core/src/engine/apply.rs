@@ -244,7 +244,16 @@ async fn apply_one(
         error: None,
         at: now,
     };
-    if let Err(e) = engine.store.journal_intent(&intent).await {
+    // The hub writes the op and its record in one transaction, so it needs no intent: an
+    // intent exists to find ops a crash left between a sink's write and the store's record.
+    let hub_store = job
+        .sink
+        .as_hub()
+        .map(|h| h.store().clone())
+        .filter(|s| same_store(s, &engine.store));
+    if hub_store.is_none()
+        && let Err(e) = engine.store.journal_intent(&intent).await
+    {
         return failed(e);
     }
     let kind = op.entity();
@@ -305,11 +314,6 @@ async fn apply_one(
     };
 
     // The hub writes the op and its record in one transaction.
-    let hub_store = job
-        .sink
-        .as_hub()
-        .map(|h| h.store().clone())
-        .filter(|s| same_store(s, &engine.store));
     let result = if let Some(store) = hub_store {
         let anchor = op.anchor().clone();
         let rec = record_for(&anchor, JournalState::Done, None);
