@@ -138,6 +138,10 @@ async fn chaos_inside_retry() {
         )
     })
     .await;
+    println!(
+        "chaos inside retry: {} faults injected and absorbed",
+        probe.injected()
+    );
     // Faults really were injected (and absorbed).
     assert!(
         probe.injected() > 100,
