@@ -86,14 +86,18 @@ ensure_user() {
     || fail "could not create the ${PGUSER_NAME} user"
 }
 
-pick_port() {
-  if [ -s "$PORTFILE" ]; then PORT="$(cat "$PORTFILE")"; return 0; fi
-  if [ -n "${POSTGRES_PORT:-}" ]; then PORT="$POSTGRES_PORT"; return 0; fi
+free_port() {
   PORT=54329
   while port_open 127.0.0.1 "$PORT"; do
     PORT=$((PORT + 1))
     [ "$PORT" -lt 54429 ] || fail "no free port in 54329..54428"
   done
+}
+
+pick_port() {
+  if [ -n "${POSTGRES_PORT:-}" ]; then PORT="$POSTGRES_PORT"; return 0; fi
+  if [ -s "$PORTFILE" ]; then PORT="$(cat "$PORTFILE")"; return 0; fi
+  free_port
 }
 
 read_port() {
@@ -153,7 +157,11 @@ start() {
   ensure_user
   pick_port
   if running && answering; then facts; return 0; fi
-  port_open 127.0.0.1 "$PORT" && fail "127.0.0.1:${PORT} is in use by another process"
+  if port_open 127.0.0.1 "$PORT"; then
+    # the port this cluster used last time is taken now: move, unless it was asked for
+    [ -z "${POSTGRES_PORT:-}" ] || fail "127.0.0.1:${PORT} is in use by another process"
+    free_port
+  fi
   [ -e "$CLUSTER/PG_VERSION" ] || create_cluster
   echo "$PORT" >"$PORTFILE"
   as_owner "$BIN/pg_ctl" -D "$CLUSTER" -l "$LOG" -o "-p ${PORT}" -w -t "$WAIT_S" start \
