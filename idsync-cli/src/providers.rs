@@ -305,7 +305,8 @@ fn take_secret(
     .map(Some)
 }
 
-fn serde_msg(e: toml::de::Error) -> ConfigError {
+#[cfg(any(feature = "provider-ldap", feature = "provider-dingtalk"))]
+fn serde_msg(e: &toml::de::Error) -> ConfigError {
     ConfigError::new(e.message().trim_end().to_owned())
 }
 
@@ -314,7 +315,7 @@ fn serde_msg(e: toml::de::Error) -> ConfigError {
 fn typed_ldap(t: &toml::Table, resolve: bool) -> Result<idsync_ldap::LdapConfig, ConfigError> {
     let mut t = t.clone();
     let pw = take_secret(&mut t, "bind_password", "ldap", false, resolve)?;
-    let mut cfg: idsync_ldap::LdapConfig = t.try_into().map_err(serde_msg)?;
+    let mut cfg: idsync_ldap::LdapConfig = t.try_into().map_err(|e| serde_msg(&e))?;
     cfg.bind_password = pw;
     cfg.validate()
         .map_err(|e| ConfigError::new(e.message().to_owned()))?;
@@ -350,7 +351,7 @@ fn typed_dingtalk(
         "app_secret".into(),
         toml::Value::String("placeholder".into()),
     );
-    let mut cfg: idsync_dingtalk::DingTalkConfig = t.try_into().map_err(serde_msg)?;
+    let mut cfg: idsync_dingtalk::DingTalkConfig = t.try_into().map_err(|e| serde_msg(&e))?;
     if let Some(secret) = app_secret {
         cfg.app_secret = secret;
     }

@@ -40,7 +40,7 @@
 //! | [`source`] | `Source`, `Sink`, pages, ops, change sets, capabilities |
 //! | [`engine`] | jobs, plans, the guard, apply, reports, incremental runs |
 //! | [`mapping`] | rename, constant, template, transforms, scoping |
-//! | [`layers`] | retry, rate limit, concurrency limit, timeout |
+//! | [`layers`] | retry, rate limit, concurrency limit, timeout, tracing; [`layers::Stack`] |
 //! | [`store`] | the `Store` trait; [`MemoryStore`] |
 //! | [`MemoryAdapter`] | an in-memory source and sink |
 #![deny(missing_docs)]

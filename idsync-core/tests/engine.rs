@@ -682,3 +682,73 @@ async fn manager_cycles_are_closed_by_a_follow_up_update() {
     assert_eq!(cat.manager.as_ref(), Some(&ann.anchor));
     assert!(engine.plan(&job).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn engine_futures_are_send_and_spawnable() {
+    let s = hub_setup();
+    let engine = s.engine.clone();
+    let job = s.job.clone();
+    let handle = tokio::spawn(async move { engine.run(&job).await });
+    let report = handle.await.unwrap().unwrap();
+    assert_eq!(report.counts.failed, 0);
+    let engine = s.engine.clone();
+    let job = s.job.clone();
+    let r = tokio::spawn(async move { engine.run_changes(&job).await })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.counts.planned, 0);
+}
+
+#[tokio::test]
+async fn sinks_that_cannot_disable_keep_leavers_with_a_warning() {
+    #[derive(Debug)]
+    struct NoDisable(MemoryAdapter);
+    #[async_trait]
+    impl Source for NoDisable {
+        fn describe(&self) -> Descriptor {
+            self.0.describe()
+        }
+        fn capabilities(&self) -> Capabilities {
+            Capabilities {
+                disable: false,
+                ..self.0.capabilities()
+            }
+        }
+        async fn check(&self) -> Result<()> {
+            Ok(())
+        }
+        async fn orgs(&self, p: PageRequest) -> Result<Page<Org>> {
+            self.0.orgs(p).await
+        }
+        async fn accounts(&self, p: PageRequest) -> Result<Page<Account>> {
+            self.0.accounts(p).await
+        }
+    }
+    #[async_trait]
+    impl Sink for NoDisable {
+        async fn apply(&self, op: &Op) -> Result<Applied> {
+            self.0.apply(op).await
+        }
+    }
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let sink = Arc::new(NoDisable(MemoryAdapter::new("t")));
+    let s = setup_with(sink.clone(), store);
+    s.engine.run(&s.job).await.unwrap();
+    s.source
+        .edit(|d| {
+            d.accounts.remove(&Anchor::from("3"));
+        })
+        .unwrap();
+    let plan = s.engine.plan(&s.job).await.unwrap();
+    assert!(plan.ops.is_empty(), "{plan:#?}");
+    assert!(plan.warnings.iter().any(|w| w.contains("cannot disable")));
+    let job = s
+        .job
+        .clone()
+        .with_deletion(DeletionPolicy::DisableThenDelete {
+            retention: std::time::Duration::from_secs(3600),
+        });
+    let plan = s.engine.plan(&job).await.unwrap();
+    assert_eq!(plan.count("delete_account"), 1);
+}

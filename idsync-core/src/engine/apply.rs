@@ -545,12 +545,16 @@ pub(crate) async fn apply_plan(engine: &Engine, job: &Job, plan: &Plan) -> Resul
         while j < plan.ops.len() && plan.ops[j].phase == phase {
             j += 1;
         }
-        let batch = &plan.ops[i..j];
+
         let created_ref = &created;
         let states_ref = &states;
         let shadow_ref = &shadow_entities;
-        let results: Vec<(usize, Outcome)> = stream::iter(batch.iter())
-            .map(|p| async move {
+        // Indices, not `&PlannedOp`s, go through the stream: a closure over a borrowed
+        // item makes the future not `Send` (higher-ranked lifetime), and engines run in
+        // spawned tasks.
+        let results: Vec<(usize, Outcome)> = stream::iter(i..j)
+            .map(|k| async move {
+                let p = &plan.ops[k];
                 if p.deps
                     .iter()
                     .any(|d| states_ref.get(d) != Some(&OpState::Applied))

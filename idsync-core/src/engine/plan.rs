@@ -1271,9 +1271,30 @@ impl<'a> AccPlanner<'a> {
             }
         }
         gone.sort();
+        let can_disable = self.job.sink.capabilities().disable;
+        let can_delete = self.job.sink.capabilities().delete;
+        let mut policy = self.job.deletion;
+        if !can_disable && !gone.is_empty() {
+            match policy {
+                DeletionPolicy::Disable => {
+                    b.warn(format!(
+                        "the sink cannot disable accounts; {} accounts gone from the source are left as they are (use the delete policy to remove them)",
+                        gone.len()
+                    ));
+                    policy = DeletionPolicy::Ignore;
+                }
+                DeletionPolicy::DisableThenDelete { .. } if can_delete => {
+                    b.warn(
+                        "the sink cannot disable accounts; accounts gone from the source are deleted at once",
+                    );
+                    policy = DeletionPolicy::Delete;
+                }
+                _ => {}
+            }
+        }
         for (s, t, status) in gone {
             let src = (!s.is_empty()).then_some(s);
-            match self.job.deletion {
+            match policy {
                 DeletionPolicy::Ignore => {}
                 DeletionPolicy::Disable => {
                     if status == Status::Active {
