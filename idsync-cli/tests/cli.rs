@@ -1,5 +1,7 @@
 //! The real `idsync` binary, run in temporary folders.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers may panic
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -547,6 +549,7 @@ sink = "hub"
             "the first worker ended before its run showed up"
         );
         assert!(std::time::Instant::now() < deadline, "no run after 120 s");
+        #[allow(clippy::disallowed_methods)] // a plain test thread polling a child process
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     let r = idsync(d, &["run", "big"]);
