@@ -752,3 +752,35 @@ async fn sinks_that_cannot_disable_keep_leavers_with_a_warning() {
     let plan = s.engine.plan(&job).await.unwrap();
     assert_eq!(plan.count("delete_account"), 1);
 }
+
+#[tokio::test]
+async fn disable_then_delete_after_the_retention() {
+    let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::with_clock(clock.clone()));
+    let hub = Arc::new(Hub::new(store.clone()));
+    let mut s = setup_with(hub, store);
+    s.engine = s.engine.clone().with_clock(clock.clone());
+    let job = s
+        .job
+        .clone()
+        .with_deletion(DeletionPolicy::DisableThenDelete {
+            retention: std::time::Duration::from_secs(30 * 86_400),
+        });
+    s.engine.run(&job).await.unwrap();
+    s.source
+        .edit(|d| {
+            d.accounts.remove(&Anchor::from("3"));
+        })
+        .unwrap();
+    let r = s.engine.run(&job).await.unwrap();
+    assert_eq!(r.counts.by_op.get("disable_account"), Some(&1));
+    clock.advance(chrono::Duration::days(29));
+    assert!(
+        s.engine.plan(&job).await.unwrap().is_empty(),
+        "kept during the retention"
+    );
+    clock.advance(chrono::Duration::days(2));
+    let r = s.engine.run(&job).await.unwrap();
+    assert_eq!(r.counts.by_op.get("delete_account"), Some(&1));
+    assert!(s.store.hub_account(&"3".into()).await.unwrap().is_none());
+}
