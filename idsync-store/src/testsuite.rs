@@ -1284,7 +1284,6 @@ pub async fn engine_end_to_end(store: &Arc<dyn Store>, clock: &Arc<ManualClock>)
         .await?
         .ok_or_else(|| fail("run not stored".into()))?;
     same(stored.status, RunStatus::Succeeded, "stored run status")?;
-    ensure(stored.plan.is_some(), "plan stored with the run")?;
 
     // A rename and a leaver at the source.
     source.edit(|d| {
