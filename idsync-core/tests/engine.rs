@@ -784,3 +784,110 @@ async fn disable_then_delete_after_the_retention() {
     assert_eq!(r.counts.by_op.get("delete_account"), Some(&1));
     assert!(s.store.hub_account(&"3".into()).await.unwrap().is_none());
 }
+
+/// A sink whose first create of one anchor "crashes" after writing (the answer is lost),
+/// like a process killed between the sink's write and the store's record.
+#[derive(Debug)]
+struct LosesFirstAnswer {
+    inner: MemoryAdapter,
+    lose: &'static str,
+    lost: AtomicUsize,
+}
+
+#[async_trait]
+impl Source for LosesFirstAnswer {
+    fn describe(&self) -> Descriptor {
+        self.inner.describe()
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    async fn check(&self) -> Result<()> {
+        Ok(())
+    }
+    async fn orgs(&self, page: PageRequest) -> Result<Page<Org>> {
+        self.inner.orgs(page).await
+    }
+    async fn accounts(&self, page: PageRequest) -> Result<Page<Account>> {
+        self.inner.accounts(page).await
+    }
+}
+
+#[async_trait]
+impl Sink for LosesFirstAnswer {
+    async fn apply(&self, op: &Op) -> Result<Applied> {
+        let applied = self.inner.apply(op).await?;
+        if op.is_create()
+            && op.anchor().as_str() == self.lose
+            && self.lost.fetch_add(1, Ordering::SeqCst) == 0
+        {
+            return Err(Error::new(
+                ErrorKind::Unavailable,
+                "connection reset after write",
+            ));
+        }
+        Ok(applied)
+    }
+}
+
+#[tokio::test]
+async fn a_create_whose_answer_was_lost_is_adopted_on_rerun_and_intents_close() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let sink = Arc::new(LosesFirstAnswer {
+        inner: MemoryAdapter::new("t"),
+        lose: "3",
+        lost: AtomicUsize::new(0),
+    });
+    let mut s = setup_with(sink.clone(), store);
+    s.job.correlation = vec![]; // no rule would find it: only the journal can
+    let r = s.engine.run(&s.job).await.unwrap();
+    assert_eq!(r.counts.failed, 1);
+    // The failed op was journaled as failed, not left as an open intent...
+    assert!(s.store.open_intents("test").await.unwrap().is_empty());
+    // ...so simulate the crash: an intent that never got its outcome.
+    let intent = JournalEntry {
+        run_id: "crashed-run".into(),
+        op_index: 0,
+        op: Op::CreateAccount {
+            account: person("3", "alice", &["hr"]),
+        },
+        source_anchor: Some("3".into()),
+        target_anchor: None,
+        state: JournalState::Intent,
+        error: None,
+        at: chrono::Utc::now(),
+    };
+    s.store
+        .put_run(&RunRecord {
+            id: "crashed-run".into(),
+            job: "test".into(),
+            status: RunStatus::Running,
+            started_at: chrono::Utc::now(),
+            finished_at: None,
+            plan: None,
+            summary: None,
+        })
+        .await
+        .unwrap();
+    s.store.journal_intent(&intent).await.unwrap();
+    let r = s.engine.run(&s.job).await.unwrap();
+    assert_eq!(r.counts.failed, 0, "{r:#?}");
+    assert_eq!(
+        r.counts.by_op.get("create_account"),
+        Some(&1),
+        "adopted, not duplicated"
+    );
+    let snap = sink.inner.snapshot().unwrap();
+    assert_eq!(
+        snap.accounts
+            .values()
+            .filter(|a| a.username == "alice")
+            .count(),
+        1
+    );
+    assert!(
+        s.store.open_intents("test").await.unwrap().is_empty(),
+        "superseded intents closed"
+    );
+    assert!(s.engine.plan(&s.job).await.unwrap().is_empty());
+}

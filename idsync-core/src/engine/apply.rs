@@ -135,6 +135,9 @@ impl Report {
     }
 }
 
+/// Ops in flight at once when the sink is the engine's own hub.
+const HUB_CONCURRENCY: usize = 256;
+
 /// Put created anchors into an op's pending references.
 fn resolve(p: &PlannedOp, created: &HashMap<usize, Anchor>) -> Result<Op> {
     let mut op = p.op.clone();
@@ -486,6 +489,35 @@ async fn load_shadow(
     Ok(out)
 }
 
+/// Intents left open by crashed earlier runs of this job are settled by a run that
+/// succeeded: it re-read both sides and adopted or redid what they had started.
+async fn close_superseded_intents(engine: &Engine, job: &Job, plan: &Plan) -> Result<()> {
+    for e in engine.store.open_intents(&job.name).await? {
+        if e.run_id == plan.run_id {
+            continue;
+        }
+        let kind = e.op.entity();
+        let entry = JournalEntry {
+            state: JournalState::Skipped,
+            error: Some(format!("superseded by run {}", plan.run_id)),
+            at: engine.clock.now(),
+            ..e
+        };
+        engine
+            .store
+            .record(&OpRecord {
+                job: job.name.clone(),
+                kind,
+                journal: Some(entry),
+                link: None,
+                shadow: None,
+                audit: None,
+            })
+            .await?;
+    }
+    Ok(())
+}
+
 pub(crate) async fn apply_plan(engine: &Engine, job: &Job, plan: &Plan) -> Result<Report> {
     let mut run = RunRecord {
         id: plan.run_id.clone(),
@@ -537,7 +569,17 @@ pub(crate) async fn apply_plan(engine: &Engine, job: &Job, plan: &Plan) -> Resul
     let mut created: HashMap<usize, Anchor> = HashMap::new();
     let mut states: HashMap<usize, OpState> = HashMap::new();
     let mut outcomes: Vec<OpOutcome> = Vec::with_capacity(plan.ops.len());
-    let concurrency = job.concurrency.max(1);
+    // The hub of the engine's own store is local and group-commits concurrent writes:
+    // many ops in flight make few, large transactions.
+    let hub_path = job
+        .sink
+        .as_hub()
+        .is_some_and(|h| same_store(h.store(), &engine.store));
+    let concurrency = if hub_path {
+        job.concurrency.max(HUB_CONCURRENCY)
+    } else {
+        job.concurrency.max(1)
+    };
     let mut i = 0;
     while i < plan.ops.len() {
         let phase = plan.ops[i].phase;
@@ -615,6 +657,9 @@ pub(crate) async fn apply_plan(engine: &Engine, job: &Job, plan: &Plan) -> Resul
         }
     }
     let ok = counts.failed == 0 && counts.skipped == 0;
+    if ok {
+        close_superseded_intents(engine, job, plan).await?;
+    }
     // The cursor moves only after everything succeeded.
     let mut cursor_committed = false;
     if ok && let Some(c) = &plan.cursor {

@@ -167,7 +167,8 @@ pub struct Job {
     pub deletion: DeletionPolicy,
     /// Safety thresholds.
     pub guard: Guard,
-    /// Ops applied at once.
+    /// Ops applied at once (at least 256 when the sink is the hub of the engine's own
+    /// store, whose writes are group-committed).
     pub concurrency: usize,
     /// Page size asked of both sides.
     pub page_size: Option<usize>,
