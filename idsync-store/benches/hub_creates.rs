@@ -1,4 +1,4 @@
-//! 100,000 creates through `Engine::run` into a SQLite hub (see `BENCH.md`).
+//! 100,000 creates through `Engine::run` into a SQLite hub (see the root `BENCHMARKS.md`).
 //!
 //! `cargo bench -p idsync-store --bench hub_creates` (release profile). Set
 //! `IDSYNC_BENCH_ACCOUNTS` to change the number of accounts (default 99,900 accounts in
