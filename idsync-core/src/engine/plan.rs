@@ -162,6 +162,16 @@ struct Builder {
 }
 
 impl Builder {
+    fn new() -> Self {
+        Builder {
+            ops: Vec::new(),
+            links: Vec::new(),
+            stale: Vec::new(),
+            conflicts: Vec::new(),
+            warnings: BTreeMap::new(),
+        }
+    }
+
     fn push(
         &mut self,
         phase: u32,
@@ -1385,13 +1395,7 @@ pub(crate) async fn plan_full(engine: &Engine, job: &Job, run_id: &str) -> Resul
     let with_orgs = sync_orgs(job);
     let org_links = load_links(engine, &job.name, EntityKind::Org, |t| t).await?;
     let acc_links = load_links(engine, &job.name, EntityKind::Account, |t| (t, false)).await?;
-    let mut b = Builder {
-        ops: Vec::new(),
-        links: Vec::new(),
-        stale: Vec::new(),
-        conflicts: Vec::new(),
-        warnings: BTreeMap::new(),
-    };
+    let mut b = Builder::new();
     let mut read = BTreeMap::new();
 
     // Orgs: few enough to hold whole.
@@ -1500,13 +1504,7 @@ pub(crate) async fn plan_changes(
     let with_orgs = sync_orgs(job);
     let org_links = load_links(engine, &job.name, EntityKind::Org, |t| t).await?;
     let acc_links = load_links(engine, &job.name, EntityKind::Account, |t| (t, false)).await?;
-    let mut b = Builder {
-        ops: Vec::new(),
-        links: Vec::new(),
-        stale: Vec::new(),
-        conflicts: Vec::new(),
-        warnings: BTreeMap::new(),
-    };
+    let mut b = Builder::new();
     let mut read = BTreeMap::new();
     let touches_orgs = with_orgs && (!cs.org_upserts.is_empty() || !cs.org_deletes.is_empty());
     let target_orgs: Vec<Org> = if touches_orgs {
