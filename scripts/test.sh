@@ -30,20 +30,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# One apt transaction for every package the services need (each script would otherwise
-# install its own, one after the other).
-need=()
-command -v slapd >/dev/null 2>&1 || [ -x /usr/sbin/slapd ] || need+=(slapd ldap-utils)
-command -v ldapsearch >/dev/null 2>&1 || need+=(ldap-utils)
-[ -x /usr/sbin/samba ] || need+=(samba samba-ad-dc winbind krb5-user)
-ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
-command -v openssl >/dev/null 2>&1 || need+=(openssl)
-if [ ${#need[@]} -gt 0 ]; then
-  step "installing ${need[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -q >/dev/null
-  apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
-fi
+# Each service script installs the Debian packages it needs (apt-get) on first use.
 
 start_service() {
   local name=$1
