@@ -63,7 +63,8 @@ pub mod store;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use directory::Directory;
 pub use engine::{
-    DeletionPolicy, Engine, Guard, Job, OpOutcome, Plan, PlannedOp, Report, ReportCounts, Threshold,
+    DeletionPolicy, Engine, Guard, Job, OpOutcome, Plan, PlannedOp, Progress, ProgressHook, Report,
+    ReportCounts, Threshold,
 };
 pub use error::{Error, ErrorKind, ErrorStatus, Result};
 pub use hub::Hub;
@@ -77,6 +78,6 @@ pub use source::{
     RateLimit, Sink, Source, SourceExt, SyncCursor,
 };
 pub use store::{
-    AuditEntry, FeedEntry, JournalEntry, JournalState, Link, LinkChange, OpRecord, RunRecord,
-    RunStatus, ShadowChange, Store,
+    AuditEntry, FeedEntry, HubWrite, JournalEntry, JournalState, Link, LinkChange, OpRecord,
+    RunRecord, RunStatus, ShadowChange, Store,
 };

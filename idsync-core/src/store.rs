@@ -191,6 +191,15 @@ pub struct OpRecord {
     pub audit: Option<AuditEntry>,
 }
 
+/// One write of [`Store::hub_apply_batch`]: an op and, when given, its record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HubWrite {
+    /// The op.
+    pub op: Op,
+    /// Its record, written in the same transaction.
+    pub record: Option<OpRecord>,
+}
+
 /// One entry of the hub's ordered change feed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FeedEntry {
@@ -223,8 +232,23 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn hub_account(&self, anchor: &Anchor) -> Result<Option<Account>>;
     /// Apply an op to the hub directory, append the change to the feed, and — when given —
     /// write the op's record, all in one transaction. Creates keep the proposed anchor and
-    /// fail with `AlreadyExists` if it is taken.
+    /// fail with `AlreadyExists` if it is taken. The record's audit entry gets its `before`
+    /// and `after` from the change the hub made (whatever the caller put there is replaced).
     async fn hub_apply(&self, op: &Op, record: Option<&OpRecord>) -> Result<Applied>;
+
+    /// Apply several hub writes, each all-or-nothing exactly as [`hub_apply`](Self::hub_apply)
+    /// would, and answer each in order. A failing write does not stop the others. The
+    /// writes must not depend on one another (the engine batches the ops of one plan phase).
+    ///
+    /// The default applies them one at a time; stores override it to write many in one
+    /// transaction (the SQLite store turns a batch of creates into multi-row statements).
+    async fn hub_apply_batch(&self, writes: Vec<HubWrite>) -> Vec<Result<Applied>> {
+        let mut out = Vec::with_capacity(writes.len());
+        for w in &writes {
+            out.push(self.hub_apply(&w.op, w.record.as_ref()).await);
+        }
+        out
+    }
 
     // --- links ---------------------------------------------------------------------
     /// One page of a job's links of one kind, ordered by source anchor.

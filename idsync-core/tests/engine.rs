@@ -891,3 +891,41 @@ async fn a_create_whose_answer_was_lost_is_adopted_on_rerun_and_intents_close() 
     );
     assert!(s.engine.plan(&s.job).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn the_progress_hook_follows_every_op_to_the_end() {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<Progress>::new()));
+    for hub in [true, false] {
+        seen.lock().unwrap().clear();
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let sink: Arc<dyn Sink> = if hub {
+            Arc::new(Hub::new(store.clone()))
+        } else {
+            Arc::new(MemoryAdapter::new("target"))
+        };
+        let mut s = setup_with(sink, store);
+        let log = seen.clone();
+        s.job = s.job.with_progress(move |p| log.lock().unwrap().push(p));
+        let r = s.engine.run(&s.job).await.unwrap();
+        assert_eq!(r.counts.applied, 9, "hub {hub}: {r:#?}");
+        let seen = seen.lock().unwrap();
+        assert!(!seen.is_empty(), "hub {hub}: the hook was called");
+        assert!(
+            seen.windows(2).all(|w| w[0].done <= w[1].done),
+            "hub {hub}: progress never goes back: {seen:?}"
+        );
+        assert_eq!(
+            seen.last().copied(),
+            Some(Progress {
+                done: 9,
+                failed: 0,
+                total: 9
+            }),
+            "hub {hub}"
+        );
+        if !hub {
+            // one call per op for other sinks
+            assert_eq!(seen.len(), 9);
+        }
+    }
+}

@@ -8,13 +8,14 @@ use futures::stream::{self, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::Progress;
 use super::plan::{Plan, PlannedOp};
 use super::{Engine, GuardVerdict, Job};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{Anchor, Entity, EntityKind};
-use crate::source::Op;
+use crate::source::{Applied, Capabilities, Op};
 use crate::store::{
-    AuditEntry, JournalEntry, JournalState, LinkChange, OpRecord, RunRecord, RunStatus,
+    AuditEntry, HubWrite, JournalEntry, JournalState, LinkChange, OpRecord, RunRecord, RunStatus,
     ShadowChange,
 };
 
@@ -135,8 +136,8 @@ impl Report {
     }
 }
 
-/// Ops in flight at once when the sink is the engine's own hub.
-const HUB_CONCURRENCY: usize = 256;
+/// Ops per store call when the sink is the hub of the engine's own store.
+const HUB_BATCH: usize = 1_000;
 
 /// Put created anchors into an op's pending references.
 fn resolve(p: &PlannedOp, created: &HashMap<usize, Anchor>) -> Result<Op> {
@@ -211,57 +212,105 @@ struct Outcome {
     error: Option<Error>,
 }
 
-async fn apply_one(
-    engine: &Engine,
-    job: &Job,
-    plan: &Plan,
-    p: &PlannedOp,
-    created: &HashMap<usize, Anchor>,
-    shadow_entities: &Mutex<HashMap<(EntityKind, Anchor), Value>>,
-) -> Outcome {
-    let failed = |e: Error| Outcome {
-        state: OpState::Failed,
-        anchor: None,
-        error: Some(e),
-    };
-    let op = match resolve(p, created) {
-        Ok(op) => op,
-        Err(e) => return failed(e),
-    };
-    let caps = job.sink.capabilities();
-    if !caps.supports(&op) {
-        return failed(Error::unsupported(format!(
-            "sink {} does not take {}",
-            job.sink.describe().provider,
-            op.name()
-        )));
+impl Outcome {
+    fn failed(e: Error) -> Outcome {
+        Outcome {
+            state: OpState::Failed,
+            anchor: None,
+            error: Some(e),
+        }
     }
-    let now = engine.clock.now();
-    let intent = JournalEntry {
-        run_id: plan.run_id.clone(),
-        op_index: p.id,
-        op: op.clone(),
-        source_anchor: p.source.clone(),
-        target_anchor: None,
-        state: JournalState::Intent,
-        error: None,
-        at: now,
-    };
-    // The hub writes the op and its record in one transaction, so it needs no intent: an
-    // intent exists to find ops a crash left between a sink's write and the store's record.
-    let hub_store = job
-        .sink
-        .as_hub()
-        .map(|h| h.store().clone())
-        .filter(|s| same_store(s, &engine.store));
-    if hub_store.is_none()
-        && let Err(e) = engine.store.journal_intent(&intent).await
-    {
-        return failed(e);
+
+    fn applied(anchor: Anchor) -> Outcome {
+        Outcome {
+            state: OpState::Applied,
+            anchor: Some(anchor),
+            error: None,
+        }
     }
-    let kind = op.entity();
-    let record_for = |anchor: &Anchor, state: JournalState, error: Option<&Error>| -> OpRecord {
-        let link = match (&op, &p.source) {
+
+    fn skipped() -> Outcome {
+        Outcome {
+            state: OpState::Skipped,
+            anchor: None,
+            error: None,
+        }
+    }
+}
+
+/// An op ready to go: its pending references resolved, the sink able to take it.
+struct Ready<'a> {
+    p: &'a PlannedOp,
+    op: Op,
+    caps: Capabilities,
+    intent: JournalEntry,
+}
+
+impl<'a> Ready<'a> {
+    fn new(
+        engine: &Engine,
+        job: &Job,
+        plan: &Plan,
+        p: &'a PlannedOp,
+        created: &HashMap<usize, Anchor>,
+    ) -> Result<Ready<'a>> {
+        let op = resolve(p, created)?;
+        let caps = job.sink.capabilities();
+        if !caps.supports(&op) {
+            return Err(Error::unsupported(format!(
+                "sink {} does not take {}",
+                job.sink.describe().provider,
+                op.name()
+            )));
+        }
+        let intent = JournalEntry {
+            run_id: plan.run_id.clone(),
+            op_index: p.id,
+            op: op.clone(),
+            source_anchor: p.source.clone(),
+            target_anchor: None,
+            state: JournalState::Intent,
+            error: None,
+            at: engine.clock.now(),
+        };
+        Ok(Ready {
+            p,
+            op,
+            caps,
+            intent,
+        })
+    }
+
+    /// The record of the op ended in `state` at `anchor`: journal entry, and when it was
+    /// applied its link, shadow copy and audit entry. For the hub, which fills the audit
+    /// entry's before and after itself, those are left out.
+    fn record(
+        &self,
+        engine: &Engine,
+        job: &Job,
+        anchor: &Anchor,
+        state: JournalState,
+        error: Option<&Error>,
+        shadow_entities: &Mutex<HashMap<(EntityKind, Anchor), Value>>,
+    ) -> OpRecord {
+        self.record_with(engine, job, anchor, state, error, shadow_entities, true)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record_with(
+        &self,
+        engine: &Engine,
+        job: &Job,
+        anchor: &Anchor,
+        state: JournalState,
+        error: Option<&Error>,
+        shadow_entities: &Mutex<HashMap<(EntityKind, Anchor), Value>>,
+        audit_values: bool,
+    ) -> OpRecord {
+        let op = &self.op;
+        let kind = op.entity();
+        let ok = state == JournalState::Done;
+        let link = match (op, &self.p.source) {
             (Op::CreateOrg { .. } | Op::CreateAccount { .. }, Some(s)) => Some(LinkChange::Put {
                 source: s.clone(),
                 target: anchor.clone(),
@@ -271,18 +320,39 @@ async fn apply_one(
             }
             _ => None,
         };
-        let (before, after) = match &op {
-            Op::CreateOrg { org } => (None, serde_json::to_value(org).ok()),
-            Op::CreateAccount { account } => (None, serde_json::to_value(account).ok()),
-            Op::UpdateOrg { changes, .. } | Op::UpdateAccount { changes, .. } => {
-                (None, serde_json::to_value(changes).ok())
+        let audit = ok.then(|| {
+            let (before, after) = if !audit_values {
+                (None, None)
+            } else {
+                match op {
+                    Op::CreateOrg { org } => (None, serde_json::to_value(org).ok()),
+                    Op::CreateAccount { account } => (None, serde_json::to_value(account).ok()),
+                    Op::UpdateOrg { changes, .. } | Op::UpdateAccount { changes, .. } => {
+                        (None, serde_json::to_value(changes).ok())
+                    }
+                    Op::MoveOrg { parent, .. } => {
+                        (None, Some(serde_json::json!({ "parent": parent })))
+                    }
+                    Op::DisableAccount { .. } => {
+                        (None, Some(serde_json::json!({ "status": "disabled" })))
+                    }
+                    Op::EnableAccount { .. } => {
+                        (None, Some(serde_json::json!({ "status": "active" })))
+                    }
+                    Op::DeleteOrg { .. } | Op::DeleteAccount { .. } => (None, None),
+                }
+            };
+            AuditEntry {
+                run_id: self.intent.run_id.clone(),
+                job: job.name.clone(),
+                kind,
+                anchor: anchor.clone(),
+                op: op.name().to_owned(),
+                before,
+                after,
+                at: engine.clock.now(),
             }
-            Op::MoveOrg { parent, .. } => (None, Some(serde_json::json!({ "parent": parent }))),
-            Op::DisableAccount { .. } => (None, Some(serde_json::json!({ "status": "disabled" }))),
-            Op::EnableAccount { .. } => (None, Some(serde_json::json!({ "status": "active" }))),
-            Op::DeleteOrg { .. } | Op::DeleteAccount { .. } => (None, None),
-        };
-        let ok = state == JournalState::Done;
+        });
         OpRecord {
             job: job.name.clone(),
             kind,
@@ -291,91 +361,195 @@ async fn apply_one(
                 target_anchor: Some(anchor.clone()),
                 error: error.map(|e| e.to_string()),
                 at: engine.clock.now(),
-                ..intent.clone()
+                ..self.intent.clone()
             }),
             link: if ok { link } else { None },
-            shadow: if ok && !caps.readable {
-                next_shadow(shadow_entities, kind, &op, anchor)
+            shadow: if ok && !self.caps.readable {
+                next_shadow(shadow_entities, kind, op, anchor)
             } else {
                 None
             },
-            audit: if ok {
-                Some(AuditEntry {
-                    run_id: plan.run_id.clone(),
-                    job: job.name.clone(),
-                    kind,
-                    anchor: anchor.clone(),
-                    op: op.name().to_owned(),
-                    before,
-                    after,
-                    at: engine.clock.now(),
-                })
-            } else {
-                None
-            },
-        }
-    };
-
-    // The hub writes the op and its record in one transaction.
-    let result = if let Some(store) = hub_store {
-        let anchor = op.anchor().clone();
-        let rec = record_for(&anchor, JournalState::Done, None);
-        store.hub_apply(&op, Some(&rec)).await.map(|a| (a, true))
-    } else {
-        job.sink.apply(&op).await.map(|a| (a, false))
-    };
-    match result {
-        Ok((applied, recorded)) => {
-            let anchor = applied.anchor.unwrap_or_else(|| op.anchor().clone());
-            if !recorded {
-                let rec = record_for(&anchor, JournalState::Done, None);
-                if let Err(e) = engine.store.record(&rec).await {
-                    // Applied at the sink but not recorded: report it; the next run
-                    // correlates the entity again instead of duplicating it.
-                    return Outcome {
-                        state: OpState::Failed,
-                        anchor: Some(anchor),
-                        error: Some(e),
-                    };
-                }
-            }
-            Outcome {
-                state: OpState::Applied,
-                anchor: Some(anchor),
-                error: None,
-            }
-        }
-        Err(e) => {
-            // A create that collides with what a crashed earlier run already created for
-            // the same source entity is adopted instead of failing.
-            if e.kind() == ErrorKind::AlreadyExists && op.is_create() && !caps.assigns_anchors {
-                let proposed = op.anchor().clone();
-                match super::plan::crashed_create(engine, &job.name, p.source.as_ref(), &proposed)
-                    .await
-                {
-                    Ok(true) => {
-                        let rec = record_for(&proposed, JournalState::Done, None);
-                        return match engine.store.record(&rec).await {
-                            Ok(()) => Outcome {
-                                state: OpState::Applied,
-                                anchor: Some(proposed),
-                                error: None,
-                            },
-                            Err(e2) => failed(e2),
-                        };
-                    }
-                    Ok(false) => {}
-                    Err(e2) => return failed(e2),
-                }
-            }
-            let anchor = op.anchor().clone();
-            let rec = record_for(&anchor, JournalState::Failed, Some(&e));
-            if let Err(e2) = engine.store.record(&rec).await {
-                tracing::warn!(error = %e2, "could not journal a failed op");
-            }
-            failed(e)
+            audit,
         }
     }
+
+    /// After the sink (or hub) refused the op: adopt what a crashed earlier run created
+    /// for the same source entity, else journal the failure.
+    async fn settle_error(
+        &self,
+        engine: &Engine,
+        job: &Job,
+        e: Error,
+        shadow_entities: &Mutex<HashMap<(EntityKind, Anchor), Value>>,
+    ) -> Outcome {
+        let op = &self.op;
+        if e.kind() == ErrorKind::AlreadyExists && op.is_create() && !self.caps.assigns_anchors {
+            let proposed = op.anchor().clone();
+            match super::plan::crashed_create(engine, &job.name, self.p.source.as_ref(), &proposed)
+                .await
+            {
+                Ok(true) => {
+                    let rec = self.record(
+                        engine,
+                        job,
+                        &proposed,
+                        JournalState::Done,
+                        None,
+                        shadow_entities,
+                    );
+                    return match engine.store.record(&rec).await {
+                        Ok(()) => Outcome::applied(proposed),
+                        Err(e2) => Outcome::failed(e2),
+                    };
+                }
+                Ok(false) => {}
+                Err(e2) => return Outcome::failed(e2),
+            }
+        }
+        let anchor = op.anchor().clone();
+        let rec = self.record(
+            engine,
+            job,
+            &anchor,
+            JournalState::Failed,
+            Some(&e),
+            shadow_entities,
+        );
+        if let Err(e2) = engine.store.record(&rec).await {
+            tracing::warn!(error = %e2, "could not journal a failed op");
+        }
+        Outcome::failed(e)
+    }
+}
+
+/// One op to a sink other than the engine's own hub: intent, apply, record.
+async fn apply_one(
+    engine: &Engine,
+    job: &Job,
+    plan: &Plan,
+    p: &PlannedOp,
+    created: &HashMap<usize, Anchor>,
+    shadow_entities: &Mutex<HashMap<(EntityKind, Anchor), Value>>,
+) -> Outcome {
+    let ready = match Ready::new(engine, job, plan, p, created) {
+        Ok(r) => r,
+        Err(e) => return Outcome::failed(e),
+    };
+    // The intent finds ops a crash left between the sink's write and the store's record.
+    if let Err(e) = engine.store.journal_intent(&ready.intent).await {
+        return Outcome::failed(e);
+    }
+    match job.sink.apply(&ready.op).await {
+        Ok(applied) => {
+            let anchor = applied.anchor.unwrap_or_else(|| ready.op.anchor().clone());
+            let rec = ready.record(
+                engine,
+                job,
+                &anchor,
+                JournalState::Done,
+                None,
+                shadow_entities,
+            );
+            match engine.store.record(&rec).await {
+                Ok(()) => Outcome::applied(anchor),
+                // Applied at the sink but not recorded: report it; the next run
+                // correlates the entity again instead of duplicating it.
+                Err(e) => Outcome {
+                    state: OpState::Failed,
+                    anchor: Some(anchor),
+                    error: Some(e),
+                },
+            }
+        }
+        Err(e) => ready.settle_error(engine, job, e, shadow_entities).await,
+    }
+}
+
+/// A chunk of hub ops made ready: outcomes known without writing (skipped, unresolvable),
+/// the ops to write and their writes.
+struct HubChunk<'a> {
+    early: Vec<(usize, Outcome)>,
+    ready: Vec<Ready<'a>>,
+    writes: Vec<HubWrite>,
+}
+
+/// Make ops `ids` (of one phase, so independent of each other) ready for the engine's own
+/// hub: each op with its record in one write. The hub needs no intents: nothing can fall
+/// between its write and its record.
+fn prepare_hub_chunk<'a>(
+    engine: &Engine,
+    job: &Job,
+    plan: &'a Plan,
+    ids: &[usize],
+    states: &HashMap<usize, OpState>,
+    created: &HashMap<usize, Anchor>,
+    shadow_entities: &Mutex<HashMap<(EntityKind, Anchor), Value>>,
+) -> HubChunk<'a> {
+    let mut chunk = HubChunk {
+        early: Vec::new(),
+        ready: Vec::with_capacity(ids.len()),
+        writes: Vec::with_capacity(ids.len()),
+    };
+    for &k in ids {
+        let p = &plan.ops[k];
+        if p.deps
+            .iter()
+            .any(|d| states.get(d) != Some(&OpState::Applied))
+        {
+            chunk.early.push((p.id, Outcome::skipped()));
+            continue;
+        }
+        match Ready::new(engine, job, plan, p, created) {
+            Ok(r) => {
+                let anchor = r.op.anchor().clone();
+                let rec = r.record_with(
+                    engine,
+                    job,
+                    &anchor,
+                    JournalState::Done,
+                    None,
+                    shadow_entities,
+                    false,
+                );
+                chunk.writes.push(HubWrite {
+                    op: r.op.clone(),
+                    record: Some(rec),
+                });
+                chunk.ready.push(r);
+            }
+            Err(e) => chunk.early.push((p.id, Outcome::failed(e))),
+        }
+    }
+    chunk
+}
+
+/// The outcomes of a written chunk, from the store's answers.
+async fn finish_hub_chunk(
+    engine: &Engine,
+    job: &Job,
+    early: Vec<(usize, Outcome)>,
+    ready: Vec<Ready<'_>>,
+    answers: Vec<Result<Applied>>,
+    shadow_entities: &Mutex<HashMap<(EntityKind, Anchor), Value>>,
+) -> Vec<(usize, Outcome)> {
+    let mut out = early;
+    let asked = ready.len();
+    let mut answers = answers.into_iter();
+    for r in ready {
+        let answer = answers.next().unwrap_or_else(|| {
+            Err(Error::unexpected(format!(
+                "the store answered fewer than the {asked} writes it was given"
+            )))
+        });
+        let o = match answer {
+            Ok(applied) => {
+                Outcome::applied(applied.anchor.unwrap_or_else(|| r.op.anchor().clone()))
+            }
+            Err(e) => r.settle_error(engine, job, e, shadow_entities).await,
+        };
+        out.push((r.p.id, o));
+    }
+    out
 }
 
 /// The shadow change of an op, keeping the run's copy of shadow entities current.
@@ -569,17 +743,16 @@ pub(crate) async fn apply_plan(engine: &Engine, job: &Job, plan: &Plan) -> Resul
     let mut created: HashMap<usize, Anchor> = HashMap::new();
     let mut states: HashMap<usize, OpState> = HashMap::new();
     let mut outcomes: Vec<OpOutcome> = Vec::with_capacity(plan.ops.len());
-    // The hub of the engine's own store is local and group-commits concurrent writes:
-    // many ops in flight make few, large transactions.
+    let mut progress = Progress {
+        total: plan.ops.len(),
+        ..Progress::default()
+    };
+    // The hub of the engine's own store takes a phase's ops in large batches, each op
+    // still all-or-nothing with its record.
     let hub_path = job
         .sink
         .as_hub()
         .is_some_and(|h| same_store(h.store(), &engine.store));
-    let concurrency = if hub_path {
-        job.concurrency.max(HUB_CONCURRENCY)
-    } else {
-        job.concurrency.max(1)
-    };
     let mut i = 0;
     while i < plan.ops.len() {
         let phase = plan.ops[i].phase;
@@ -587,55 +760,97 @@ pub(crate) async fn apply_plan(engine: &Engine, job: &Job, plan: &Plan) -> Resul
         while j < plan.ops.len() && plan.ops[j].phase == phase {
             j += 1;
         }
-
-        let created_ref = &created;
-        let states_ref = &states;
-        let shadow_ref = &shadow_entities;
-        // Indices, not `&PlannedOp`s, go through the stream: a closure over a borrowed
-        // item makes the future not `Send` (higher-ranked lifetime), and engines run in
-        // spawned tasks.
-        let results: Vec<(usize, Outcome)> = stream::iter(i..j)
-            .map(|k| async move {
-                let p = &plan.ops[k];
-                if p.deps
-                    .iter()
-                    .any(|d| states_ref.get(d) != Some(&OpState::Applied))
-                {
-                    return (
-                        p.id,
-                        Outcome {
-                            state: OpState::Skipped,
-                            anchor: None,
-                            error: None,
-                        },
-                    );
+        let ended =
+            |id: usize, o: Outcome, outcomes: &mut Vec<OpOutcome>, progress: &mut Progress| {
+                progress.done += 1;
+                if o.state == OpState::Failed {
+                    progress.failed += 1;
                 }
-                (
-                    p.id,
-                    apply_one(engine, job, plan, p, created_ref, shadow_ref).await,
+                let p = &plan.ops[id];
+                outcomes.push(OpOutcome {
+                    id,
+                    op: p.op.name().to_owned(),
+                    anchor: o
+                        .anchor
+                        .or_else(|| (!p.op.is_create()).then(|| p.op.anchor().clone())),
+                    source: p.source.clone(),
+                    state: o.state,
+                    error: o.error.as_ref().map(ErrorInfo::from),
+                });
+            };
+        // Results of this phase; `states` and `created` change only between phases (an
+        // op depends only on ops of earlier phases).
+        let mut phase_results: Vec<(usize, OpState, Option<Anchor>)> = Vec::new();
+        if hub_path {
+            // While the store writes one chunk, the next is made ready.
+            let ids: Vec<usize> = (i..j).collect();
+            let chunks: Vec<&[usize]> = ids.chunks(HUB_BATCH).collect();
+            let prepare = |c: &[usize]| {
+                prepare_hub_chunk(engine, job, plan, c, &states, &created, &shadow_entities)
+            };
+            let mut next = chunks.first().map(|c| prepare(c));
+            let mut n = 0;
+            while let Some(chunk) = next.take() {
+                n += 1;
+                let write = engine.store.hub_apply_batch(chunk.writes);
+                let ahead = async { chunks.get(n).map(|c| prepare(c)) };
+                // `join` polls the write first: it is queued before the next chunk is built.
+                let (answers, prepared) = futures::future::join(write, ahead).await;
+                next = prepared;
+                let results = finish_hub_chunk(
+                    engine,
+                    job,
+                    chunk.early,
+                    chunk.ready,
+                    answers,
+                    &shadow_entities,
                 )
-            })
-            .buffer_unordered(concurrency)
-            .collect()
-            .await;
-        for (id, o) in results {
-            states.insert(id, o.state);
-            if o.state == OpState::Applied
-                && let Some(a) = &o.anchor
-            {
-                created.insert(id, a.clone());
+                .await;
+                for (id, o) in results {
+                    phase_results.push((id, o.state, o.anchor.clone()));
+                    ended(id, o, &mut outcomes, &mut progress);
+                }
+                if let Some(h) = &job.progress {
+                    h.call(progress);
+                }
             }
-            let p = &plan.ops[id];
-            outcomes.push(OpOutcome {
-                id,
-                op: p.op.name().to_owned(),
-                anchor: o
-                    .anchor
-                    .or_else(|| (!p.op.is_create()).then(|| p.op.anchor().clone())),
-                source: p.source.clone(),
-                state: o.state,
-                error: o.error.as_ref().map(ErrorInfo::from),
-            });
+        } else {
+            let created_ref = &created;
+            let states_ref = &states;
+            let shadow_ref = &shadow_entities;
+            // Indices, not `&PlannedOp`s, go through the stream: a closure over a borrowed
+            // item makes the future not `Send` (higher-ranked lifetime), and engines run in
+            // spawned tasks.
+            let mut results = stream::iter(i..j)
+                .map(|k| async move {
+                    let p = &plan.ops[k];
+                    if p.deps
+                        .iter()
+                        .any(|d| states_ref.get(d) != Some(&OpState::Applied))
+                    {
+                        return (p.id, Outcome::skipped());
+                    }
+                    (
+                        p.id,
+                        apply_one(engine, job, plan, p, created_ref, shadow_ref).await,
+                    )
+                })
+                .buffer_unordered(job.concurrency.max(1));
+            while let Some((id, o)) = results.next().await {
+                phase_results.push((id, o.state, o.anchor.clone()));
+                ended(id, o, &mut outcomes, &mut progress);
+                if let Some(h) = &job.progress {
+                    h.call(progress);
+                }
+            }
+        }
+        for (id, state, anchor) in phase_results {
+            states.insert(id, state);
+            if state == OpState::Applied
+                && let Some(a) = anchor
+            {
+                created.insert(id, a);
+            }
         }
         i = j;
     }

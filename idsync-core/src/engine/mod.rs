@@ -167,8 +167,9 @@ pub struct Job {
     pub deletion: DeletionPolicy,
     /// Safety thresholds.
     pub guard: Guard,
-    /// Ops applied at once (at least 256 when the sink is the hub of the engine's own
-    /// store, whose writes are group-committed).
+    /// Ops applied at once. Not used when the sink is the hub of the engine's own store:
+    /// that hub takes the ops of a phase in batches of a thousand, each batch in one store
+    /// call ([`Store::hub_apply_batch`]).
     pub concurrency: usize,
     /// Page size asked of both sides.
     pub page_size: Option<usize>,
@@ -180,6 +181,41 @@ pub struct Job {
     pub allow_empty_source: bool,
     /// Sync the org tree (when both sides have one).
     pub sync_orgs: bool,
+    /// Called as ops end while a plan is applied.
+    pub progress: Option<ProgressHook>,
+}
+
+/// How far an apply has come: given to a job's [`ProgressHook`] each time ops end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Progress {
+    /// Ops that ended so far (applied, failed or skipped).
+    pub done: usize,
+    /// Of those, failed.
+    pub failed: usize,
+    /// Ops in the plan.
+    pub total: usize,
+}
+
+/// A callback that follows an apply (progress bars, logs, tests that stop a run mid-way).
+/// It runs on the applying task: keep it short.
+#[derive(Clone)]
+pub struct ProgressHook(Arc<dyn Fn(Progress) + Send + Sync>);
+
+impl ProgressHook {
+    /// A hook calling `f`.
+    pub fn new(f: impl Fn(Progress) + Send + Sync + 'static) -> Self {
+        ProgressHook(Arc::new(f))
+    }
+
+    pub(crate) fn call(&self, p: Progress) {
+        (self.0)(p)
+    }
+}
+
+impl std::fmt::Debug for ProgressHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProgressHook")
+    }
 }
 
 impl Job {
@@ -199,6 +235,7 @@ impl Job {
             authoritative: false,
             allow_empty_source: false,
             sync_orgs: true,
+            progress: None,
         }
     }
 
@@ -229,6 +266,12 @@ impl Job {
     /// Set the apply concurrency (at least 1).
     pub fn with_concurrency(mut self, n: usize) -> Self {
         self.concurrency = n.max(1);
+        self
+    }
+
+    /// Follow applies with `f` (see [`Progress`]).
+    pub fn with_progress(mut self, f: impl Fn(Progress) + Send + Sync + 'static) -> Self {
+        self.progress = Some(ProgressHook::new(f));
         self
     }
 
