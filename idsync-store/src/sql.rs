@@ -365,6 +365,249 @@ macro_rules! sql_store {
                 Ok(rows)
             }
 
+            /// Run one statement with its arguments.
+            async fn exec_args(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                sql: &str,
+                args: Vec<$crate::sql::Arg>,
+            ) -> idsync_core::Result<u64> {
+                use $crate::sql::Arg;
+                let mut q = sqlx::query(sql);
+                for a in args {
+                    q = match a {
+                        Arg::Text(v) => q.bind(v),
+                        Arg::OptText(v) => q.bind(v),
+                        Arg::Int(v) => q.bind(v),
+                        Arg::OptInt(v) => q.bind(v),
+                        Arg::Json(v) => q.bind(v.map(sqlx::types::Json)),
+                    };
+                }
+                Ok(q.execute(&mut *conn).await.map_err(Self::err)?.rows_affected())
+            }
+
+            /// Insert `rows` (each `width` values) with multi-row `INSERT`s of at most
+            /// [`ROWS_PER_INSERT`]($crate::sql::ROWS_PER_INSERT) rows.
+            async fn insert_rows(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                head: &str,
+                tail: &str,
+                width: usize,
+                rows: Vec<Vec<$crate::sql::Arg>>,
+            ) -> idsync_core::Result<()> {
+                let mut rows = rows.into_iter().peekable();
+                while rows.peek().is_some() {
+                    let chunk: Vec<Vec<$crate::sql::Arg>> =
+                        rows.by_ref().take($crate::sql::ROWS_PER_INSERT).collect();
+                    let sql = $crate::sql::multi_row(head, tail, width, chunk.len());
+                    Self::exec_args(conn, &sql, chunk.into_iter().flatten().collect()).await?;
+                }
+                Ok(())
+            }
+
+            /// The writes of a hub batch, in the writer's transaction: runs of plain
+            /// creates as multi-row statements (in a savepoint; when such a run fails it is
+            /// undone and its writes go one at a time, so each gets its own answer), every
+            /// other write one at a time in its own savepoint.
+            async fn hub_batch_in(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                writes: Vec<idsync_core::HubWrite>,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> idsync_core::Result<Vec<idsync_core::Result<idsync_core::Applied>>> {
+                // The writer rolls back to `idsync_write` if this fails half-way.
+                Self::exec_args(conn, "SAVEPOINT idsync_write", vec![]).await?;
+                let mut out = Vec::with_capacity(writes.len());
+                let mut i = 0;
+                while i < writes.len() {
+                    let kind = $crate::sql::plain_create(&writes[i]);
+                    let mut j = i + 1;
+                    if kind.is_some() {
+                        while j < writes.len() && $crate::sql::plain_create(&writes[j]) == kind {
+                            j += 1;
+                        }
+                    }
+                    if j - i > 1 {
+                        Self::exec_args(conn, "SAVEPOINT idsync_fast", vec![]).await?;
+                        match Self::creates_in(conn, &writes[i..j], now).await {
+                            Ok(anchors) => {
+                                Self::exec_args(conn, "RELEASE idsync_fast", vec![]).await?;
+                                out.extend(anchors.into_iter().map(|a| Ok(idsync_core::Applied::with_anchor(a))));
+                                i = j;
+                                continue;
+                            }
+                            Err(_) => {
+                                Self::exec_args(conn, "ROLLBACK TO idsync_fast", vec![]).await?;
+                                Self::exec_args(conn, "RELEASE idsync_fast", vec![]).await?;
+                            }
+                        }
+                    }
+                    for w in &writes[i..j] {
+                        Self::exec_args(conn, "SAVEPOINT idsync_one", vec![]).await?;
+                        let r = Self::hub_apply_in(conn, &w.op, w.record.as_ref(), now).await;
+                        if r.is_err() {
+                            Self::exec_args(conn, "ROLLBACK TO idsync_one", vec![]).await?;
+                        }
+                        Self::exec_args(conn, "RELEASE idsync_one", vec![]).await?;
+                        out.push(r);
+                    }
+                    i = j;
+                }
+                Self::exec_args(conn, "RELEASE idsync_write", vec![]).await?;
+                Ok(out)
+            }
+
+            /// Plain creates of one kind (see [`plain_create`]($crate::sql::plain_create)) as
+            /// multi-row statements: entities, memberships, feed entries, links, journal and
+            /// audit rows. Fails as a whole when any create would (anchor taken, parent or org
+            /// missing); the caller then undoes it and goes one by one.
+            async fn creates_in(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                writes: &[idsync_core::HubWrite],
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> idsync_core::Result<Vec<idsync_core::Anchor>> {
+                use idsync_core::{LinkChange, Op};
+                use $crate::sql::Arg;
+                let text = |a: &idsync_core::Anchor| Arg::Text(a.as_str().to_owned());
+                let at = $crate::util::to_us(now);
+                let mut anchors = Vec::with_capacity(writes.len());
+                let mut bodies = Vec::with_capacity(writes.len());
+                let mut entity_rows = Vec::with_capacity(writes.len());
+                let mut needed: std::collections::BTreeSet<&idsync_core::Anchor> =
+                    std::collections::BTreeSet::new();
+                let mut member_rows = Vec::new();
+                for w in writes {
+                    match &w.op {
+                        Op::CreateOrg { org } => {
+                            let body = serde_json::to_string(org)?;
+                            if let Some(p) = &org.parent {
+                                needed.insert(p);
+                            }
+                            entity_rows.push(vec![
+                                text(&org.anchor),
+                                Arg::OptText(org.parent.as_ref().map(|p| p.as_str().to_owned())),
+                                Arg::Text(body.clone()),
+                            ]);
+                            anchors.push(org.anchor.clone());
+                            bodies.push(body);
+                        }
+                        Op::CreateAccount { account } => {
+                            let body = serde_json::to_string(account)?;
+                            let orgs: std::collections::BTreeSet<&idsync_core::Anchor> =
+                                account.orgs.iter().collect();
+                            for o in orgs {
+                                needed.insert(o);
+                                member_rows.push(vec![text(o), text(&account.anchor)]);
+                            }
+                            entity_rows.push(vec![text(&account.anchor), Arg::Text(body.clone())]);
+                            anchors.push(account.anchor.clone());
+                            bodies.push(body);
+                        }
+                        _ => return Err(idsync_core::Error::unexpected("creates_in: not a create")),
+                    }
+                }
+                let kind = writes
+                    .first()
+                    .map(|w| w.op.entity())
+                    .unwrap_or(idsync_core::EntityKind::Account);
+                let kind_s = $crate::util::kind_str(kind);
+                // The orgs referred to must exist before this batch (an org created in the
+                // same batch is not seen: such a batch goes one by one).
+                let needed_rows: Vec<Vec<Arg>> = needed.into_iter().map(|a| vec![text(a)]).collect();
+                Self::insert_rows(conn, "INSERT INTO guard_org_present (anchor) VALUES ", "", 1, needed_rows).await?;
+                match kind {
+                    idsync_core::EntityKind::Org => {
+                        Self::insert_rows(conn, "INSERT INTO hub_orgs (anchor, parent, body) VALUES ", "", 3, entity_rows).await?;
+                    }
+                    idsync_core::EntityKind::Account => {
+                        Self::insert_rows(conn, "INSERT INTO hub_accounts (anchor, body) VALUES ", "", 2, entity_rows).await?;
+                        Self::insert_rows(conn, "INSERT INTO hub_memberships (org, account) VALUES ", "", 2, member_rows).await?;
+                    }
+                }
+                // Feed: the batch's sequence numbers in order.
+                let n = $crate::util::to_i64(writes.len());
+                let (last,): (i64,) =
+                    sqlx::query_as("UPDATE feed_head SET seq = seq + $1 WHERE id = 1 RETURNING seq")
+                        .bind(n)
+                        .fetch_one(&mut *conn)
+                        .await
+                        .map_err(Self::err)?;
+                let first = last - n + 1;
+                let feed_rows: Vec<Vec<Arg>> = anchors
+                    .iter()
+                    .zip(&bodies)
+                    .enumerate()
+                    .map(|(k, (a, b))| {
+                        vec![
+                            Arg::Int(first + $crate::util::to_i64(k)),
+                            Arg::Text(kind_s.to_owned()),
+                            text(a),
+                            Arg::Text(b.clone()),
+                            Arg::Int(at),
+                        ]
+                    })
+                    .collect();
+                Self::insert_rows(conn, "INSERT INTO feed (seq, kind, anchor, entity, at_us) VALUES ", "", 5, feed_rows).await?;
+                // Records.
+                let mut link_rows = Vec::new();
+                let mut journal_rows = Vec::new();
+                let mut audit_rows = Vec::new();
+                for (w, body) in writes.iter().zip(&bodies) {
+                    let Some(rec) = &w.record else { continue };
+                    if let Some(LinkChange::Put { source, target }) = &rec.link {
+                        link_rows.push(vec![
+                            Arg::Text(rec.job.clone()),
+                            Arg::Text($crate::util::kind_str(rec.kind).to_owned()),
+                            text(source),
+                            text(target),
+                        ]);
+                    }
+                    if let Some(j) = &rec.journal {
+                        journal_rows.push($crate::sql::journal_args(
+                            &rec.job,
+                            j,
+                            Arg::Text(serde_json::to_string(&j.op)?),
+                        ));
+                    }
+                    if let Some(a) = &rec.audit {
+                        audit_rows.push(vec![
+                            Arg::Text(a.run_id.clone()),
+                            Arg::Text(a.job.clone()),
+                            Arg::Text($crate::util::kind_str(a.kind).to_owned()),
+                            text(&a.anchor),
+                            Arg::Text(a.op.clone()),
+                            Arg::OptText(None),
+                            Arg::Text(body.clone()),
+                            Arg::Int($crate::util::to_us(a.at)),
+                        ]);
+                    }
+                }
+                Self::insert_rows(
+                    conn,
+                    "INSERT INTO links (job, kind, source, target) VALUES ",
+                    " ON CONFLICT (job, kind, source) DO UPDATE SET target = excluded.target",
+                    4,
+                    link_rows,
+                )
+                .await?;
+                Self::insert_rows(
+                    conn,
+                    "INSERT INTO journal (run_id, op_index, job, op, source_anchor, \
+                     target_anchor, state, error, at_us) VALUES ",
+                    $crate::sql::JOURNAL_UPSERT,
+                    9,
+                    journal_rows,
+                )
+                .await?;
+                Self::insert_rows(
+                    conn,
+                    "INSERT INTO audit (run_id, job, kind, anchor, op, before, after, at_us) VALUES ",
+                    "",
+                    8,
+                    audit_rows,
+                )
+                .await?;
+                Ok(anchors)
+            }
+
             /// Run one batch as a write.
             async fn write_batch(&self, batch: $crate::sql::Batch) -> idsync_core::Result<u64> {
                 self.exec_write(move |conn| Box::pin(Self::run_batch(conn, batch)))
@@ -468,6 +711,29 @@ macro_rules! sql_store {
                     Box::pin(async move { Self::hub_apply_in(conn, &op, record.as_ref(), now).await })
                 })
                 .await
+            }
+
+            async fn hub_apply_batch(
+                &self,
+                writes: Vec<idsync_core::HubWrite>,
+            ) -> Vec<idsync_core::Result<idsync_core::Applied>> {
+                if !$guards {
+                    // One transaction per write, as `hub_apply`.
+                    let mut out = Vec::with_capacity(writes.len());
+                    for w in &writes {
+                        out.push(idsync_core::Store::hub_apply(self, &w.op, w.record.as_ref()).await);
+                    }
+                    return out;
+                }
+                let now = self.clock.now();
+                let n = writes.len();
+                match self
+                    .exec_write(move |conn| Box::pin(Self::hub_batch_in(conn, writes, now)))
+                    .await
+                {
+                    Ok(v) => v,
+                    Err(e) => (0..n).map(|_| Err(e.clone_lossy())).collect(),
+                }
             }
 
             async fn links(
@@ -808,7 +1074,8 @@ macro_rules! sql_store {
 pub(crate) use sql_store;
 
 use idsync_core::{
-    AuditEntry, FeedEntry, JournalEntry, LinkChange, Op, OpRecord, Result, RunRecord, ShadowChange,
+    AuditEntry, EntityKind, FeedEntry, HubWrite, JournalEntry, LinkChange, Op, OpRecord, Result,
+    RunRecord, ShadowChange,
 };
 use serde_json::Value;
 use sqlx::types::Json;
@@ -903,6 +1170,68 @@ fn renumber(stmt: &str, offset: usize, out: &mut String) {
     }
 }
 
+/// The conflict clause of a journal insert: a later record of an op replaces the earlier.
+pub(crate) const JOURNAL_UPSERT: &str = " ON CONFLICT (run_id, op_index) DO UPDATE SET \
+     job = excluded.job, op = excluded.op, source_anchor = excluded.source_anchor, \
+     target_anchor = excluded.target_anchor, state = excluded.state, error = excluded.error, \
+     at_us = excluded.at_us";
+
+/// The values of a journal row, in the column order `run_id, op_index, job, op,
+/// source_anchor, target_anchor, state, error, at_us`.
+/// `op` is the op as JSON (a `Json` argument, or text on SQLite).
+pub(crate) fn journal_args(job: &str, j: &JournalEntry, op: Arg) -> Vec<Arg> {
+    vec![
+        Arg::Text(j.run_id.clone()),
+        Arg::Int(to_i64(j.op_index)),
+        Arg::Text(job.to_owned()),
+        op,
+        Arg::OptText(j.source_anchor.as_ref().map(|a| a.as_str().to_owned())),
+        Arg::OptText(j.target_anchor.as_ref().map(|a| a.as_str().to_owned())),
+        Arg::Text(state_str(j.state).to_owned()),
+        Arg::OptText(j.error.clone()),
+        Arg::Int(to_us(j.at)),
+    ]
+}
+
+/// Rows per multi-row `INSERT` of a hub batch (at most 9 values a row: well under SQLite's
+/// 32,766 parameters).
+pub(crate) const ROWS_PER_INSERT: usize = 100;
+
+/// `head (?, ?), (?, ?) tail` for `rows` rows of `width` values (SQLite only).
+///
+/// Anonymous `?` parameters, not `$N`: SQLite looks a named parameter up by walking the
+/// statement's list of names, so binding hundreds of `$N` costs time quadratic in their
+/// number (it was most of a batch's time).
+pub(crate) fn multi_row(head: &str, tail: &str, width: usize, rows: usize) -> String {
+    let mut sql = String::with_capacity(head.len() + tail.len() + rows * (width * 3 + 4));
+    sql.push_str(head);
+    for r in 0..rows {
+        sql.push_str(if r == 0 { "(" } else { ", (" });
+        for c in 0..width {
+            sql.push_str(if c == 0 { "?" } else { ", ?" });
+        }
+        sql.push(')');
+    }
+    sql.push_str(tail);
+    sql
+}
+
+/// The entity kind of a write the multi-row create path takes: a create with a non-empty
+/// anchor whose record (if any) puts at most a link, a journal entry and an audit entry.
+pub(crate) fn plain_create(w: &HubWrite) -> Option<EntityKind> {
+    let anchor_ok = match &w.op {
+        Op::CreateOrg { org } => !org.anchor.is_empty(),
+        Op::CreateAccount { account } => !account.anchor.is_empty(),
+        _ => false,
+    };
+    let record_ok = w.record.as_ref().is_none_or(|r| {
+        r.shadow.is_none()
+            && matches!(r.link, None | Some(LinkChange::Put { .. }))
+            && r.kind == w.op.entity()
+    });
+    (anchor_ok && record_ok).then(|| w.op.entity())
+}
+
 /// The writes of an op record: link, shadow, journal, audit.
 pub(crate) fn record_batch(batch: &mut Batch, rec: &OpRecord) -> Result<()> {
     let kind = || Arg::Text(kind_str(rec.kind).to_owned());
@@ -949,17 +1278,7 @@ pub(crate) fn record_batch(batch: &mut Batch, rec: &OpRecord) -> Result<()> {
              op = excluded.op, source_anchor = excluded.source_anchor, \
              target_anchor = excluded.target_anchor, state = excluded.state, \
              error = excluded.error, at_us = excluded.at_us",
-            vec![
-                Arg::Text(j.run_id.clone()),
-                Arg::Int(to_i64(j.op_index)),
-                job(),
-                Arg::json(&j.op)?,
-                Arg::OptText(j.source_anchor.as_ref().map(|a| a.as_str().to_owned())),
-                Arg::OptText(j.target_anchor.as_ref().map(|a| a.as_str().to_owned())),
-                Arg::Text(state_str(j.state).to_owned()),
-                Arg::OptText(j.error.clone()),
-                Arg::Int(to_us(j.at)),
-            ],
+            journal_args(&rec.job, j, Arg::json(&j.op)?),
         );
     }
     if let Some(a) = &rec.audit {

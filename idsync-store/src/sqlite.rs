@@ -114,6 +114,9 @@ async fn writer_loop_inner(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Wr
 ///   file wait for each other instead of failing.
 /// * The statements of one write go to SQLite as one multi-statement query (one round trip
 ///   to the connection's thread); statements are prepared once per connection and cached.
+/// * [`hub_apply_batch`](idsync_core::Store::hub_apply_batch) runs a whole batch as one
+///   write of the group: runs of creates as multi-row `INSERT`s (anonymous `?`
+///   parameters, 100 rows a statement), every other op in its own savepoint.
 /// * The writer task runs on the Tokio runtime the store was opened in.
 /// * The schema is migrated on open (`migrations/sqlite`).
 #[derive(Clone)]

@@ -7,7 +7,8 @@
 //!
 //! Every [`Store`] method is covered: the hub directory (checked op by op against the
 //! in-memory [`Directory`], which defines the rules), paging, the change feed's order,
-//! the atomicity of `hub_apply` with a record, links, shadow copies, cursor conflicts,
+//! the atomicity of `hub_apply` with a record, `hub_apply_batch` (answers as one by one, in
+//! order), links, shadow copies, cursor conflicts,
 //! runs, the journal and open intents, audit trails, lease expiry on the manual clock, and
 //! the engine end to end (memory source → hub over the store; a second run plans nothing).
 //!
@@ -52,6 +53,7 @@ pub const CASES: &[(&str, Case)] = &[
     ("hub_paging", |s, c| Box::pin(hub_paging(s, c))),
     ("feed_order", |s, c| Box::pin(feed_order(s, c))),
     ("hub_apply_atomic", |s, c| Box::pin(hub_apply_atomic(s, c))),
+    ("hub_apply_batch", |s, c| Box::pin(hub_apply_batch(s, c))),
     ("links_and_shadow", |s, c| Box::pin(links_and_shadow(s, c))),
     ("cursors", |s, c| Box::pin(cursors(s, c))),
     ("runs", |s, c| Box::pin(runs(s, c))),
@@ -665,6 +667,216 @@ pub async fn hub_apply_atomic(store: &Arc<dyn Store>, clock: &Arc<ManualClock>) 
         "no account link",
     )?;
     same(s.hub_account(&"u9".into()).await?, None, "no account")?;
+    Ok(())
+}
+
+/// The record `hub_apply_batch` writes with a create in the suite: journal, link, audit.
+fn batch_record(job: &str, run: &str, idx: usize, op: &Op, at: DateTime<Utc>) -> OpRecord {
+    OpRecord {
+        shadow: None,
+        ..full_record(job, run, idx, op, at)
+    }
+}
+
+/// `hub_apply_batch` answers each write as `hub_apply` would, in order, each write
+/// all-or-nothing with its record: the directory script in one batch (runs of creates
+/// with failures among them), 300 good creates (the stores' multi-row path, over several
+/// statements), and a batch whose child org follows its parent.
+pub async fn hub_apply_batch(store: &Arc<dyn Store>, clock: &Arc<ManualClock>) -> Result<()> {
+    use idsync_core::HubWrite;
+    let s = store.as_ref();
+    let t = clock.now_for_suite();
+    s.put_run(&run_record("b1", "job", RunStatus::Running, t))
+        .await?;
+    let script = directory_script();
+    let writes: Vec<HubWrite> = script
+        .iter()
+        .enumerate()
+        .map(|(i, op)| HubWrite {
+            op: op.clone(),
+            record: Some(batch_record("job", "b1", i, op, t)),
+        })
+        .collect();
+    let answers = s.hub_apply_batch(writes).await;
+    same(answers.len(), script.len(), "one answer per write")?;
+    let mut reference = Directory::new();
+    let mut applied = Vec::new();
+    for (i, (op, got)) in script.iter().zip(&answers).enumerate() {
+        let want = reference.apply(op, None).map(|(a, _)| a);
+        match (&want, got) {
+            (Ok(w), Ok(g)) => {
+                same(g, w, &format!("batch op {i} ({}) result", op.name()))?;
+                applied.push(i);
+            }
+            (Err(w), Err(g)) => same(
+                g.kind(),
+                w.kind(),
+                &format!("batch op {i} ({}) error", op.name()),
+            )?,
+            _ => {
+                return Err(fail(format!(
+                    "batch op {i} ({}): store gave {:?}, directory gave {:?}",
+                    op.name(),
+                    got.as_ref().map_err(|e| e.to_string()),
+                    want.as_ref().map_err(|e| e.to_string())
+                )));
+            }
+        }
+    }
+    same(
+        all_orgs(s, 3).await?,
+        reference.orgs.values().cloned().collect::<Vec<_>>(),
+        "hub orgs after the batched script",
+    )?;
+    same(
+        all_accounts(s, 3).await?,
+        reference.accounts.values().cloned().collect::<Vec<_>>(),
+        "hub accounts after the batched script",
+    )?;
+    // Only the applied writes left a journal entry and a feed entry, in batch order.
+    let journal: Vec<usize> = s.journal("b1").await?.iter().map(|j| j.op_index).collect();
+    same(
+        journal,
+        applied.clone(),
+        "journal entries of the applied writes",
+    )?;
+    let feed = s.feed(0, 1000).await?;
+    same(
+        feed.iter().map(|f| f.anchor.clone()).collect::<Vec<_>>(),
+        applied
+            .iter()
+            .map(|&i| script[i].anchor().clone())
+            .collect::<Vec<_>>(),
+        "feed entries of the applied writes, in order",
+    )?;
+    ensure(
+        feed.windows(2).all(|w| w[0].seq < w[1].seq),
+        "feed sequence numbers increase",
+    )?;
+
+    // 300 good creates: 3 orgs, then 297 accounts in them (two batches).
+    let orgs: Vec<Op> = ["g0", "g1", "g2"]
+        .iter()
+        .map(|a| Op::CreateOrg {
+            org: org(a, Some("ops")),
+        })
+        .collect();
+    let accounts: Vec<Op> = (0..297)
+        .map(|i| Op::CreateAccount {
+            account: account(&format!("m{i:03}"), &[["g0", "g1", "g2"][i % 3], "ops"]),
+        })
+        .collect();
+    let head = feed.last().map_or(0, |f| f.seq);
+    let mut idx = 1000;
+    for ops in [&orgs, &accounts] {
+        let writes: Vec<HubWrite> = ops
+            .iter()
+            .map(|op| {
+                idx += 1;
+                HubWrite {
+                    op: op.clone(),
+                    record: Some(batch_record("job", "b1", idx, op, t)),
+                }
+            })
+            .collect();
+        for (i, a) in s.hub_apply_batch(writes).await.into_iter().enumerate() {
+            let a = a.map_err(|e| fail(format!("good create {i}: {e}")))?;
+            same(a.anchor.as_ref(), Some(ops[i].anchor()), "created anchor")?;
+        }
+    }
+    let feed = s.feed(head, 1000).await?;
+    same(feed.len(), 300, "a feed entry per create")?;
+    same(
+        feed.iter().map(|f| f.seq).collect::<Vec<_>>(),
+        (head + 1..=head + 300).collect::<Vec<_>>(),
+        "contiguous sequence numbers",
+    )?;
+    let m150 = s
+        .hub_account(&"m150".into())
+        .await?
+        .ok_or_else(|| fail("m150 missing".into()))?;
+    same(
+        m150.orgs.clone(),
+        vec![Anchor::from("g0"), Anchor::from("ops")],
+        "m150's orgs",
+    )?;
+    same(
+        feed.iter()
+            .find(|f| f.anchor.as_str() == "m150")
+            .and_then(|f| f.entity.clone()),
+        Some(serde_json::to_value(&m150)?),
+        "the feed carries the entity",
+    )?;
+    let trail = s.audit(EntityKind::Account, &"m150".into()).await?;
+    same(trail.len(), 1, "m150's audit entry")?;
+    same(
+        trail[0].after.clone(),
+        Some(serde_json::to_value(&m150)?),
+        "audit after is the created entity",
+    )?;
+    let links = s
+        .links("job", EntityKind::Account, PageRequest::sized(1000))
+        .await?;
+    ensure(
+        links
+            .items
+            .iter()
+            .any(|l| l.source.as_str() == "src-m296" && l.target.as_str() == "m296"),
+        "link of the last create",
+    )?;
+    same(
+        s.journal("b1").await?.len(),
+        applied.len() + 300,
+        "journal entries",
+    )?;
+    // The group g0 now has members: it cannot be deleted.
+    let err = s
+        .hub_apply(
+            &Op::DeleteOrg {
+                anchor: "g0".into(),
+            },
+            None,
+        )
+        .await
+        .err()
+        .map(|e| e.kind());
+    same(err, Some(ErrorKind::Conflict), "memberships were written")?;
+
+    // A child after its parent in one batch, and an anchor twice: as if one by one.
+    let ops = [
+        Op::CreateOrg {
+            org: org("p", None),
+        },
+        Op::CreateOrg {
+            org: org("p-child", Some("p")),
+        },
+        Op::CreateOrg {
+            org: org("p", None),
+        },
+    ];
+    let answers = s
+        .hub_apply_batch(
+            ops.iter()
+                .map(|op| HubWrite {
+                    op: op.clone(),
+                    record: None,
+                })
+                .collect(),
+        )
+        .await;
+    same(
+        answers
+            .iter()
+            .map(|a| a.as_ref().err().map(|e| e.kind()))
+            .collect::<Vec<_>>(),
+        vec![None, None, Some(ErrorKind::AlreadyExists)],
+        "parent, child, duplicate",
+    )?;
+    same(
+        s.hub_org(&"p-child".into()).await?.and_then(|o| o.parent),
+        Some(Anchor::from("p")),
+        "the child is under its parent",
+    )?;
     Ok(())
 }
 
