@@ -15,7 +15,7 @@ use serde_json::Value;
 use crate::cli::{Cli, Command, ExportFormat, ExportWhat, KindArg, RunArgs};
 use crate::config::{Config, ConfigError};
 use crate::error::{CliError, exit};
-use crate::progress::{CountingSink, CountingSource, CountingStore, Meter, Side};
+use crate::progress::{CountingSink, CountingSource, Meter, Side};
 use crate::providers::{self, BuildContext, Role};
 use crate::table::Table;
 
@@ -188,7 +188,7 @@ async fn prepare(cfg: &Config, job_name: &str, meter: &Meter) -> Result<Prepared
     let opened = crate::store::open(cfg.file.store.get_ref()).await?;
     // One store for the engine and the hub: ops on the hub then commit with their
     // records in one transaction.
-    let store = CountingStore::wrap(opened.store, meter.clone());
+    let store = opened.store;
     let ctx = BuildContext {
         store: store.clone(),
         base_dir: cfg.base_dir.clone(),
@@ -214,6 +214,8 @@ async fn prepare(cfg: &Config, job_name: &str, meter: &Meter) -> Result<Prepared
         .with_deletion(s.deletion)
         .with_guard(s.guard)
         .with_concurrency(s.concurrency);
+    let bar = meter.clone();
+    job = job.with_progress(move |p| bar.applied(p.done));
     if let Some(n) = s.page_size {
         job = job.with_page_size(n);
     }

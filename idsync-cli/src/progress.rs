@@ -1,9 +1,9 @@
 //! Progress bars for `run` and `approve`: a spinner while both sides are read, a bar while
 //! the plan is applied. Hidden when stdout is not a terminal.
 //!
-//! The engine has no progress callback, so the bars are fed from the outside: the source
-//! and sink are wrapped in [`CountingSource`] / [`CountingSink`] (entities read), and the
-//! store in [`CountingStore`] (one op record per applied or failed op).
+//! The read spinner is fed by wrapping the source and sink in [`CountingSource`] /
+//! [`CountingSink`] (entities read); the apply bar by the job's progress hook
+//! ([`Meter::applied`]).
 
 use std::fmt;
 use std::sync::Arc;
@@ -12,10 +12,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use idsync_core::source::{Applied, Capabilities, ChangeSet, Descriptor, Op, Page, PageRequest};
-use idsync_core::store::{AuditEntry, FeedEntry, JournalEntry, Link, OpRecord, RunRecord};
-use idsync_core::{Account, Anchor, EntityKind, Hub, Org, Result, Sink, Source, Store, SyncCursor};
+use idsync_core::{Account, Anchor, EntityKind, Hub, Org, Result, Sink, Source, SyncCursor};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use serde_json::Value;
 
 #[derive(Debug, Default)]
 struct Counts {
@@ -150,8 +148,9 @@ impl Meter {
         pb.enable_steady_tick(Duration::from_millis(100));
     }
 
-    fn count_applied(&self) {
-        self.apply.inc(1);
+    /// Follow the engine's progress (a job's progress hook).
+    pub fn applied(&self, done: usize) {
+        self.apply.set_position(done as u64);
     }
 
     /// Stop the apply bar.
@@ -216,7 +215,7 @@ impl Source for CountingSource {
     }
 }
 
-/// A sink that counts what it lists (its applies are counted by [`CountingStore`]).
+/// A sink that counts what it lists (its applies are followed by the progress hook).
 #[derive(Debug)]
 pub struct CountingSink {
     inner: Arc<dyn Sink>,
@@ -279,98 +278,5 @@ impl Sink for CountingSink {
     }
     fn as_hub(&self) -> Option<&Hub> {
         self.inner.as_hub()
-    }
-}
-
-/// A store that ticks the apply bar once per op record.
-#[derive(Debug)]
-pub struct CountingStore {
-    inner: Arc<dyn Store>,
-    meter: Meter,
-}
-
-impl CountingStore {
-    /// Wrap a store. Give the wrapped store to both the engine and the hub: the engine
-    /// writes hub ops in one transaction only when both hold the same store.
-    pub fn wrap(inner: Arc<dyn Store>, meter: Meter) -> Arc<dyn Store> {
-        Arc::new(CountingStore { inner, meter })
-    }
-}
-
-#[async_trait]
-#[deny(clippy::missing_trait_methods)]
-impl Store for CountingStore {
-    async fn hub_orgs(&self, page: PageRequest) -> Result<Page<Org>> {
-        self.inner.hub_orgs(page).await
-    }
-    async fn hub_accounts(&self, page: PageRequest) -> Result<Page<Account>> {
-        self.inner.hub_accounts(page).await
-    }
-    async fn hub_org(&self, anchor: &Anchor) -> Result<Option<Org>> {
-        self.inner.hub_org(anchor).await
-    }
-    async fn hub_account(&self, anchor: &Anchor) -> Result<Option<Account>> {
-        self.inner.hub_account(anchor).await
-    }
-    async fn hub_apply(&self, op: &Op, record: Option<&OpRecord>) -> Result<Applied> {
-        let r = self.inner.hub_apply(op, record).await;
-        if record.is_some_and(|r| r.journal.is_some()) {
-            self.meter.count_applied();
-        }
-        r
-    }
-    async fn links(&self, job: &str, kind: EntityKind, page: PageRequest) -> Result<Page<Link>> {
-        self.inner.links(job, kind, page).await
-    }
-    async fn shadow(&self, job: &str, kind: EntityKind, page: PageRequest) -> Result<Page<Value>> {
-        self.inner.shadow(job, kind, page).await
-    }
-    async fn cursor(&self, job: &str) -> Result<Option<SyncCursor>> {
-        self.inner.cursor(job).await
-    }
-    async fn commit_cursor(
-        &self,
-        job: &str,
-        expected: Option<&SyncCursor>,
-        cursor: &SyncCursor,
-    ) -> Result<()> {
-        self.inner.commit_cursor(job, expected, cursor).await
-    }
-    async fn put_run(&self, run: &RunRecord) -> Result<()> {
-        self.inner.put_run(run).await
-    }
-    async fn run(&self, id: &str) -> Result<Option<RunRecord>> {
-        self.inner.run(id).await
-    }
-    async fn runs(&self, job: Option<&str>, limit: usize) -> Result<Vec<RunRecord>> {
-        self.inner.runs(job, limit).await
-    }
-    async fn journal_intent(&self, entry: &JournalEntry) -> Result<()> {
-        self.inner.journal_intent(entry).await
-    }
-    async fn record(&self, record: &OpRecord) -> Result<()> {
-        let r = self.inner.record(record).await;
-        if record.journal.is_some() {
-            self.meter.count_applied();
-        }
-        r
-    }
-    async fn journal(&self, run_id: &str) -> Result<Vec<JournalEntry>> {
-        self.inner.journal(run_id).await
-    }
-    async fn open_intents(&self, job: &str) -> Result<Vec<JournalEntry>> {
-        self.inner.open_intents(job).await
-    }
-    async fn audit(&self, kind: EntityKind, anchor: &Anchor) -> Result<Vec<AuditEntry>> {
-        self.inner.audit(kind, anchor).await
-    }
-    async fn feed(&self, since: u64, limit: usize) -> Result<Vec<FeedEntry>> {
-        self.inner.feed(since, limit).await
-    }
-    async fn acquire_lease(&self, job: &str, holder: &str, ttl: Duration) -> Result<bool> {
-        self.inner.acquire_lease(job, holder, ttl).await
-    }
-    async fn release_lease(&self, job: &str, holder: &str) -> Result<()> {
-        self.inner.release_lease(job, holder).await
     }
 }
