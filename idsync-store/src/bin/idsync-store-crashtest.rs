@@ -15,7 +15,9 @@
 //!   API). An op is applied at the sink and then recorded in the store: a kill between the
 //!   two leaves an unlinked entity that the rerun must correlate instead of duplicating.
 //!
-//! `run` prints `planned N` once the plan is stored (the test kills after that line) and
+//! `run` prints `planned N` once the plan is stored, `progress D` each time ops have ended
+//! (the engine's progress hook: after every op for the sink, after every batch of up to
+//! 1,000 for the hub; the test kills the process after a chosen `D`), and
 //! `done applied=A failed=F`; it exits 0 when nothing failed. `verify` exits 0 when the
 //! target holds every source entity exactly once with the right content, every link
 //! points at the right entity, and a further plan is empty; otherwise it prints what is
@@ -212,7 +214,13 @@ async fn setup(a: &Args) -> Result<Setup> {
 }
 
 async fn run(a: &Args) -> Result<bool> {
-    let s = setup(a).await?;
+    let mut s = setup(a).await?;
+    // The test kills this process once it has seen enough of these lines.
+    s.job = s.job.with_progress(|p| {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "progress {}", p.done);
+        let _ = out.flush();
+    });
     let plan = s.engine.plan(&s.job).await?;
     println!("planned {}", plan.ops.len());
     let _ = std::io::stdout().flush();
