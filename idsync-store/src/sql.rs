@@ -347,20 +347,9 @@ macro_rules! sql_store {
                 conn: &mut <$db as sqlx::Database>::Connection,
                 batch: $crate::sql::Batch,
             ) -> idsync_core::Result<u64> {
-                use $crate::sql::Arg;
                 let mut rows = 0;
                 for (sql, args) in $crate::sql::$combine(batch) {
-                    let mut q = sqlx::query(&sql);
-                    for a in args {
-                        q = match a {
-                            Arg::Text(v) => q.bind(v),
-                            Arg::OptText(v) => q.bind(v),
-                            Arg::Int(v) => q.bind(v),
-                            Arg::OptInt(v) => q.bind(v),
-                            Arg::Json(v) => q.bind(v.map(sqlx::types::Json)),
-                        };
-                    }
-                    rows += q.execute(&mut *conn).await.map_err(Self::err)?.rows_affected();
+                    rows += Self::exec_args(conn, &sql, args).await?;
                 }
                 Ok(rows)
             }

@@ -283,21 +283,9 @@ impl<'a> Ready<'a> {
 
     /// The record of the op ended in `state` at `anchor`: journal entry, and when it was
     /// applied its link, shadow copy and audit entry. For the hub, which fills the audit
-    /// entry's before and after itself, those are left out.
-    fn record(
-        &self,
-        engine: &Engine,
-        job: &Job,
-        anchor: &Anchor,
-        state: JournalState,
-        error: Option<&Error>,
-        shadow_entities: &Mutex<HashMap<(EntityKind, Anchor), Value>>,
-    ) -> OpRecord {
-        self.record_with(engine, job, anchor, state, error, shadow_entities, true)
-    }
-
+    /// entry's before and after itself, those are left out (`audit_values` false).
     #[allow(clippy::too_many_arguments)]
-    fn record_with(
+    fn record(
         &self,
         engine: &Engine,
         job: &Job,
@@ -396,6 +384,7 @@ impl<'a> Ready<'a> {
                         JournalState::Done,
                         None,
                         shadow_entities,
+                        true,
                     );
                     return match engine.store.record(&rec).await {
                         Ok(()) => Outcome::applied(proposed),
@@ -414,6 +403,7 @@ impl<'a> Ready<'a> {
             JournalState::Failed,
             Some(&e),
             shadow_entities,
+            true,
         );
         if let Err(e2) = engine.store.record(&rec).await {
             tracing::warn!(error = %e2, "could not journal a failed op");
@@ -449,6 +439,7 @@ async fn apply_one(
                 JournalState::Done,
                 None,
                 shadow_entities,
+                true,
             );
             match engine.store.record(&rec).await {
                 Ok(()) => Outcome::applied(anchor),
@@ -502,7 +493,7 @@ fn prepare_hub_chunk<'a>(
         match Ready::new(engine, job, plan, p, created) {
             Ok(r) => {
                 let anchor = r.op.anchor().clone();
-                let rec = r.record_with(
+                let rec = r.record(
                     engine,
                     job,
                     &anchor,

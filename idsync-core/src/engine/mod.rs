@@ -8,7 +8,9 @@
 //! * The [`Guard`] stops plans that would disable or delete too much: they are stored as
 //!   "needs approval" and nothing is applied until [`Engine::approve`].
 //! * [`Engine::apply`] applies with bounded concurrency; an op waits for the ops it depends
-//!   on, every op is journaled, a failed op does not stop unrelated ops.
+//!   on, every op is journaled, a failed op does not stop unrelated ops. Into the hub of the
+//!   engine's own store the ops of a phase go in batches ([`Store::hub_apply_batch`]); a
+//!   job's [`ProgressHook`] ([`Job::with_progress`]) follows the apply.
 //! * [`Engine::run_changes`] takes a source's change set through the same path and commits
 //!   the cursor only after every op succeeded.
 
