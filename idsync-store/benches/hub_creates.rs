@@ -2,7 +2,12 @@
 //!
 //! `cargo bench -p idsync-store --bench hub_creates` (release profile). Set
 //! `IDSYNC_BENCH_ACCOUNTS` to change the number of accounts (default 99,900 accounts in
-//! 100 orgs: 100,000 creates).
+//! 100 orgs: 100,000 creates), and `IDSYNC_BENCH_STORE=postgres` to measure a fresh
+//! PostgreSQL database instead of a SQLite file (the server of `IDSYNC_TEST_PG_URL` /
+//! `DATABASE_URL`, else one started by `scripts/services/postgres.sh`).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -45,7 +50,16 @@ async fn main() -> idsync_core::Result<()> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(99_900);
     let dir = tempfile::tempdir().map_err(|e| idsync_core::Error::unexpected(e.to_string()))?;
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("hub.db")).await?);
+    let postgres = std::env::var("IDSYNC_BENCH_STORE").is_ok_and(|v| v == "postgres");
+    let store: Arc<dyn Store> = if postgres {
+        idsync_store::open(&common::fresh_pg_database("idsync_bench").await).await?
+    } else {
+        Arc::new(SqliteStore::open(dir.path().join("hub.db")).await?)
+    };
+    println!(
+        "store:              {}",
+        if postgres { "postgres" } else { "sqlite file" }
+    );
     let (orgs, accounts) = data(n);
     let total = orgs.len() + accounts.len();
     let source = Arc::new(MemoryAdapter::with_data("hr", orgs, accounts));
@@ -79,6 +93,8 @@ async fn main() -> idsync_core::Result<()> {
         (planned + applied).as_secs_f64()
     );
     println!("second run (no-op): {:.2} s", noop.as_secs_f64());
-    println!("database file:      {:.1} MiB", file as f64 / 1048576.0);
+    if !postgres {
+        println!("database file:      {:.1} MiB", file as f64 / 1048576.0);
+    }
     Ok(())
 }

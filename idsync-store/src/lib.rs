@@ -19,7 +19,7 @@
 //!   memberships, feed, links, journal and audit (if any create of the run would fail, the
 //!   run is undone and its writes go one by one, so each gets its own answer): 100,000
 //!   creates into a SQLite hub take about 5 s on two cores (BENCHMARKS.md). PostgreSQL
-//!   applies a batch one write at a time.
+//!   applies a batch in one transaction, each write in its own savepoint.
 //! * **Versioned migrations** per backend (`migrations/sqlite`, `migrations/postgres`),
 //!   applied on open.
 //! * [`testsuite`]: one public test suite every store passes (memory, SQLite, PostgreSQL).

@@ -374,29 +374,57 @@ macro_rules! sql_store {
                 Ok(q.execute(&mut *conn).await.map_err(Self::err)?.rows_affected())
             }
 
-            /// Insert `rows` (each `width` values) with multi-row `INSERT`s of at most
+            /// Insert `rows` (one value per entry of `cols`: `J` for a JSON column, `-` for
+            /// any other) with multi-row `INSERT`s of at most
             /// [`ROWS_PER_INSERT`]($crate::sql::ROWS_PER_INSERT) rows.
             async fn insert_rows(
                 conn: &mut <$db as sqlx::Database>::Connection,
                 head: &str,
                 tail: &str,
-                width: usize,
+                cols: &str,
                 rows: Vec<Vec<$crate::sql::Arg>>,
             ) -> idsync_core::Result<()> {
                 let mut rows = rows.into_iter().peekable();
                 while rows.peek().is_some() {
                     let chunk: Vec<Vec<$crate::sql::Arg>> =
                         rows.by_ref().take($crate::sql::ROWS_PER_INSERT).collect();
-                    let sql = $crate::sql::multi_row(head, tail, width, chunk.len());
+                    let sql = $crate::sql::multi_row(head, tail, cols, chunk.len(), !$guards);
                     Self::exec_args(conn, &sql, chunk.into_iter().flatten().collect()).await?;
                 }
                 Ok(())
             }
 
-            /// The writes of a hub batch, in the writer's transaction: runs of plain
-            /// creates as multi-row statements (in a savepoint; when such a run fails it is
-            /// undone and its writes go one at a time, so each gets its own answer), every
-            /// other write one at a time in its own savepoint.
+            /// How many of `anchors` (distinct) are hub orgs.
+            async fn count_orgs(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                anchors: Vec<$crate::sql::Arg>,
+            ) -> idsync_core::Result<usize> {
+                let mut found = 0;
+                let mut anchors = anchors.into_iter().peekable();
+                while anchors.peek().is_some() {
+                    let chunk: Vec<$crate::sql::Arg> =
+                        anchors.by_ref().take($crate::sql::ROWS_PER_INSERT).collect();
+                    let sql = format!(
+                        "SELECT count(*) FROM hub_orgs WHERE anchor IN ({})",
+                        $crate::sql::placeholders(chunk.len(), !$guards)
+                    );
+                    let mut q = sqlx::query_as::<_, (i64,)>(&sql);
+                    for a in chunk {
+                        if let $crate::sql::Arg::Text(v) = a {
+                            q = q.bind(v);
+                        }
+                    }
+                    let (n,) = q.fetch_one(&mut *conn).await.map_err(Self::err)?;
+                    found += $crate::util::to_usize(n)?;
+                }
+                Ok(found)
+            }
+
+            /// The writes of a hub batch, in one transaction (SQLite: the writer's group;
+            /// PostgreSQL: a transaction of its own). Runs of plain creates go as multi-row
+            /// statements (in a savepoint; when such a run fails it is undone and its writes
+            /// go one at a time, so each gets its own answer); every other write goes one at
+            /// a time in its own savepoint.
             async fn hub_batch_in(
                 conn: &mut <$db as sqlx::Database>::Connection,
                 writes: Vec<idsync_core::HubWrite>,
@@ -498,17 +526,26 @@ macro_rules! sql_store {
                     .map(|w| w.op.entity())
                     .unwrap_or(idsync_core::EntityKind::Account);
                 let kind_s = $crate::util::kind_str(kind);
+                // Hub writes of all workers serialize on the feed head (PostgreSQL), so the
+                // checks below see every earlier write.
+                if !$pre_lock.is_empty() {
+                    sqlx::query($pre_lock).execute(&mut *conn).await.map_err(Self::err)?;
+                }
                 // The orgs referred to must exist before this batch (an org created in the
-                // same batch is not seen: such a batch goes one by one).
-                let needed_rows: Vec<Vec<Arg>> = needed.into_iter().map(|a| vec![text(a)]).collect();
-                Self::insert_rows(conn, "INSERT INTO guard_org_present (anchor) VALUES ", "", 1, needed_rows).await?;
+                // same batch is not seen: such a batch goes one by one). A taken anchor fails
+                // the entity insert on its primary key.
+                let wanted = needed.len();
+                let needed_args: Vec<Arg> = needed.into_iter().map(text).collect();
+                if Self::count_orgs(conn, needed_args).await? != wanted {
+                    return Err(idsync_core::Error::not_found("an org a create refers to"));
+                }
                 match kind {
                     idsync_core::EntityKind::Org => {
-                        Self::insert_rows(conn, "INSERT INTO hub_orgs (anchor, parent, body) VALUES ", "", 3, entity_rows).await?;
+                        Self::insert_rows(conn, "INSERT INTO hub_orgs (anchor, parent, body) VALUES ", "", "--J", entity_rows).await?;
                     }
                     idsync_core::EntityKind::Account => {
-                        Self::insert_rows(conn, "INSERT INTO hub_accounts (anchor, body) VALUES ", "", 2, entity_rows).await?;
-                        Self::insert_rows(conn, "INSERT INTO hub_memberships (org, account) VALUES ", "", 2, member_rows).await?;
+                        Self::insert_rows(conn, "INSERT INTO hub_accounts (anchor, body) VALUES ", "", "-J", entity_rows).await?;
+                        Self::insert_rows(conn, "INSERT INTO hub_memberships (org, account) VALUES ", "", "--", member_rows).await?;
                     }
                 }
                 // Feed: the batch's sequence numbers in order.
@@ -534,7 +571,7 @@ macro_rules! sql_store {
                         ]
                     })
                     .collect();
-                Self::insert_rows(conn, "INSERT INTO feed (seq, kind, anchor, entity, at_us) VALUES ", "", 5, feed_rows).await?;
+                Self::insert_rows(conn, "INSERT INTO feed (seq, kind, anchor, entity, at_us) VALUES ", "", "---J-", feed_rows).await?;
                 // Records.
                 let mut link_rows = Vec::new();
                 let mut journal_rows = Vec::new();
@@ -573,7 +610,7 @@ macro_rules! sql_store {
                     conn,
                     "INSERT INTO links (job, kind, source, target) VALUES ",
                     " ON CONFLICT (job, kind, source) DO UPDATE SET target = excluded.target",
-                    4,
+                    "----",
                     link_rows,
                 )
                 .await?;
@@ -582,7 +619,7 @@ macro_rules! sql_store {
                     "INSERT INTO journal (run_id, op_index, job, op, source_anchor, \
                      target_anchor, state, error, at_us) VALUES ",
                     $crate::sql::JOURNAL_UPSERT,
-                    9,
+                    "---J-----",
                     journal_rows,
                 )
                 .await?;
@@ -590,7 +627,7 @@ macro_rules! sql_store {
                     conn,
                     "INSERT INTO audit (run_id, job, kind, anchor, op, before, after, at_us) VALUES ",
                     "",
-                    8,
+                    "-----JJ-",
                     audit_rows,
                 )
                 .await?;
@@ -706,14 +743,6 @@ macro_rules! sql_store {
                 &self,
                 writes: Vec<idsync_core::HubWrite>,
             ) -> Vec<idsync_core::Result<idsync_core::Applied>> {
-                if !$guards {
-                    // One transaction per write, as `hub_apply`.
-                    let mut out = Vec::with_capacity(writes.len());
-                    for w in &writes {
-                        out.push(idsync_core::Store::hub_apply(self, &w.op, w.record.as_ref()).await);
-                    }
-                    return out;
-                }
                 let now = self.clock.now();
                 let n = writes.len();
                 match self
@@ -1186,23 +1215,53 @@ pub(crate) fn journal_args(job: &str, j: &JournalEntry, op: Arg) -> Vec<Arg> {
 /// 32,766 parameters).
 pub(crate) const ROWS_PER_INSERT: usize = 100;
 
-/// `head (?, ?), (?, ?) tail` for `rows` rows of `width` values (SQLite only).
+/// `head (?, ?), (?, ?) tail` (SQLite) or `head ($1, $2::jsonb), ($3, $4::jsonb) tail`
+/// (PostgreSQL, `numbered`) for `rows` rows with one value per entry of `cols`: `J` for a
+/// JSON column (bound as text; PostgreSQL casts it to `jsonb`), anything else for a plain
+/// one.
 ///
-/// Anonymous `?` parameters, not `$N`: SQLite looks a named parameter up by walking the
-/// statement's list of names, so binding hundreds of `$N` costs time quadratic in their
-/// number (it was most of a batch's time).
-pub(crate) fn multi_row(head: &str, tail: &str, width: usize, rows: usize) -> String {
-    let mut sql = String::with_capacity(head.len() + tail.len() + rows * (width * 3 + 4));
+/// Anonymous `?` parameters on SQLite, not `$N`: SQLite looks a named parameter up by
+/// walking the statement's list of names, so binding hundreds of `$N` costs time quadratic
+/// in their number (it was most of a batch's time). PostgreSQL numbers them natively.
+pub(crate) fn multi_row(head: &str, tail: &str, cols: &str, rows: usize, numbered: bool) -> String {
+    use std::fmt::Write;
+    let mut sql = String::with_capacity(head.len() + tail.len() + rows * (cols.len() * 6 + 4));
     sql.push_str(head);
+    let mut n = 0;
     for r in 0..rows {
         sql.push_str(if r == 0 { "(" } else { ", (" });
-        for c in 0..width {
-            sql.push_str(if c == 0 { "?" } else { ", ?" });
+        for (c, kind) in cols.chars().enumerate() {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            n += 1;
+            if numbered {
+                let _ = write!(sql, "${n}");
+                if kind == 'J' {
+                    sql.push_str("::jsonb");
+                }
+            } else {
+                sql.push('?');
+            }
         }
         sql.push(')');
     }
     sql.push_str(tail);
     sql
+}
+
+/// `?, ?, ?` or `$1, $2, $3` (`numbered`) for `n` values.
+pub(crate) fn placeholders(n: usize, numbered: bool) -> String {
+    (1..=n)
+        .map(|i| {
+            if numbered {
+                format!("${i}")
+            } else {
+                "?".to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The entity kind of a write the multi-row create path takes: a create with a non-empty
