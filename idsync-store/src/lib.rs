@@ -14,12 +14,12 @@
 //!   org with children or members is not deleted and moves that would make a cycle are
 //!   refused, exactly as in memory.
 //! * **Batched**: [`Store::hub_apply_batch`] (what the engine uses for a phase of hub ops,
-//!   a thousand at a time) answers each write as `hub_apply` would. On SQLite a batch is
-//!   one transaction, and a run of creates in it becomes multi-row `INSERT`s for entities,
+//!   a thousand at a time) answers each write as `hub_apply` would. A batch is one
+//!   transaction, and a run of creates in it becomes multi-row `INSERT`s for entities,
 //!   memberships, feed, links, journal and audit (if any create of the run would fail, the
-//!   run is undone and its writes go one by one, so each gets its own answer): 100,000
-//!   creates into a SQLite hub take about 5 s on two cores (BENCHMARKS.md). PostgreSQL
-//!   applies a batch in one transaction, each write in its own savepoint.
+//!   run is undone and its writes go one by one, each in a savepoint, so each gets its own
+//!   answer): 100,000 creates into a SQLite hub take about 5 s on two cores
+//!   (BENCHMARKS.md); PostgreSQL takes the same path.
 //! * **Versioned migrations** per backend (`migrations/sqlite`, `migrations/postgres`),
 //!   applied on open.
 //! * [`testsuite`]: one public test suite every store passes (memory, SQLite, PostgreSQL).
