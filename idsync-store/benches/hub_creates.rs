@@ -12,36 +12,8 @@ mod common;
 use std::sync::Arc;
 use std::time::Instant;
 
-use idsync_core::{Account, Engine, Guard, Hub, Job, MemoryAdapter, Org, Store};
+use idsync_core::{Engine, Guard, Hub, Job, MemoryAdapter, Store};
 use idsync_store::SqliteStore;
-
-fn data(n: usize) -> (Vec<Org>, Vec<Account>) {
-    let mut orgs = Vec::new();
-    let mut leaves = Vec::new();
-    for r in 0..10 {
-        orgs.push(Org::new(format!("r{r}"), None, format!("Division {r}")));
-        for c in 0..9 {
-            let leaf = format!("r{r}-c{c}");
-            orgs.push(Org::new(
-                leaf.as_str(),
-                Some(format!("r{r}").into()),
-                format!("Team {r}.{c}"),
-            ));
-            leaves.push(leaf);
-        }
-    }
-    let accounts = (0..n)
-        .map(|i| {
-            let mut a = Account::new(format!("p{i:06}"), format!("user{i}"));
-            a.employee_id = Some(format!("E{i:06}"));
-            a.email = Some(format!("user{i}@example.com"));
-            a.display_name = Some(format!("User {i}"));
-            a.orgs = vec![leaves[i % leaves.len()].as_str().into()];
-            a
-        })
-        .collect();
-    (orgs, accounts)
-}
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> idsync_core::Result<()> {
@@ -60,7 +32,7 @@ async fn main() -> idsync_core::Result<()> {
         "store:              {}",
         if postgres { "postgres" } else { "sqlite file" }
     );
-    let (orgs, accounts) = data(n);
+    let (orgs, accounts) = idsync_store::testsuite::sample_directory(n, 9);
     let total = orgs.len() + accounts.len();
     let source = Arc::new(MemoryAdapter::with_data("hr", orgs, accounts));
     let hub = Arc::new(Hub::new(store.clone()));

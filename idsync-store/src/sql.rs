@@ -397,22 +397,17 @@ macro_rules! sql_store {
             /// How many of `anchors` (distinct) are hub orgs.
             async fn count_orgs(
                 conn: &mut <$db as sqlx::Database>::Connection,
-                anchors: Vec<$crate::sql::Arg>,
+                anchors: &[&idsync_core::Anchor],
             ) -> idsync_core::Result<usize> {
                 let mut found = 0;
-                let mut anchors = anchors.into_iter().peekable();
-                while anchors.peek().is_some() {
-                    let chunk: Vec<$crate::sql::Arg> =
-                        anchors.by_ref().take($crate::sql::ROWS_PER_INSERT).collect();
+                for chunk in anchors.chunks($crate::sql::ROWS_PER_INSERT) {
                     let sql = format!(
                         "SELECT count(*) FROM hub_orgs WHERE anchor IN ({})",
                         $crate::sql::placeholders(chunk.len(), !$guards)
                     );
                     let mut q = sqlx::query_as::<_, (i64,)>(&sql);
                     for a in chunk {
-                        if let $crate::sql::Arg::Text(v) = a {
-                            q = q.bind(v);
-                        }
+                        q = q.bind(a.as_str());
                     }
                     let (n,) = q.fetch_one(&mut *conn).await.map_err(Self::err)?;
                     found += $crate::util::to_usize(n)?;
@@ -534,9 +529,8 @@ macro_rules! sql_store {
                 // The orgs referred to must exist before this batch (an org created in the
                 // same batch is not seen: such a batch goes one by one). A taken anchor fails
                 // the entity insert on its primary key.
-                let wanted = needed.len();
-                let needed_args: Vec<Arg> = needed.into_iter().map(text).collect();
-                if Self::count_orgs(conn, needed_args).await? != wanted {
+                let needed: Vec<&idsync_core::Anchor> = needed.into_iter().collect();
+                if Self::count_orgs(conn, &needed).await? != needed.len() {
                     return Err(idsync_core::Error::not_found("an org a create refers to"));
                 }
                 match kind {
@@ -618,7 +612,7 @@ macro_rules! sql_store {
                     conn,
                     "INSERT INTO journal (run_id, op_index, job, op, source_anchor, \
                      target_anchor, state, error, at_us) VALUES ",
-                    $crate::sql::JOURNAL_UPSERT,
+                    $crate::sql::journal_upsert!(),
                     "---J-----",
                     journal_rows,
                 )
@@ -953,14 +947,13 @@ macro_rules! sql_store {
                 use $crate::util::{state_str, to_i64, to_us};
                 let mut batch = $crate::sql::Batch::default();
                 batch.push(
-                    "INSERT INTO journal (run_id, op_index, job, op, source_anchor, \
-                     target_anchor, state, error, at_us) \
-                     VALUES ($1, $2, COALESCE((SELECT job FROM runs WHERE id = $1), ''), \
-                     $3, $4, $5, $6, $7, $8) \
-                     ON CONFLICT (run_id, op_index) DO UPDATE SET job = excluded.job, \
-                     op = excluded.op, source_anchor = excluded.source_anchor, \
-                     target_anchor = excluded.target_anchor, state = excluded.state, \
-                     error = excluded.error, at_us = excluded.at_us",
+                    concat!(
+                        "INSERT INTO journal (run_id, op_index, job, op, source_anchor, \
+                         target_anchor, state, error, at_us) \
+                         VALUES ($1, $2, COALESCE((SELECT job FROM runs WHERE id = $1), ''), \
+                         $3, $4, $5, $6, $7, $8)",
+                        $crate::sql::journal_upsert!()
+                    ),
                     vec![
                         Arg::Text(entry.run_id.clone()),
                         Arg::Int(to_i64(entry.op_index)),
@@ -1188,11 +1181,16 @@ fn renumber(stmt: &str, offset: usize, out: &mut String) {
     }
 }
 
-/// The conflict clause of a journal insert: a later record of an op replaces the earlier.
-pub(crate) const JOURNAL_UPSERT: &str = " ON CONFLICT (run_id, op_index) DO UPDATE SET \
-     job = excluded.job, op = excluded.op, source_anchor = excluded.source_anchor, \
-     target_anchor = excluded.target_anchor, state = excluded.state, error = excluded.error, \
-     at_us = excluded.at_us";
+/// The conflict clause of every journal insert (a literal, for `concat!`): a later record
+/// of an op replaces the earlier.
+macro_rules! journal_upsert {
+    () => {
+        " ON CONFLICT (run_id, op_index) DO UPDATE SET job = excluded.job, op = excluded.op, \
+         source_anchor = excluded.source_anchor, target_anchor = excluded.target_anchor, \
+         state = excluded.state, error = excluded.error, at_us = excluded.at_us"
+    };
+}
+pub(crate) use journal_upsert;
 
 /// The values of a journal row, in the column order `run_id, op_index, job, op,
 /// source_anchor, target_anchor, state, error, at_us`.
@@ -1320,12 +1318,11 @@ pub(crate) fn record_batch(batch: &mut Batch, rec: &OpRecord) -> Result<()> {
     }
     if let Some(j) = &rec.journal {
         batch.push(
-            "INSERT INTO journal (run_id, op_index, job, op, source_anchor, target_anchor, \
-             state, error, at_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-             ON CONFLICT (run_id, op_index) DO UPDATE SET job = excluded.job, \
-             op = excluded.op, source_anchor = excluded.source_anchor, \
-             target_anchor = excluded.target_anchor, state = excluded.state, \
-             error = excluded.error, at_us = excluded.at_us",
+            concat!(
+                "INSERT INTO journal (run_id, op_index, job, op, source_anchor, target_anchor, \
+                 state, error, at_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                journal_upsert!()
+            ),
             journal_args(&rec.job, j, Arg::json(&j.op)?),
         );
     }

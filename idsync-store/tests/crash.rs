@@ -58,6 +58,11 @@ enum Ended {
     Finished,
 }
 
+/// The count of a child's `progress N` line.
+fn progress_of(line: &str) -> Option<usize> {
+    line.strip_prefix("progress ").and_then(|n| n.parse().ok())
+}
+
 /// Start a run, wait until `at` (a share of the plan, 0..1) of its ops have ended, wait
 /// `extra` more, then SIGKILL it.
 fn run_and_kill(mode: &str, dir: &Path, at: f64, extra: Duration) -> Ended {
@@ -93,7 +98,7 @@ fn run_and_kill(mode: &str, dir: &Path, at: f64, extra: Duration) -> Ended {
                 break;
             }
             Ok(l) => {
-                if let Some(n) = l.strip_prefix("progress ").and_then(|n| n.parse().ok()) {
+                if let Some(n) = progress_of(&l) {
                     seen = n;
                 }
             }
@@ -106,7 +111,7 @@ fn run_and_kill(mode: &str, dir: &Path, at: f64, extra: Duration) -> Ended {
         match rx.recv_timeout(left) {
             Ok(l) if l.starts_with("done") => finished = true,
             Ok(l) => {
-                if let Some(n) = l.strip_prefix("progress ").and_then(|n| n.parse().ok()) {
+                if let Some(n) = progress_of(&l) {
                     seen = n;
                 }
             }

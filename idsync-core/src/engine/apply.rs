@@ -243,14 +243,13 @@ struct Ready<'a> {
     p: &'a PlannedOp,
     op: Op,
     caps: Capabilities,
-    intent: JournalEntry,
+    run_id: &'a str,
 }
 
 impl<'a> Ready<'a> {
     fn new(
-        engine: &Engine,
         job: &Job,
-        plan: &Plan,
+        plan: &'a Plan,
         p: &'a PlannedOp,
         created: &HashMap<usize, Anchor>,
     ) -> Result<Ready<'a>> {
@@ -263,22 +262,32 @@ impl<'a> Ready<'a> {
                 op.name()
             )));
         }
-        let intent = JournalEntry {
-            run_id: plan.run_id.clone(),
-            op_index: p.id,
-            op: op.clone(),
-            source_anchor: p.source.clone(),
-            target_anchor: None,
-            state: JournalState::Intent,
-            error: None,
-            at: engine.clock.now(),
-        };
         Ok(Ready {
             p,
             op,
             caps,
-            intent,
+            run_id: &plan.run_id,
         })
+    }
+
+    /// The op's journal entry in `state`.
+    fn journal(
+        &self,
+        engine: &Engine,
+        state: JournalState,
+        target: Option<&Anchor>,
+        error: Option<&Error>,
+    ) -> JournalEntry {
+        JournalEntry {
+            run_id: self.run_id.to_owned(),
+            op_index: self.p.id,
+            op: self.op.clone(),
+            source_anchor: self.p.source.clone(),
+            target_anchor: target.cloned(),
+            state,
+            error: error.map(|e| e.to_string()),
+            at: engine.clock.now(),
+        }
     }
 
     /// The record of the op ended in `state` at `anchor`: journal entry, and when it was
@@ -331,7 +340,7 @@ impl<'a> Ready<'a> {
                 }
             };
             AuditEntry {
-                run_id: self.intent.run_id.clone(),
+                run_id: self.run_id.to_owned(),
                 job: job.name.clone(),
                 kind,
                 anchor: anchor.clone(),
@@ -344,13 +353,7 @@ impl<'a> Ready<'a> {
         OpRecord {
             job: job.name.clone(),
             kind,
-            journal: Some(JournalEntry {
-                state,
-                target_anchor: Some(anchor.clone()),
-                error: error.map(|e| e.to_string()),
-                at: engine.clock.now(),
-                ..self.intent.clone()
-            }),
+            journal: Some(self.journal(engine, state, Some(anchor), error)),
             link: if ok { link } else { None },
             shadow: if ok && !self.caps.readable {
                 next_shadow(shadow_entities, kind, op, anchor)
@@ -421,12 +424,13 @@ async fn apply_one(
     created: &HashMap<usize, Anchor>,
     shadow_entities: &Mutex<HashMap<(EntityKind, Anchor), Value>>,
 ) -> Outcome {
-    let ready = match Ready::new(engine, job, plan, p, created) {
+    let ready = match Ready::new(job, plan, p, created) {
         Ok(r) => r,
         Err(e) => return Outcome::failed(e),
     };
     // The intent finds ops a crash left between the sink's write and the store's record.
-    if let Err(e) = engine.store.journal_intent(&ready.intent).await {
+    let intent = ready.journal(engine, JournalState::Intent, None, None);
+    if let Err(e) = engine.store.journal_intent(&intent).await {
         return Outcome::failed(e);
     }
     match job.sink.apply(&ready.op).await {
@@ -490,7 +494,7 @@ fn prepare_hub_chunk<'a>(
             chunk.early.push((p.id, Outcome::skipped()));
             continue;
         }
-        match Ready::new(engine, job, plan, p, created) {
+        match Ready::new(job, plan, p, created) {
             Ok(r) => {
                 let anchor = r.op.anchor().clone();
                 let rec = r.record(

@@ -84,40 +84,6 @@ fn parse_args() -> Result<Args> {
     Ok(a)
 }
 
-/// 10 roots with `per_root` children each, and `n` accounts spread over the children.
-fn source_data(n: usize, per_root: usize) -> (Vec<Org>, Vec<Account>) {
-    let mut orgs = Vec::new();
-    let mut leaves = Vec::new();
-    for r in 0..10 {
-        let root = format!("r{r}");
-        orgs.push(Org::new(root.as_str(), None, format!("Division {r}")));
-        for c in 0..per_root {
-            let leaf = format!("r{r}-c{c}");
-            orgs.push(Org::new(
-                leaf.as_str(),
-                Some(root.as_str().into()),
-                format!("Team {r}.{c}"),
-            ));
-            leaves.push(leaf);
-        }
-    }
-    let accounts = (0..n)
-        .map(|i| {
-            let mut a = Account::new(format!("p{i:06}"), format!("user{i}"));
-            a.employee_id = Some(format!("E{i:06}"));
-            a.email = Some(format!("user{i}@example.com"));
-            a.display_name = Some(format!("User {i}"));
-            let leaf = leaves
-                .get(i % leaves.len().max(1))
-                .cloned()
-                .unwrap_or_else(|| "r0".into());
-            a.orgs = vec![leaf.into()];
-            a
-        })
-        .collect();
-    (orgs, accounts)
-}
-
 /// A hub over another store that assigns its own anchors to created entities.
 #[derive(Debug)]
 struct AssigningSink {
@@ -182,7 +148,7 @@ struct Setup {
 
 async fn setup(a: &Args) -> Result<Setup> {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(a.dir.join("store.db")).await?);
-    let (orgs, accounts) = source_data(a.accounts, a.orgs_per_root);
+    let (orgs, accounts) = idsync_store::testsuite::sample_directory(a.accounts, a.orgs_per_root);
     let source = Arc::new(MemoryAdapter::with_data(
         "hr",
         orgs.clone(),
