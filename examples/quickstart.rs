@@ -5,6 +5,7 @@
 //! ```text
 //! cargo run --example quickstart
 //! ```
+#![forbid(unsafe_code)]
 use std::sync::Arc;
 
 use idsync_core::{Engine, Hub, Job, MemoryAdapter, MemoryStore, Plan, Report, Store};

@@ -213,7 +213,17 @@ fn default_guard_thresholds() {
 #[derive(Debug)]
 struct Flaky {
     inner: MemoryAdapter,
-    empty: bool,
+    fault: Fault,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    /// The second page fails with a transport error.
+    Reset,
+    /// The listing is empty.
+    Empty,
+    /// The adapter panics on the second page.
+    Panic,
 }
 
 #[async_trait]
@@ -234,11 +244,14 @@ impl Source for Flaky {
         self.inner.orgs(page).await
     }
     async fn accounts(&self, page: PageRequest) -> Result<Page<Account>> {
-        if self.empty {
-            return Ok(Page::last(vec![]));
-        }
-        if page.token.is_some() {
-            return Err(Error::new(ErrorKind::Unavailable, "connection reset"));
+        match (self.fault, page.token.is_some()) {
+            (Fault::Empty, _) => return Ok(Page::last(vec![])),
+            (Fault::Reset, true) => {
+                return Err(Error::new(ErrorKind::Unavailable, "connection reset"));
+            }
+            #[allow(clippy::panic)]
+            (Fault::Panic, true) => panic!("an adapter bug"),
+            (_, false) => {}
         }
         let mut p = self.inner.accounts(PageRequest::sized(1)).await?;
         p.next = p.next.or(Some(PageToken("x".into())));
@@ -246,25 +259,39 @@ impl Source for Flaky {
     }
 }
 
-#[tokio::test]
+// Two workers: the source is listed by a task of its own beside the planner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_or_empty_read_never_disables_anyone() {
     let s = hub_setup();
     s.engine.run(&s.job).await.unwrap();
     let (orgs, accounts) = sample();
-    for empty in [false, true] {
+    for fault in [Fault::Reset, Fault::Empty, Fault::Panic] {
         let flaky = Arc::new(Flaky {
             inner: MemoryAdapter::with_data("src", orgs.clone(), accounts.clone()),
-            empty,
+            fault,
         });
         let mut job = s.job.clone();
         job.source = flaky;
         let err = s.engine.run(&job).await.unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Incomplete, "{err}");
+        assert_eq!(err.kind(), ErrorKind::Incomplete, "{fault:?}: {err}");
+        if let Fault::Panic = fault {
+            assert!(err.to_string().contains("stopped before its end"), "{err}");
+        }
         let all = collect_accounts(&Hub::new(s.store.clone())).await.unwrap();
-        assert!(all.iter().all(|a| a.status == Status::Active));
+        assert_eq!(all.len(), 4);
+        assert!(all.iter().all(|a| a.status == Status::Active), "{fault:?}");
     }
     let failed = s.store.runs(Some("test"), 10).await.unwrap();
     assert!(failed.iter().any(|r| r.status == RunStatus::Failed));
+}
+
+#[test]
+fn plans_outside_a_tokio_runtime() {
+    // Without a runtime the listings are read inline instead of by tasks of their own.
+    let s = hub_setup();
+    let plan = futures::executor::block_on(s.engine.plan(&s.job)).unwrap();
+    assert_eq!(plan.count("create_account"), 4);
+    assert_eq!(plan.count("create_org"), 5);
 }
 
 #[tokio::test]

@@ -13,6 +13,13 @@
 //!   job's [`ProgressHook`] ([`Job::with_progress`]) follows the apply.
 //! * [`Engine::run_changes`] takes a source's change set through the same path and commits
 //!   the cursor only after every op succeeded.
+//! * Planning scales to millions of accounts: the target side is kept as a row of field
+//!   hashes per account under interned anchor ids (about 200 bytes per account), and inside
+//!   a tokio runtime each listing is read by a task of its own, a few batches ahead of the
+//!   planner (outside one, inline). A listing task that stops without reaching the end is
+//!   an incomplete read like any other. Planning allocates and frees a lot: services that
+//!   plan large directories do well with mimalloc or jemalloc as the global allocator (the
+//!   `idsync` binary uses mimalloc; BENCHMARKS.md has both figures).
 
 mod apply;
 mod index;

@@ -1,6 +1,7 @@
 //! Planning: correlate and diff the two sides into an ordered, serializable [`Plan`].
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
@@ -8,11 +9,11 @@ use serde_json::Value;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use super::index::{AccField, Names, attr_hashes, field_hash, field_str, key_hash};
+use super::index::{AccField, Interner, NONE, Names, attr_hashes, field_hash, field_str, key_hash};
 use super::{DeletionPolicy, Engine, GuardVerdict, Job};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{Account, Anchor, Entity, EntityKind, Org, ProblemKind, Status};
-use crate::source::{ChangeSet, Op, PageRequest, Patch, SourceExt, SyncCursor};
+use crate::source::{ChangeSet, Op, PageRequest, Patch, Source, SourceExt, SyncCursor};
 use crate::store::{JournalState, Link};
 
 // Phases: ops of a phase run concurrently; a phase starts when the previous one ended.
@@ -329,6 +330,154 @@ fn target_accounts<'a>(engine: &'a Engine, job: &'a Job) -> BoxStream<'a, Result
     }
 }
 
+/// The accounts a planner takes at once: enough for the lookups of a batch to overlap.
+const BATCH: usize = 256;
+
+/// A stream of items as batches of up to [`BATCH`].
+fn batches<T: Send + 'static>(s: BoxStream<'_, Result<T>>) -> BoxStream<'_, Result<Vec<T>>> {
+    s.try_chunks(BATCH).map_err(|e| e.1).boxed()
+}
+
+/// What a read-ahead task sends.
+enum Ahead<T> {
+    Batch(Vec<T>),
+    Failed(Error),
+    End,
+}
+
+/// Aborts the read-ahead task when the planner stops early (an error, a dropped future).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Where the planner hands back items it is done with: to the read-ahead task, which
+/// frees them on its own core (freeing is a good part of a million accounts' cost, and
+/// an allocator frees fastest on the thread that allocated).
+struct Spent<T>(Option<tokio::sync::mpsc::UnboundedSender<Vec<T>>>);
+
+impl<T> Spent<T> {
+    fn give(&self, items: Vec<T>) {
+        if let Some(tx) = &self.0 {
+            // Once the task has ended, the items are freed here.
+            let _ = tx.send(items);
+        }
+    }
+}
+
+/// Batches of a listing read by a task of their own, a few batches ahead of the planner,
+/// so that reading (the provider's I/O, decoding, copying) and planning use two cores;
+/// the task also frees what the planner hands back through [`Spent`].
+/// The listing counts as complete only when the task says it ended: a task that stops
+/// otherwise (a panic in an adapter, the runtime shutting down) is an incomplete read.
+/// Outside a tokio runtime the listing is read inline.
+fn read_ahead<T, F>(open: F) -> (BoxStream<'static, Result<Vec<T>>>, Spent<T>)
+where
+    T: Send + 'static,
+    F: FnOnce() -> BoxStream<'static, Result<T>> + Send + 'static,
+{
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return (batches(open()), Spent(None));
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<Ahead<T>>(4);
+    let (spent_tx, mut spent_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<T>>();
+    let task = rt.spawn(async move {
+        let mut s = batches(open());
+        loop {
+            while let Ok(items) = spent_rx.try_recv() {
+                drop(items);
+            }
+            let msg = match s.next().await {
+                Some(Ok(batch)) => Ahead::Batch(batch),
+                Some(Err(e)) => Ahead::Failed(e),
+                None => Ahead::End,
+            };
+            let last = !matches!(msg, Ahead::Batch(_));
+            // Free what comes back while waiting for room in the channel.
+            let permit = loop {
+                tokio::select! {
+                    biased;
+                    permit = tx.reserve() => break permit,
+                    Some(items) = spent_rx.recv() => drop(items),
+                }
+            };
+            match permit {
+                Ok(permit) => permit.send(msg),
+                Err(_) => return,
+            }
+            if last {
+                return;
+            }
+        }
+    });
+    let state = (rx, AbortOnDrop(task), false);
+    let stream = futures::stream::unfold(state, |(mut rx, task, done)| async move {
+        if done {
+            return None;
+        }
+        match rx.recv().await {
+            Some(Ahead::Batch(b)) => Some((Ok(b), (rx, task, false))),
+            Some(Ahead::Failed(e)) => Some((Err(e), (rx, task, true))),
+            Some(Ahead::End) => None,
+            None => Some((
+                Err(Error::new(
+                    ErrorKind::Incomplete,
+                    "the listing stopped before its end (its reading task ended)",
+                )),
+                (rx, task, true),
+            )),
+        }
+    })
+    .boxed();
+    (stream, Spent(Some(spent_tx)))
+}
+
+/// All accounts of a source the stream owns (`'static`, for a task of its own).
+fn owned_accounts<S: Source + ?Sized + 'static>(
+    src: Arc<S>,
+    page_size: Option<usize>,
+) -> BoxStream<'static, Result<Account>> {
+    crate::source::paged(
+        page_size,
+        move |req| {
+            let src = src.clone();
+            async move { src.accounts(req).await }
+        },
+        "accounts",
+    )
+}
+
+/// The target's accounts, read ahead (see [`read_ahead`]).
+fn target_accounts_ahead(
+    engine: &Engine,
+    job: &Job,
+) -> (BoxStream<'static, Result<Vec<Account>>>, Spent<Account>) {
+    let page_size = job.page_size;
+    if job.sink.capabilities().readable {
+        let sink = job.sink.clone();
+        read_ahead(move || owned_accounts(sink, page_size))
+    } else {
+        let store = engine.store.clone();
+        let job = job.name.clone();
+        read_ahead(move || {
+            crate::source::paged(
+                Some(1000),
+                move |req| {
+                    let store = store.clone();
+                    let job = job.clone();
+                    async move { store.shadow(&job, EntityKind::Account, req).await }
+                },
+                "shadow",
+            )
+            .and_then(|v| async move { serde_json::from_value::<Account>(v).map_err(Error::from) })
+            .boxed()
+        })
+    }
+}
+
 fn read_err(side: &str, what: &str, e: Error) -> Error {
     let status = e.status();
     // Transport trouble means the listing ended early; bad data, bad credentials and the
@@ -409,26 +558,94 @@ fn topo_orgs(orgs: Vec<Org>) -> Vec<Org> {
 
 struct OrgPlanner<'a> {
     links: &'a FxHashMap<Anchor, Anchor>,
-    res: HashMap<Anchor, OrgRef>,
+    res: FxHashMap<Anchor, OrgRef>,
+    /// After planning ([`seal`](Self::seal)): where each source org went, by interned
+    /// anchor, for the account planner's lookups (one per membership).
+    sealed: Interner,
+    places: Vec<Place>,
+    targets: Vec<Anchor>,
+}
+
+/// Where a source org went, in the sealed table.
+#[derive(Clone, Copy)]
+enum Place {
+    /// The target org with the same anchor.
+    Same,
+    /// A target org with another anchor (an index into `OrgPlanner::targets`).
+    Target(usize),
+    /// Created by this op of the plan.
+    Pending(usize),
+    Unplaced,
 }
 
 /// Where a source org is, borrowed.
 enum Lookup<'a> {
+    /// The target org with the same anchor.
+    Same,
     Target(&'a Anchor),
     Pending(usize),
     Unplaced,
 }
 
 impl OrgPlanner<'_> {
+    /// Build the lookup table of every linked or planned source org.
+    fn seal(&mut self) {
+        let mut ids = Interner::default();
+        let mut places: Vec<Place> = Vec::new();
+        let mut targets: Vec<Anchor> = Vec::new();
+        let linked = self
+            .links
+            .iter()
+            .filter(|(src, _)| !self.res.contains_key(*src))
+            .map(|(src, t)| (src, OrgRef::Target(t.clone())));
+        let planned = self.res.iter().map(|(src, r)| (src, r.clone()));
+        for (src, r) in linked.chain(planned) {
+            let Some(id) = ids.intern_at(Interner::hash(src.as_str()), src.as_str()) else {
+                continue;
+            };
+            let place = match r {
+                OrgRef::Target(t) if t == *src => Place::Same,
+                OrgRef::Target(t) => {
+                    targets.push(t);
+                    Place::Target(targets.len() - 1)
+                }
+                OrgRef::Pending(op, _) => Place::Pending(op),
+                OrgRef::Unresolved => Place::Unplaced,
+            };
+            let i = id as usize;
+            if places.len() <= i {
+                places.resize(i + 1, Place::Unplaced);
+            }
+            places[i] = place;
+        }
+        self.sealed = ids;
+        self.places = places;
+        self.targets = targets;
+    }
+
+    /// Warm the lookups of a batch of org references (see [`Interner`]).
+    fn warm<'b>(&self, refs: impl Iterator<Item = &'b Anchor> + Clone) {
+        for o in refs.clone() {
+            self.sealed.peek(Interner::hash(o.as_str()));
+        }
+        for o in refs {
+            self.sealed.touch(Interner::hash(o.as_str()));
+        }
+    }
+
     fn lookup(&self, src: &Anchor) -> Lookup<'_> {
-        match self.res.get(src) {
-            Some(OrgRef::Target(t)) => Lookup::Target(t),
-            Some(OrgRef::Pending(op, _)) => Lookup::Pending(*op),
-            Some(OrgRef::Unresolved) => Lookup::Unplaced,
-            None => match self.links.get(src) {
-                Some(t) => Lookup::Target(t),
-                None => Lookup::Unplaced,
-            },
+        let place = self
+            .sealed
+            .get(src.as_str())
+            .and_then(|id| self.places.get(id as usize));
+        match place {
+            Some(Place::Same) => Lookup::Same,
+            Some(Place::Target(i)) => self
+                .targets
+                .get(*i)
+                .map_or(Lookup::Unplaced, Lookup::Target),
+            Some(Place::Pending(op)) => Lookup::Pending(*op),
+            Some(Place::Unplaced) | None => Lookup::Unplaced,
         }
     }
 
@@ -466,7 +683,10 @@ fn plan_orgs<'a>(
     let mut claimed: HashSet<Anchor> = HashSet::new();
     let mut planner = OrgPlanner {
         links,
-        res: HashMap::new(),
+        res: FxHashMap::default(),
+        sealed: Interner::default(),
+        places: Vec::new(),
+        targets: Vec::new(),
     };
     let source_anchors: HashSet<Anchor> = source.iter().map(|o| o.anchor.clone()).collect();
     // depth in the new tree, for move ordering
@@ -670,13 +890,14 @@ fn plan_orgs<'a>(
             );
         }
     }
+    planner.seal();
     planner
 }
 
-/// A target account in the index.
+/// A target account in the index (its field hashes live in `AccPlanner::hashes`).
 struct TEntry {
-    /// One hash per owned field, then one correlation key hash per rule (0: none).
-    hashes: Box<[u64]>,
+    /// The target's anchor id.
+    id: u32,
     /// Attribute hashes, when the mapping owns all attributes.
     attrs: Box<[(u32, u64)]>,
     status: Status,
@@ -684,10 +905,32 @@ struct TEntry {
     claimed: bool,
 }
 
+/// What the planner knows of one anchor id (as a source anchor and as a target anchor).
+#[derive(Clone, Copy)]
+struct IdState {
+    /// As a source: the linked target's id, or [`NONE`].
+    link: u32,
+    /// As a target: its entry in the index, or [`NONE`].
+    slot: u32,
+    /// As a source: listed in this run.
+    seen: bool,
+    /// As a target: a link of this job points to it.
+    link_target: bool,
+}
+
+const FRESH: IdState = IdState {
+    link: NONE,
+    slot: NONE,
+    seen: false,
+    link_target: false,
+};
+
 /// A source account that needs an op or a link.
 struct Work {
-    /// The linked target.
-    target: Option<Anchor>,
+    /// The source anchor's id.
+    sid: u32,
+    /// The linked target's anchor id.
+    target: Option<u32>,
     /// The mapped account, references translated to the target where known.
     acc: Account,
     /// Org references to orgs created by this plan.
@@ -696,19 +939,28 @@ struct Work {
     manager: Option<Anchor>,
 }
 
+/// Plans accounts. Anchors of both sides are interned ([`Interner`]); links, the target
+/// index and the seen marks are flat tables indexed by anchor id, and a target account
+/// is kept as a row of field hashes, never as a record.
 struct AccPlanner<'a> {
     job: &'a Job,
     fields: Vec<AccField>,
     all_attrs: bool,
     own_status: bool,
     names: Names,
-    /// source -> (target, seen in this run)
-    links: FxHashMap<Anchor, (Anchor, bool)>,
-    index: FxHashMap<Anchor, TEntry>,
-    /// correlation key -> target anchors (unlinked targets only)
-    keys: FxHashMap<u64, Vec<Anchor>>,
-    /// unlinked source anchors seen (linked ones are marked in `links`)
-    seen: FxHashSet<Anchor>,
+    ids: Interner,
+    state: Vec<IdState>,
+    /// Links in `state`.
+    n_links: usize,
+    entries: Vec<TEntry>,
+    /// `stride` hashes per entry: one per owned field, then one correlation key per rule
+    /// (0: none).
+    hashes: Vec<u64>,
+    stride: usize,
+    /// Correlation key -> the newest (entry, rule) slot with it (unlinked targets only);
+    /// older slots with the same key are chained through `key_next`.
+    keys: FxHashMap<u64, u32>,
+    key_next: Vec<u32>,
     /// the correlation rules, parsed
     rules: Vec<Option<AccField>>,
     /// Source accounts that need an op or a link.
@@ -716,8 +968,12 @@ struct AccPlanner<'a> {
     source_count: usize,
 }
 
+fn too_many() -> Error {
+    Error::invalid_data("more than 4,294,967,294 distinct account anchors in one plan")
+}
+
 impl<'a> AccPlanner<'a> {
-    fn new(job: &'a Job, links: FxHashMap<Anchor, (Anchor, bool)>, with_orgs: bool) -> Self {
+    fn new(job: &'a Job, with_orgs: bool) -> Self {
         let owned = job.mapping.accounts.owned_fields::<Account>();
         let mut fields = Vec::new();
         let mut all_attrs = false;
@@ -734,94 +990,286 @@ impl<'a> AccPlanner<'a> {
                 None => {}
             }
         }
+        let rules: Vec<Option<AccField>> =
+            job.correlation.iter().map(|r| AccField::parse(r)).collect();
         AccPlanner {
             job,
+            stride: fields.len() + rules.len(),
             fields,
             all_attrs,
             own_status,
             names: Names::default(),
-            links,
-            index: FxHashMap::default(),
+            ids: Interner::default(),
+            state: Vec::new(),
+            n_links: 0,
+            entries: Vec::new(),
+            hashes: Vec::new(),
             keys: FxHashMap::default(),
-            seen: FxHashSet::default(),
-            rules: job.correlation.iter().map(|r| AccField::parse(r)).collect(),
+            key_next: Vec::new(),
+            rules,
             work: Vec::new(),
             source_count: 0,
         }
     }
 
+    /// Hash a batch of anchors and warm their table slots (see [`Interner`]); 0 for none.
+    fn warm<'b>(&self, anchors: impl Iterator<Item = Option<&'b str>>) -> Vec<u64> {
+        anchors
+            .map(|a| match a {
+                Some(a) => {
+                    let h = Interner::hash(a);
+                    self.ids.peek(h);
+                    h
+                }
+                None => 0,
+            })
+            .collect()
+    }
+
+    /// The id of an anchor (hash `h`), interned.
+    fn intern_at(&mut self, h: u64, a: &str) -> Result<u32> {
+        let id = self.ids.intern_at(h, a).ok_or_else(too_many)?;
+        if id as usize >= self.state.len() {
+            self.state.resize(id as usize + 1, FRESH);
+        }
+        Ok(id)
+    }
+
+    fn st(&self, id: u32) -> IdState {
+        self.state.get(id as usize).copied().unwrap_or(FRESH)
+    }
+
+    fn st_mut(&mut self, id: u32) -> Option<&mut IdState> {
+        self.state.get_mut(id as usize)
+    }
+
+    fn anchor(&self, id: u32) -> Anchor {
+        Anchor::new(self.ids.resolve(id))
+    }
+
+    /// The target linked to a source anchor.
+    fn link_of(&self, source: &Anchor) -> Option<u32> {
+        self.link_of_at(Interner::hash(source.as_str()), source)
+    }
+
+    /// [`link_of`](Self::link_of) with the anchor's hash computed.
+    fn link_of_at(&self, h: u64, source: &Anchor) -> Option<u32> {
+        let id = self.ids.get_at(h, source.as_str())?;
+        Some(self.st(id).link).filter(|t| *t != NONE)
+    }
+
+    /// The target linked to a source anchor, as an anchor.
+    fn linked_target(&self, source: &Anchor) -> Option<Anchor> {
+        self.link_of(source).map(|t| self.anchor(t))
+    }
+
+    fn set_link(&mut self, source: u32, target: u32) {
+        if let Some(t) = self.st_mut(target) {
+            t.link_target = true;
+        }
+        let Some(s) = self.st_mut(source) else { return };
+        let had = s.link != NONE;
+        s.link = target;
+        match (had, target != NONE) {
+            (false, true) => self.n_links += 1,
+            (true, false) => self.n_links -= 1,
+            _ => {}
+        }
+    }
+
+    /// Make room in the index for `n` more target accounts.
+    fn reserve_targets(&mut self, n: usize) {
+        self.entries.reserve(n);
+        self.hashes.reserve(n.saturating_mul(self.stride));
+    }
+
+    /// Whether a target account is in the index.
+    fn has_target(&self, t: &Anchor) -> bool {
+        self.ids
+            .get(t.as_str())
+            .is_some_and(|id| self.st(id).slot != NONE)
+    }
+
+    fn entry(&self, target: u32) -> Option<(&TEntry, &[u64])> {
+        let slot = self.st(target).slot;
+        let e = self.entries.get(slot as usize)?;
+        let at = slot as usize * self.stride;
+        Some((e, self.hashes.get(at..at + self.stride)?))
+    }
+
+    /// Load this job's account links from the store.
+    async fn load_links(&mut self, engine: &Engine) -> Result<()> {
+        let mut req = PageRequest::sized(10_000);
+        loop {
+            let page = engine
+                .store
+                .links(&self.job.name, EntityKind::Account, req.clone())
+                .await?;
+            for chunk in page.items.chunks(BATCH) {
+                let hs = self.warm(chunk.iter().map(|l| Some(l.source.as_str())));
+                let ht = self.warm(
+                    chunk
+                        .iter()
+                        .map(|l| (l.target != l.source).then_some(l.target.as_str())),
+                );
+                for ((l, hs), ht) in chunk.iter().zip(hs).zip(ht) {
+                    let s = self.intern_at(hs, l.source.as_str())?;
+                    let t = match l.target == l.source {
+                        true => s,
+                        false => self.intern_at(ht, l.target.as_str())?,
+                    };
+                    self.set_link(s, t);
+                }
+            }
+            match page.next {
+                Some(t) => req.token = Some(t),
+                None => return Ok(()),
+            }
+        }
+    }
+
     /// Index one target account (its fingerprint and correlation keys, not the record).
-    fn add_target(&mut self, a: Account) {
+    fn add_target(&mut self, a: &Account) -> Result<()> {
+        self.add_target_at(Interner::hash(a.anchor.as_str()), a)
+    }
+
+    /// Index a batch of target accounts.
+    fn add_targets(&mut self, batch: &[Account]) -> Result<()> {
+        let hs = self.warm(batch.iter().map(|a| Some(a.anchor.as_str())));
+        for (a, h) in batch.iter().zip(hs) {
+            self.add_target_at(h, a)?;
+        }
+        Ok(())
+    }
+
+    /// [`add_target`](Self::add_target) with the anchor's hash computed.
+    fn add_target_at(&mut self, h: u64, a: &Account) -> Result<()> {
+        let id = self.intern_at(h, a.anchor.as_str())?;
+        let slot = match self.st(id).slot {
+            NONE => {
+                let slot = u32::try_from(self.entries.len()).map_err(|_| too_many())?;
+                self.entries.push(TEntry {
+                    id,
+                    attrs: Box::new([]),
+                    status: a.status,
+                    linked: false,
+                    claimed: false,
+                });
+                self.hashes.resize(self.hashes.len() + self.stride, 0);
+                if let Some(s) = self.st_mut(id) {
+                    s.slot = slot;
+                }
+                slot
+            }
+            // Listed twice: the later listing wins.
+            slot => slot,
+        };
+        let at = slot as usize * self.stride;
+        let row = self
+            .hashes
+            .get_mut(at..at + self.stride)
+            .ok_or_else(|| Error::unexpected("planner index out of step"))?;
         let nf = self.fields.len();
-        let mut hashes = Vec::with_capacity(nf + self.rules.len());
-        hashes.extend(self.fields.iter().map(|f| field_hash(&a, f)));
-        for (i, rule) in self.rules.iter().enumerate() {
-            let k = rule
+        for (h, f) in row.iter_mut().zip(&self.fields) {
+            *h = field_hash(a, f);
+        }
+        // Correlation keys serve unlinked targets only; a link's target keeps none.
+        let link_target = self.state.get(id as usize).is_some_and(|s| s.link_target);
+        for (i, (h, rule)) in row[nf..].iter_mut().zip(&self.rules).enumerate() {
+            *h = rule
                 .as_ref()
-                .and_then(|r| field_str(&a, r))
-                .and_then(|v| key_hash(i, v));
-            hashes.push(k.unwrap_or(0));
+                .filter(|_| !link_target)
+                .and_then(|r| field_str(a, r))
+                .and_then(|v| key_hash(i, v))
+                .unwrap_or(0);
         }
         let attrs = if self.all_attrs {
-            attr_hashes(&a, &mut self.names)
+            attr_hashes(a, &mut self.names)
         } else {
             Box::new([])
         };
-        self.index.insert(
-            a.anchor,
-            TEntry {
-                hashes: hashes.into_boxed_slice(),
-                attrs,
-                status: a.status,
-                linked: false,
-                claimed: false,
-            },
-        );
+        if let Some(e) = self.entries.get_mut(slot as usize) {
+            e.attrs = attrs;
+            e.status = a.status;
+        }
+        Ok(())
     }
 
     /// After the targets are indexed: mark linked ones, and index correlation keys of the
     /// others.
     fn mark_links(&mut self) {
-        for (t, _) in self.links.values() {
-            if let Some(e) = self.index.get_mut(t) {
+        for i in 0..self.state.len() {
+            let t = self.state[i].link;
+            if t == NONE {
+                continue;
+            }
+            let slot = self.st(t).slot;
+            if let Some(e) = self.entries.get_mut(slot as usize) {
                 e.linked = true;
             }
         }
         let nf = self.fields.len();
+        let nr = self.rules.len();
         self.keys.clear();
-        for (anchor, e) in &self.index {
+        self.key_next = vec![NONE; self.entries.len() * nr];
+        for (slot, e) in self.entries.iter().enumerate() {
             if e.linked {
                 continue;
             }
-            for k in &e.hashes[nf..] {
+            let row = &self.hashes[slot * self.stride + nf..(slot + 1) * self.stride];
+            for (rule, k) in row.iter().enumerate() {
                 if *k != 0 {
-                    let v = self.keys.entry(*k).or_default();
-                    if !v.contains(anchor) {
-                        v.push(anchor.clone());
-                    }
+                    let ks = (slot * nr + rule) as u32;
+                    let older = self.keys.insert(*k, ks).unwrap_or(NONE);
+                    self.key_next[ks as usize] = older;
                 }
             }
         }
     }
 
-    /// Translate a mapped source account's org references into target anchors.
+    /// Unlinked, unclaimed targets whose correlation key `k` (of `rule`) matches, in
+    /// anchor order.
+    fn candidates(&self, k: u64) -> Vec<u32> {
+        let nr = self.rules.len().max(1);
+        let mut out = Vec::new();
+        let mut ks = self.keys.get(&k).copied().unwrap_or(NONE);
+        while ks != NONE {
+            let slot = ks as usize / nr;
+            if let Some(e) = self.entries.get(slot)
+                && !e.linked
+                && !e.claimed
+                && !out.contains(&e.id)
+            {
+                out.push(e.id);
+            }
+            ks = self.key_next.get(ks as usize).copied().unwrap_or(NONE);
+        }
+        out.sort_by(|a, b| self.ids.resolve(*a).cmp(self.ids.resolve(*b)));
+        out
+    }
+
+    /// Translate a mapped source account's org references into target anchors (`hm`:
+    /// the hash of its manager's anchor).
     fn translate(
         &self,
         b: &mut Builder,
         orgs: &OrgPlanner<'_>,
         with_orgs: bool,
-        mut a: Account,
-    ) -> (Account, Vec<PendingRef>, Option<Anchor>) {
+        a: &mut Account,
+        hm: u64,
+    ) -> (Vec<PendingRef>, Option<Anchor>) {
         let mut pending = Vec::new();
         if with_orgs {
             // In place: most references translate to an equal or already-linked anchor.
             let mut kept = 0usize;
             let anchor = &a.anchor;
             a.orgs.retain_mut(|o| match orgs.lookup(o) {
+                Lookup::Same => {
+                    kept += 1;
+                    true
+                }
                 Lookup::Target(t) => {
-                    if t != o {
-                        *o = t.clone();
-                    }
+                    *o = t.clone();
                     kept += 1;
                     true
                 }
@@ -846,26 +1294,28 @@ impl<'a> AccPlanner<'a> {
         }
         // Manager: linked managers translate now; others are resolved after correlation.
         let mut unresolved = None;
-        let linked_manager = a
-            .manager
-            .as_ref()
-            .map(|m| self.links.get(m).map(|(t, _)| t));
-        match linked_manager {
-            Some(Some(t)) if a.manager.as_ref() != Some(t) => a.manager = Some(t.clone()),
-            Some(Some(_)) | None => {}
-            Some(None) => unresolved = a.manager.take(),
+        if let Some(m) = &a.manager {
+            match self.link_of_at(hm, m) {
+                Some(t) => {
+                    let t = self.ids.resolve(t);
+                    if t != m.as_str() {
+                        a.manager = Some(Anchor::new(t));
+                    }
+                }
+                None => unresolved = a.manager.take(),
+            }
         }
-        (a, pending, unresolved)
+        (pending, unresolved)
     }
 
-    fn differs(&self, a: &Account, t: &Anchor) -> bool {
-        let Some(entry) = self.index.get(t) else {
+    fn differs(&self, a: &Account, t: u32) -> bool {
+        let Some((entry, row)) = self.entry(t) else {
             return true;
         };
         if self
             .fields
             .iter()
-            .zip(entry.hashes.iter())
+            .zip(row)
             .any(|(f, h)| field_hash(a, f) != *h)
         {
             return true;
@@ -887,13 +1337,37 @@ impl<'a> AccPlanner<'a> {
         false
     }
 
+    /// Observe a batch of mapped source accounts; the accounts that need nothing are
+    /// given back.
+    fn observe_batch(
+        &mut self,
+        b: &mut Builder,
+        orgs: &OrgPlanner<'_>,
+        with_orgs: bool,
+        batch: Vec<Account>,
+    ) -> Result<Vec<Account>> {
+        let ha = self.warm(batch.iter().map(|a| Some(a.anchor.as_str())));
+        let hm = self.warm(batch.iter().map(|a| a.manager.as_ref().map(Anchor::as_str)));
+        if with_orgs {
+            orgs.warm(batch.iter().flat_map(|a| &a.orgs));
+        }
+        let mut spent = Vec::with_capacity(batch.len());
+        for ((a, ha), hm) in batch.into_iter().zip(ha).zip(hm) {
+            spent.extend(self.observe(b, orgs, with_orgs, a, (ha, hm))?);
+        }
+        Ok(spent)
+    }
+
+    /// Observe one mapped source account (`(ha, hm)`: the hashes of its anchor and its
+    /// manager's); the account comes back when it needs nothing.
     fn observe(
         &mut self,
         b: &mut Builder,
         orgs: &OrgPlanner<'_>,
         with_orgs: bool,
-        mapped: Account,
-    ) -> Result<()> {
+        mut mapped: Account,
+        (ha, hm): (u64, u64),
+    ) -> Result<Option<Account>> {
         self.source_count += 1;
         if mapped.anchor.is_empty() {
             return Err(Error::invalid_data(format!(
@@ -901,52 +1375,46 @@ impl<'a> AccPlanner<'a> {
                 mapped.username
             )));
         }
-        let duplicate = || {
-            Error::invalid_data(format!(
+        let sid = self.intern_at(ha, mapped.anchor.as_str())?;
+        let st = self.st(sid);
+        if st.seen {
+            return Err(Error::invalid_data(format!(
                 "source account anchor {} appears more than once",
                 mapped.anchor
             ))
-            .with_context("anchor", mapped.anchor.as_str())
-        };
-        let linked = match self.links.get_mut(&mapped.anchor) {
-            Some((_, true)) => return Err(duplicate()),
-            Some((t, seen)) => {
-                *seen = true;
-                Some(t.clone())
-            }
-            None => {
-                if !self.seen.insert(mapped.anchor.clone()) {
-                    return Err(duplicate());
-                }
-                None
-            }
-        };
-        let (acc, pending, manager) = self.translate(b, orgs, with_orgs, mapped);
-        let target = match linked {
-            Some(t) if self.index.contains_key(&t) => {
-                if pending.is_empty() && manager.is_none() && !self.differs(&acc, &t) {
-                    return Ok(());
+            .with_context("anchor", mapped.anchor.as_str()));
+        }
+        if let Some(s) = self.st_mut(sid) {
+            s.seen = true;
+        }
+        let (pending, manager) = self.translate(b, orgs, with_orgs, &mut mapped, hm);
+        let acc = mapped;
+        let target = match st.link {
+            NONE => None,
+            t if self.st(t).slot != NONE => {
+                if pending.is_empty() && manager.is_none() && !self.differs(&acc, t) {
+                    return Ok(Some(acc));
                 }
                 Some(t)
             }
-            Some(t) => {
+            t => {
                 b.stale.push(Link {
                     kind: EntityKind::Account,
                     source: acc.anchor.clone(),
-                    target: t,
+                    target: self.anchor(t),
                 });
-                self.links.remove(&acc.anchor);
+                self.set_link(sid, NONE);
                 None
             }
-            None => None,
         };
         self.work.push(Work {
+            sid,
             target,
             acc,
             pending,
             manager,
         });
-        Ok(())
+        Ok(None)
     }
 
     /// Correlate, diff and plan every observed account; then deletions.
@@ -959,9 +1427,9 @@ impl<'a> AccPlanner<'a> {
     ) -> Result<()> {
         self.work.sort_by(|x, y| x.acc.anchor.cmp(&y.acc.anchor));
         // Correlate unlinked accounts: first compute each one's match.
-        let mut matches: Vec<Option<Anchor>> = vec![None; self.work.len()];
-        let mut claims: HashMap<Anchor, Vec<usize>> = HashMap::new();
-        let mut skip: HashSet<usize> = HashSet::new();
+        let mut matches: Vec<Option<u32>> = vec![None; self.work.len()];
+        let mut claims: FxHashMap<u32, Vec<usize>> = FxHashMap::default();
+        let mut skip: FxHashSet<usize> = FxHashSet::default();
         for (i, w) in self.work.iter().enumerate() {
             let acc = &w.acc;
             if w.target.is_some() {
@@ -972,25 +1440,21 @@ impl<'a> AccPlanner<'a> {
                     continue;
                 };
                 let Some(k) = key_hash(ri, &v) else { continue };
-                let Some(cands) = self.keys.get(&k) else {
-                    continue;
-                };
-                let free: Vec<Anchor> = cands
-                    .iter()
-                    .filter(|c| self.index.get(*c).is_some_and(|e| !e.linked && !e.claimed))
-                    .cloned()
-                    .collect();
+                let free = self.candidates(k);
                 if free.len() == 1 {
-                    claims.entry(free[0].clone()).or_default().push(i);
-                    matches[i] = Some(free[0].clone());
+                    claims.entry(free[0]).or_default().push(i);
+                    matches[i] = Some(free[0]);
                     break;
                 } else if free.len() > 1 {
+                    let free = free.into_iter().map(|t| self.anchor(t)).collect();
                     b.conflict(EntityKind::Account, &acc.anchor, free, rule);
                     skip.insert(i);
                     break;
                 }
             }
         }
+        let mut claims: Vec<(u32, Vec<usize>)> = claims.into_iter().collect();
+        claims.sort_by(|x, y| self.ids.resolve(x.0).cmp(self.ids.resolve(y.0)));
         for (t, who) in &claims {
             if who.len() > 1 {
                 for i in who {
@@ -998,30 +1462,37 @@ impl<'a> AccPlanner<'a> {
                     b.conflict(
                         EntityKind::Account,
                         &src,
-                        vec![t.clone()],
+                        vec![self.anchor(*t)],
                         "several source accounts match one target",
                     );
                     skip.insert(*i);
                     matches[*i] = None;
                 }
-            } else if let Some(e) = self.index.get_mut(t) {
-                e.claimed = true;
+            } else {
+                let slot = self.st(*t).slot;
+                if let Some(e) = self.entries.get_mut(slot as usize) {
+                    e.claimed = true;
+                }
             }
         }
         // Targets: linked, or correlated now (their links count from here on).
-        let mut targets: Vec<Option<Anchor>> = Vec::with_capacity(self.work.len());
-        for (i, w) in self.work.iter().enumerate() {
+        let mut targets: Vec<Option<u32>> = Vec::with_capacity(self.work.len());
+        let mut new_links: Vec<(u32, u32)> = Vec::new();
+        for (i, (w, matched)) in self.work.iter().zip(&matches).enumerate() {
             if skip.contains(&i) {
                 targets.push(None);
                 continue;
             }
-            let target = w.target.clone().or_else(|| matches[i].clone());
+            let target = w.target.or(*matched);
             if w.target.is_none()
-                && let Some(tg) = &target
+                && let Some(tg) = target
             {
-                self.links.insert(w.acc.anchor.clone(), (tg.clone(), true));
+                new_links.push((w.sid, tg));
             }
             targets.push(target);
+        }
+        for (source, target) in new_links {
+            self.set_link(source, target);
         }
         // Creates, managers before the people they manage, so that a create can carry
         // its manager. Manager cycles (and chains deeper than the phase range) get the
@@ -1060,7 +1531,7 @@ impl<'a> AccPlanner<'a> {
                 cur = self.work[i]
                     .manager
                     .as_ref()
-                    .filter(|m| !self.links.contains_key(*m))
+                    .filter(|m| self.link_of(m).is_none())
                     .and_then(|m| to_create.get(m).copied());
             }
             for c in chain.into_iter().rev() {
@@ -1088,8 +1559,8 @@ impl<'a> AccPlanner<'a> {
             if let Some(m) = &w.manager
                 && manager_owned
             {
-                if let Some((t, _)) = self.links.get(m) {
-                    new.manager = Some(t.clone());
+                if let Some(t) = self.linked_target(m) {
+                    new.manager = Some(t);
                 } else if let (Some(op), false) = (created.get(m), late) {
                     new.manager = Some(m.clone());
                     pending.push(PendingRef {
@@ -1126,8 +1597,8 @@ impl<'a> AccPlanner<'a> {
             // Resolve the manager now that links, correlations and creates are known.
             let mut mgr_pending: Option<PendingRef> = None;
             if let Some(m) = manager {
-                if let Some((t, _)) = self.links.get(&m) {
-                    acc.manager = Some(t.clone());
+                if let Some(t) = self.linked_target(&m) {
+                    acc.manager = Some(t);
                 } else if let Some(op) = created.get(&m) {
                     mgr_pending = Some(PendingRef {
                         field: "manager".into(),
@@ -1145,7 +1616,7 @@ impl<'a> AccPlanner<'a> {
                     acc.manager = None;
                 }
             }
-            match &targets[i] {
+            match targets[i] {
                 None => {
                     // created above; a follow-up op sets a manager in a cycle
                     if manager_owned
@@ -1172,24 +1643,23 @@ impl<'a> AccPlanner<'a> {
                         );
                     }
                 }
-                Some(t) => {
-                    let Some(entry) = self.index.get(t) else {
-                        continue;
-                    };
+                Some(tid) => {
                     let src_attrs: Box<[(u32, u64)]> = if self.all_attrs {
                         attr_hashes(&acc, &mut self.names)
                     } else {
                         Box::new([])
                     };
+                    let Some((entry, row)) = self.entry(tid) else {
+                        continue;
+                    };
+                    let t = self.anchor(tid);
                     let mut patch = Patch::new();
-                    for (fi, f) in self.fields.iter().enumerate() {
+                    for (f, th) in self.fields.iter().zip(row) {
                         if *f == AccField::Status {
                             continue;
                         }
                         let h = field_hash(&acc, f);
-                        if entry.hashes.get(fi) != Some(&h)
-                            || (*f == AccField::Manager && mgr_pending.is_some())
-                        {
+                        if *th != h || (*f == AccField::Manager && mgr_pending.is_some()) {
                             patch.insert(f.name(), acc.get(&f.name()));
                         }
                     }
@@ -1241,8 +1711,8 @@ impl<'a> AccPlanner<'a> {
                     }
                     if self.own_status && acc.status != entry.status {
                         let op = match acc.status {
-                            Status::Active => Op::EnableAccount { anchor: t.clone() },
-                            Status::Disabled => Op::DisableAccount { anchor: t.clone() },
+                            Status::Active => Op::EnableAccount { anchor: t },
+                            Status::Disabled => Op::DisableAccount { anchor: t },
                         };
                         b.push(ACC_STATUS, op, Some(acc.anchor.clone()), vec![]);
                     }
@@ -1252,31 +1722,34 @@ impl<'a> AccPlanner<'a> {
         // Deletions: linked targets whose source is gone.
         let mut gone: Vec<(Anchor, Anchor, Status)> = Vec::new();
         if full {
-            for (s, (t, seen)) in &self.links {
-                if !*seen {
-                    match self.index.get(t) {
-                        Some(e) => gone.push((s.clone(), t.clone(), e.status)),
-                        None => b.stale.push(Link {
-                            kind: EntityKind::Account,
-                            source: s.clone(),
-                            target: t.clone(),
-                        }),
-                    }
+            for (s, st) in self.state.iter().enumerate() {
+                if st.link == NONE || st.seen {
+                    continue;
+                }
+                let source = self.anchor(s as u32);
+                let target = self.anchor(st.link);
+                match self.entries.get(self.st(st.link).slot as usize) {
+                    Some(e) => gone.push((source, target, e.status)),
+                    None => b.stale.push(Link {
+                        kind: EntityKind::Account,
+                        source,
+                        target,
+                    }),
                 }
             }
             if self.job.authoritative {
-                for (t, e) in &self.index {
+                for e in &self.entries {
                     if !e.linked && !e.claimed {
-                        gone.push((Anchor::default(), t.clone(), e.status));
+                        gone.push((Anchor::default(), self.anchor(e.id), e.status));
                     }
                 }
             }
         } else {
             for (s, status) in explicit_deletes {
-                if let Some((t, _)) = self.links.get(s)
+                if let Some(t) = self.linked_target(s)
                     && let Some(st) = status
                 {
-                    gone.push((s.clone(), t.clone(), *st));
+                    gone.push((s.clone(), t, *st));
                 }
             }
         }
@@ -1394,7 +1867,6 @@ fn map_orgs(job: &Job, orgs: Vec<Org>) -> Result<Vec<Org>> {
 pub(crate) async fn plan_full(engine: &Engine, job: &Job, run_id: &str) -> Result<Plan> {
     let with_orgs = sync_orgs(job);
     let org_links = load_links(engine, &job.name, EntityKind::Org, |t| t).await?;
-    let acc_links = load_links(engine, &job.name, EntityKind::Account, |t| (t, false)).await?;
     let mut b = Builder::new();
     let mut read = BTreeMap::new();
 
@@ -1444,45 +1916,54 @@ pub(crate) async fn plan_full(engine: &Engine, job: &Job, run_id: &str) -> Resul
     drop(target_orgs);
 
     // Accounts: the target is indexed by fingerprints, the source streamed.
-    let mut ap = AccPlanner::new(job, acc_links, with_orgs);
+    let mut ap = AccPlanner::new(job, with_orgs);
+    ap.load_links(engine).await?;
+    // Most targets are linked: size the index once instead of growing it step by step.
+    ap.reserve_targets(ap.n_links);
     {
-        let mut t = target_accounts(engine, job);
-        while let Some(a) = t
+        let (mut t, spent) = target_accounts_ahead(engine, job);
+        while let Some(batch) = t
             .try_next()
             .await
             .map_err(|e| read_err("target", "accounts", e))?
         {
-            ap.add_target(a);
+            ap.add_targets(&batch)?;
+            spent.give(batch);
         }
     }
     ap.mark_links();
-    let target_count = ap.index.len();
+    let target_count = ap.entries.len();
     read.insert("target_accounts".to_owned(), target_count);
     {
-        let mut s = job.source.account_stream(job.page_size);
-        while let Some(a) = s
+        let source = job.source.clone();
+        let page_size = job.page_size;
+        let (mut s, spent) = read_ahead(move || owned_accounts(source, page_size));
+        while let Some(batch) = s
             .try_next()
             .await
             .map_err(|e| read_err("source", "accounts", e))?
         {
-            if let Some(m) = job.mapping.map_account_owned(a)? {
-                ap.observe(&mut b, &orgs, with_orgs, m)?;
-            } else {
-                ap.source_count += 1;
+            let mut mapped = Vec::with_capacity(batch.len());
+            for a in batch {
+                match job.mapping.map_account_owned(a)? {
+                    Some(m) => mapped.push(m),
+                    None => ap.source_count += 1,
+                }
             }
+            spent.give(ap.observe_batch(&mut b, &orgs, with_orgs, mapped)?);
         }
     }
     read.insert("source_accounts".to_owned(), ap.source_count);
-    if ap.source_count == 0 && !ap.links.is_empty() && !job.allow_empty_source {
+    if ap.source_count == 0 && ap.n_links > 0 && !job.allow_empty_source {
         return Err(Error::new(
             ErrorKind::Incomplete,
             format!(
                 "the source listed no accounts, but {} accounts are linked to it; refusing to treat that as 'everyone left'",
-                ap.links.len()
+                ap.n_links
             ),
         ));
     }
-    let links_count = ap.links.len();
+    let links_count = ap.n_links;
     ap.finish(&mut b, engine, true, &[]).await?;
     let mut plan = b.finish(job, run_id, false, read);
     apply_guard(
@@ -1503,7 +1984,6 @@ pub(crate) async fn plan_changes(
 ) -> Result<Plan> {
     let with_orgs = sync_orgs(job);
     let org_links = load_links(engine, &job.name, EntityKind::Org, |t| t).await?;
-    let acc_links = load_links(engine, &job.name, EntityKind::Account, |t| (t, false)).await?;
     let mut b = Builder::new();
     let mut read = BTreeMap::new();
     let touches_orgs = with_orgs && (!cs.org_upserts.is_empty() || !cs.org_deletes.is_empty());
@@ -1534,7 +2014,8 @@ pub(crate) async fn plan_changes(
 
     // Target accounts: the linked ones of the changed entities, plus correlation
     // candidates of unlinked ones.
-    let mut ap = AccPlanner::new(job, acc_links, with_orgs);
+    let mut ap = AccPlanner::new(job, with_orgs);
+    ap.load_links(engine).await?;
     let readable = job.sink.capabilities().readable;
     let mut shadow: Option<HashMap<Anchor, Account>> = None;
     if !readable {
@@ -1561,15 +2042,14 @@ pub(crate) async fn plan_changes(
     }
     let mut explicit_deletes = Vec::new();
     for s in &cs.account_deletes {
-        let status = match ap.links.get(s) {
-            Some((t, _)) => {
-                let t = t.clone();
+        let status = match ap.linked_target(s) {
+            Some(t) => {
                 let found = fetch(t)
                     .await
                     .map_err(|e| read_err("target", "accounts", e))?;
                 let status = found.as_ref().map(|a| a.status);
-                if let Some(a) = found {
-                    ap.add_target(a);
+                if let Some(a) = &found {
+                    ap.add_target(a)?;
                 }
                 status
             }
@@ -1578,14 +2058,13 @@ pub(crate) async fn plan_changes(
         explicit_deletes.push((s.clone(), status));
     }
     for m in &mapped_upserts {
-        if let Some((t, _)) = ap.links.get(&m.anchor) {
-            let t = t.clone();
-            if !ap.index.contains_key(&t)
+        if let Some(t) = ap.linked_target(&m.anchor) {
+            if !ap.has_target(&t)
                 && let Some(a) = fetch(t)
                     .await
                     .map_err(|e| read_err("target", "accounts", e))?
             {
-                ap.add_target(a);
+                ap.add_target(&a)?;
             }
         } else {
             for rule in &job.correlation {
@@ -1611,9 +2090,9 @@ pub(crate) async fn plan_changes(
                         .await
                         .map_err(|e| read_err("target", "accounts", e))?,
                 };
-                for a in found {
-                    if !ap.index.contains_key(&a.anchor) {
-                        ap.add_target(a);
+                for a in &found {
+                    if !ap.has_target(&a.anchor) {
+                        ap.add_target(a)?;
                     }
                 }
             }
@@ -1621,25 +2100,22 @@ pub(crate) async fn plan_changes(
         // A manager linked to a target is translated by `translate`; make sure that target
         // counts as known.
         if let Some(mg) = &m.manager
-            && let Some((t, _)) = ap.links.get(mg)
-            && !ap.index.contains_key(t)
+            && let Some(t) = ap.linked_target(mg)
+            && !ap.has_target(&t)
         {
-            let t = t.clone();
             if let Some(a) = fetch(t)
                 .await
                 .map_err(|e| read_err("target", "accounts", e))?
             {
-                ap.add_target(a);
+                ap.add_target(&a)?;
             }
         }
     }
     ap.mark_links();
     read.insert("source_accounts".to_owned(), mapped_upserts.len());
-    read.insert("target_accounts".to_owned(), ap.index.len());
-    for m in mapped_upserts {
-        ap.observe(&mut b, &orgs, with_orgs, m)?;
-    }
-    let total = ap.links.len().max(ap.index.len());
+    read.insert("target_accounts".to_owned(), ap.entries.len());
+    ap.observe_batch(&mut b, &orgs, with_orgs, mapped_upserts)?;
+    let total = ap.n_links.max(ap.entries.len());
     ap.finish(&mut b, engine, false, &explicit_deletes).await?;
     let mut plan = b.finish(job, run_id, true, read);
     apply_guard(

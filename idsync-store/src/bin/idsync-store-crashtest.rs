@@ -26,6 +26,7 @@
 //! is in the target and linked, and (hub mode) no target entity without its link; in sink
 //! mode at most `--max-unlinked` entities (created by ops killed before they were recorded)
 //! are still unlinked.
+#![forbid(unsafe_code)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;

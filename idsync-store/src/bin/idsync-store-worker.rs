@@ -11,6 +11,7 @@
 //! waits `poll-ms` and tries again. It never releases the lease between runs, so another
 //! worker gets it only when this one releases it at exit (after `--jobs` runs) or dies and
 //! the lease expires. Prints `start N` / `end N` lines as it goes.
+#![forbid(unsafe_code)]
 
 use std::io::Write;
 use std::time::Duration;
