@@ -140,6 +140,19 @@ fn err(e: sqlx::Error) -> Error {
     crate::util::db_err("sqlite", e)
 }
 
+/// One connection to the file, its schema migrated.
+async fn connect_and_migrate(opts: &SqliteConnectOptions, path: &Path) -> Result<SqliteConnection> {
+    let mut conn = SqliteConnection::connect_with(opts)
+        .await
+        .map_err(|e| err(e).with_context("path", path.display().to_string()))?;
+    MIGRATOR.run(&mut conn).await.map_err(|e| {
+        Error::unexpected(format!("sqlite store: migration failed: {e}"))
+            .with_source(e)
+            .with_context("path", path.display().to_string())
+    })?;
+    Ok(conn)
+}
+
 impl SqliteStore {
     /// Open (or create) the store in the file at `path`, migrating its schema.
     pub async fn open(path: impl AsRef<Path>) -> Result<SqliteStore> {
@@ -153,12 +166,22 @@ impl SqliteStore {
             .pragma("temp_store", "memory")
             .pragma("cache_size", "-32768")
             .statement_cache_capacity(256);
-        let mut conn = SqliteConnection::connect_with(&opts)
-            .await
-            .map_err(|e| err(e).with_context("path", path.display().to_string()))?;
-        MIGRATOR.run(&mut conn).await.map_err(|e| {
-            Error::unexpected(format!("sqlite store: migration failed: {e}")).with_source(e)
-        })?;
+        // Processes that open a new file at the same time race to set it up: switching it
+        // to WAL can fail at once with "database is locked", and all but one find the
+        // schema missing and then fail on "table already exists". Trying again finds the
+        // file set up by the winner (each migration is one transaction, so a loser leaves
+        // nothing behind); a real failure fails every attempt.
+        let mut attempt = 0u64;
+        let conn = loop {
+            match connect_and_migrate(&opts, &path).await {
+                Ok(conn) => break conn,
+                Err(_) if attempt < 6 => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(25 * attempt)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
         let (tx, rx) = mpsc::channel(4 * MAX_GROUP);
         tokio::spawn(writer_loop(conn, rx));
         let writer = Writer::Task(tx);

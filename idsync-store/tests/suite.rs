@@ -93,6 +93,21 @@ async fn sqlite_data_survives_reopening() {
     assert_eq!(err.kind(), idsync_core::ErrorKind::AlreadyExists);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_opening_a_new_file_at_once_all_succeed() {
+    // Each open has its own connection, as separate processes would: all of them find the
+    // schema missing and race to create it.
+    for round in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("race.db");
+        let opens = futures::future::join_all((0..6).map(|_| SqliteStore::open(&path))).await;
+        for o in opens {
+            let store = o.unwrap_or_else(|e| panic!("round {round}: {e}"));
+            store.hub_orgs(PageRequest::first()).await.unwrap();
+        }
+    }
+}
+
 #[tokio::test]
 async fn open_dispatches_on_the_url() {
     let s = idsync_store::open("sqlite::memory:").await.unwrap();
