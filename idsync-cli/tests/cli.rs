@@ -522,7 +522,7 @@ fn a_second_worker_on_a_running_job_exits_5() {
         "idsync.toml",
         r#"[providers.hr]
 type = "memory"
-generate = { orgs = 20, accounts = 20000 }
+generate = { orgs = 20, accounts = 50000 }
 
 [jobs.big]
 source = "hr"
