@@ -300,14 +300,20 @@ async fn load_links<V>(
     }
 }
 
-fn shadow_stream<'a, T: serde::de::DeserializeOwned + Send + 'a>(
-    engine: &'a Engine,
-    job: &'a str,
+fn shadow_stream<T: serde::de::DeserializeOwned + Send + 'static>(
+    engine: &Engine,
+    job: &str,
     kind: EntityKind,
-) -> BoxStream<'a, Result<T>> {
+) -> BoxStream<'static, Result<T>> {
+    let store = engine.store.clone();
+    let job = job.to_owned();
     crate::source::paged(
         Some(1000),
-        move |req| engine.store.shadow(job, kind, req),
+        move |req| {
+            let store = store.clone();
+            let job = job.clone();
+            async move { store.shadow(&job, kind, req).await }
+        },
         "shadow",
     )
     .and_then(|v| async move { serde_json::from_value::<T>(v).map_err(Error::from) })
@@ -322,12 +328,30 @@ fn target_orgs<'a>(engine: &'a Engine, job: &'a Job) -> BoxStream<'a, Result<Org
     }
 }
 
-fn target_accounts<'a>(engine: &'a Engine, job: &'a Job) -> BoxStream<'a, Result<Account>> {
+/// The target's accounts (the sink's listing, or the shadow copies of a sink that cannot
+/// be read), as a stream that owns what it reads from.
+fn target_accounts(engine: &Engine, job: &Job) -> BoxStream<'static, Result<Account>> {
     if job.sink.capabilities().readable {
-        job.sink.account_stream(job.page_size)
+        owned_accounts(job.sink.clone(), job.page_size)
     } else {
         shadow_stream(engine, &job.name, EntityKind::Account)
     }
+}
+
+/// All accounts of a source, as a stream that owns the source (`'static`, so that a task
+/// of its own can read it).
+fn owned_accounts<S: Source + ?Sized + 'static>(
+    src: Arc<S>,
+    page_size: Option<usize>,
+) -> BoxStream<'static, Result<Account>> {
+    crate::source::paged(
+        page_size,
+        move |req| {
+            let src = src.clone();
+            async move { src.accounts(req).await }
+        },
+        "accounts",
+    )
 }
 
 /// The accounts a planner takes at once: enough for the lookups of a batch to overlap.
@@ -374,18 +398,16 @@ impl<T> Spent<T> {
 /// The listing counts as complete only when the task says it ended: a task that stops
 /// otherwise (a panic in an adapter, the runtime shutting down) is an incomplete read.
 /// Outside a tokio runtime the listing is read inline.
-fn read_ahead<T, F>(open: F) -> (BoxStream<'static, Result<Vec<T>>>, Spent<T>)
-where
-    T: Send + 'static,
-    F: FnOnce() -> BoxStream<'static, Result<T>> + Send + 'static,
-{
+fn read_ahead<T: Send + 'static>(
+    listing: BoxStream<'static, Result<T>>,
+) -> (BoxStream<'static, Result<Vec<T>>>, Spent<T>) {
     let Ok(rt) = tokio::runtime::Handle::try_current() else {
-        return (batches(open()), Spent(None));
+        return (batches(listing), Spent(None));
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<Ahead<T>>(4);
     let (spent_tx, mut spent_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<T>>();
     let task = rt.spawn(async move {
-        let mut s = batches(open());
+        let mut s = batches(listing);
         loop {
             while let Ok(items) = spent_rx.try_recv() {
                 drop(items);
@@ -433,49 +455,6 @@ where
     })
     .boxed();
     (stream, Spent(Some(spent_tx)))
-}
-
-/// All accounts of a source the stream owns (`'static`, for a task of its own).
-fn owned_accounts<S: Source + ?Sized + 'static>(
-    src: Arc<S>,
-    page_size: Option<usize>,
-) -> BoxStream<'static, Result<Account>> {
-    crate::source::paged(
-        page_size,
-        move |req| {
-            let src = src.clone();
-            async move { src.accounts(req).await }
-        },
-        "accounts",
-    )
-}
-
-/// The target's accounts, read ahead (see [`read_ahead`]).
-fn target_accounts_ahead(
-    engine: &Engine,
-    job: &Job,
-) -> (BoxStream<'static, Result<Vec<Account>>>, Spent<Account>) {
-    let page_size = job.page_size;
-    if job.sink.capabilities().readable {
-        let sink = job.sink.clone();
-        read_ahead(move || owned_accounts(sink, page_size))
-    } else {
-        let store = engine.store.clone();
-        let job = job.name.clone();
-        read_ahead(move || {
-            crate::source::paged(
-                Some(1000),
-                move |req| {
-                    let store = store.clone();
-                    let job = job.clone();
-                    async move { store.shadow(&job, EntityKind::Account, req).await }
-                },
-                "shadow",
-            )
-            .and_then(|v| async move { serde_json::from_value::<Account>(v).map_err(Error::from) })
-            .boxed()
-        })
-    }
 }
 
 fn read_err(side: &str, what: &str, e: Error) -> Error {
@@ -1498,31 +1477,36 @@ impl<'a> AccPlanner<'a> {
         // its manager. Manager cycles (and chains deeper than the phase range) get the
         // manager in a follow-up op.
         let manager_owned = self.fields.contains(&AccField::Manager);
-        let to_create: HashMap<Anchor, usize> = self
+        // Source anchor id -> index in `work`, of the accounts to create.
+        let to_create: FxHashMap<u32, usize> = self
             .work
             .iter()
             .enumerate()
             .filter(|(i, _)| !skip.contains(i) && targets[*i].is_none())
-            .map(|(i, w)| (w.acc.anchor.clone(), i))
+            .map(|(i, w)| (w.sid, i))
             .collect();
-        // (phase depth, manager set by a follow-up op)
-        let mut depth: HashMap<usize, (u32, bool)> = HashMap::new();
+        let create_of = |ids: &Interner, m: &Anchor| {
+            ids.get(m.as_str())
+                .and_then(|id| to_create.get(&id).copied())
+        };
+        // By index in `work`: (phase depth, manager set by a follow-up op)
+        let mut depth: Vec<Option<(u32, bool)>> = vec![None; self.work.len()];
         let mut starts: Vec<usize> = to_create.values().copied().collect();
         starts.sort_unstable();
-        for start in starts {
+        for start in starts.iter().copied() {
             let mut chain: Vec<usize> = Vec::new();
             let mut cur = Some(start);
             // depth of the node after the chain's last one, if known
             let mut next: Option<u32> = None;
             while let Some(i) = cur {
-                if let Some((d, _)) = depth.get(&i) {
-                    next = Some(*d);
+                if let Some((d, _)) = depth[i] {
+                    next = Some(d);
                     break;
                 }
                 if let Some(k) = chain.iter().position(|c| *c == i) {
                     // chain[k..] is a cycle: created first, managers set afterwards
                     for c in chain.drain(k..) {
-                        depth.insert(c, (0, true));
+                        depth[c] = Some((0, true));
                     }
                     next = Some(0);
                     break;
@@ -1532,7 +1516,7 @@ impl<'a> AccPlanner<'a> {
                     .manager
                     .as_ref()
                     .filter(|m| self.link_of(m).is_none())
-                    .and_then(|m| to_create.get(m).copied());
+                    .and_then(|m| create_of(&self.ids, m));
             }
             for c in chain.into_iter().rev() {
                 let entry = match next {
@@ -1540,48 +1524,55 @@ impl<'a> AccPlanner<'a> {
                     Some(d) if d < MAX_MANAGER_DEPTH => (d + 1, false),
                     Some(_) => (0, true),
                 };
-                depth.insert(c, entry);
+                depth[c] = Some(entry);
                 next = Some(entry.0);
             }
         }
-        let mut order: Vec<usize> = to_create.values().copied().collect();
-        order.sort_by_key(|i| (depth.get(i).map(|d| d.0).unwrap_or(0), *i));
-        let mut created: HashMap<Anchor, usize> = HashMap::new();
-        let mut followup: HashSet<Anchor> = HashSet::new();
+        let mut order = starts;
+        order.sort_by_key(|i| (depth[*i].map(|d| d.0).unwrap_or(0), *i));
+        // By index in `work`: its create op, and whether a follow-up op sets its manager.
+        let mut created: Vec<Option<usize>> = vec![None; self.work.len()];
+        let mut followup: Vec<bool> = vec![false; self.work.len()];
         for i in order {
-            let w = &self.work[i];
-            let mut new = w.acc.clone();
-            let (d, late) = depth.get(&i).copied().unwrap_or((0, false));
+            let (d, late) = depth[i].unwrap_or((0, false));
+            let manager = self.work[i].manager.clone();
+            let linked_manager = manager.as_ref().and_then(|m| self.linked_target(m));
+            let manager_create = manager.as_ref().and_then(|m| create_of(&self.ids, m));
+            let w = &mut self.work[i];
+            // The create takes the account; `work` keeps its anchor for what follows.
+            let mut new = std::mem::take(&mut w.acc);
+            w.acc.anchor = new.anchor.clone();
             let mut pending = w.pending.clone();
             if !self.own_status {
                 new.status = Status::Active;
             }
-            if let Some(m) = &w.manager
+            if let Some(m) = manager
                 && manager_owned
             {
-                if let Some(t) = self.linked_target(m) {
+                let manager_op = manager_create.and_then(|c| created[c]);
+                if let Some(t) = linked_manager {
                     new.manager = Some(t);
-                } else if let (Some(op), false) = (created.get(m), late) {
-                    new.manager = Some(m.clone());
+                } else if let (Some(op), false) = (manager_op, late) {
+                    new.manager = Some(m);
                     pending.push(PendingRef {
                         field: "manager".into(),
                         index: 0,
-                        op: *op,
+                        op,
                     });
-                } else if to_create.contains_key(m) {
-                    followup.insert(w.acc.anchor.clone());
+                } else if manager_create.is_some() {
+                    followup[i] = true;
                 }
             }
             if !manager_owned {
                 new.manager = None;
             }
-            let id = b.push(
+            let source = new.anchor.clone();
+            created[i] = Some(b.push(
                 ACC_CREATE + d,
                 Op::CreateAccount { account: new },
-                Some(w.acc.anchor.clone()),
+                Some(source),
                 pending,
-            );
-            created.insert(w.acc.anchor.clone(), id);
+            ));
         }
         let work = std::mem::take(&mut self.work);
         for (i, w) in work.into_iter().enumerate() {
@@ -1597,13 +1588,14 @@ impl<'a> AccPlanner<'a> {
             // Resolve the manager now that links, correlations and creates are known.
             let mut mgr_pending: Option<PendingRef> = None;
             if let Some(m) = manager {
+                let manager_op = create_of(&self.ids, &m).and_then(|c| created[c]);
                 if let Some(t) = self.linked_target(&m) {
                     acc.manager = Some(t);
-                } else if let Some(op) = created.get(&m) {
+                } else if let Some(op) = manager_op {
                     mgr_pending = Some(PendingRef {
                         field: "manager".into(),
                         index: 0,
-                        op: *op,
+                        op,
                     });
                     acc.manager = Some(m.clone());
                 } else {
@@ -1621,13 +1613,13 @@ impl<'a> AccPlanner<'a> {
                     // created above; a follow-up op sets a manager in a cycle
                     if manager_owned
                         && acc.manager.is_some()
-                        && followup.contains(&acc.anchor)
-                        && let Some(own) = created.get(&acc.anchor)
+                        && followup[i]
+                        && let Some(own) = created[i]
                     {
                         let mut pend = vec![PendingRef {
                             field: "anchor".into(),
                             index: 0,
-                            op: *own,
+                            op: own,
                         }];
                         pend.extend(mgr_pending);
                         let mut changes = Patch::new();
@@ -1921,7 +1913,7 @@ pub(crate) async fn plan_full(engine: &Engine, job: &Job, run_id: &str) -> Resul
     // Most targets are linked: size the index once instead of growing it step by step.
     ap.reserve_targets(ap.n_links);
     {
-        let (mut t, spent) = target_accounts_ahead(engine, job);
+        let (mut t, spent) = read_ahead(target_accounts(engine, job));
         while let Some(batch) = t
             .try_next()
             .await
@@ -1935,9 +1927,8 @@ pub(crate) async fn plan_full(engine: &Engine, job: &Job, run_id: &str) -> Resul
     let target_count = ap.entries.len();
     read.insert("target_accounts".to_owned(), target_count);
     {
-        let source = job.source.clone();
-        let page_size = job.page_size;
-        let (mut s, spent) = read_ahead(move || owned_accounts(source, page_size));
+        let listing = owned_accounts(job.source.clone(), job.page_size);
+        let (mut s, spent) = read_ahead(listing);
         while let Some(batch) = s
             .try_next()
             .await
