@@ -226,32 +226,31 @@ impl Builder {
         incremental: bool,
         read: BTreeMap<String, usize>,
     ) -> Plan {
-        let mut order: Vec<usize> = (0..self.ops.len()).collect();
-        order.sort_by(|a, b| {
-            let (x, y) = (&self.ops[*a], &self.ops[*b]);
+        // In place (a plan of a million creates is large): the old id breaks ties, so the
+        // order is total and the same on every run.
+        let mut ops = std::mem::take(&mut self.ops);
+        ops.sort_unstable_by(|x, y| {
             x.phase
                 .cmp(&y.phase)
                 .then_with(|| x.op.name().cmp(y.op.name()))
                 .then_with(|| x.op.anchor().cmp(y.op.anchor()))
                 .then_with(|| x.source.cmp(&y.source))
+                .then_with(|| x.id.cmp(&y.id))
         });
-        let mut new_id = vec![0usize; self.ops.len()];
-        for (new, old) in order.iter().enumerate() {
-            new_id[*old] = new;
+        let mut new_id = vec![0usize; ops.len()];
+        for (new, p) in ops.iter().enumerate() {
+            if let Some(slot) = new_id.get_mut(p.id) {
+                *slot = new;
+            }
         }
-        let mut old_ops: Vec<Option<PlannedOp>> = self.ops.drain(..).map(Some).collect();
-        let mut ops = Vec::with_capacity(old_ops.len());
-        for old in order {
-            if let Some(mut p) = old_ops[old].take() {
-                p.id = new_id[old];
-                for d in &mut p.deps {
-                    *d = new_id[*d];
-                }
-                p.deps.sort_unstable();
-                for r in &mut p.pending {
-                    r.op = new_id[r.op];
-                }
-                ops.push(p);
+        for (new, p) in ops.iter_mut().enumerate() {
+            p.id = new;
+            for d in &mut p.deps {
+                *d = new_id.get(*d).copied().unwrap_or(*d);
+            }
+            p.deps.sort_unstable();
+            for r in &mut p.pending {
+                r.op = new_id.get(r.op).copied().unwrap_or(r.op);
             }
         }
         self.links
@@ -1530,6 +1529,8 @@ impl<'a> AccPlanner<'a> {
         }
         let mut order = starts;
         order.sort_by_key(|i| (depth[*i].map(|d| d.0).unwrap_or(0), *i));
+        // Most accounts that need anything need one op: size the plan once.
+        b.ops.reserve(self.work.len());
         // By index in `work`: its create op, and whether a follow-up op sets its manager.
         let mut created: Vec<Option<usize>> = vec![None; self.work.len()];
         let mut followup: Vec<bool> = vec![false; self.work.len()];
