@@ -13,7 +13,7 @@ use crate::model::{Account, Anchor, EntityKind, Org};
 use crate::source::{
     Applied, Capabilities, ChangeSet, Descriptor, Op, Page, PageRequest, Sink, Source, SyncCursor,
 };
-use crate::store::Store;
+use crate::store::{HUB_KEY_FIELDS, Store};
 
 /// The hub directory over a store.
 #[derive(Debug, Clone)]
@@ -64,15 +64,24 @@ impl Source for Hub {
         self.store.hub_accounts(page).await
     }
 
-    async fn current_cursor(&self) -> Result<SyncCursor> {
-        let mut since = 0u64;
-        loop {
-            let batch = self.store.feed(since, FEED_BATCH).await?;
-            match batch.last() {
-                Some(last) => since = last.seq,
-                None => return Ok(SyncCursor(since.to_string())),
-            }
+    async fn org(&self, anchor: &Anchor) -> Result<Option<Org>> {
+        self.store.hub_org(anchor).await
+    }
+
+    async fn account(&self, anchor: &Anchor) -> Result<Option<Account>> {
+        self.store.hub_account(anchor).await
+    }
+
+    async fn find_accounts(&self, field: &str, value: &str) -> Result<Vec<Account>> {
+        if HUB_KEY_FIELDS.contains(&field) {
+            return self.store.hub_find_accounts(field, value).await;
         }
+        // No index for this field: an explicit scan of the hub.
+        crate::source::scan_find_accounts(self, field, value).await
+    }
+
+    async fn current_cursor(&self) -> Result<SyncCursor> {
+        Ok(SyncCursor(self.store.feed_head().await?.to_string()))
     }
 
     async fn changes(&self, since: &SyncCursor) -> Result<ChangeSet> {

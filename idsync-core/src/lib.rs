@@ -72,12 +72,14 @@ pub use layers::Layer;
 pub use mapping::{FieldRule, Mapping, Scope, Transform};
 pub use memory::MemoryAdapter;
 pub use memory_store::MemoryStore;
-pub use model::{Account, Anchor, Attrs, Entity, EntityKind, Org, Status};
+pub use model::{
+    Account, Anchor, Attrs, Entity, EntityKind, Org, Status, correlation_key, key_matches,
+};
 pub use source::{
     Applied, Capabilities, ChangeSet, Descriptor, Op, Page, PageRequest, PageToken, Patch,
     RateLimit, Sink, Source, SourceExt, SyncCursor,
 };
 pub use store::{
-    AuditEntry, FeedEntry, HubWrite, JournalEntry, JournalState, Link, LinkChange, OpRecord,
-    RunRecord, RunStatus, ShadowChange, Store,
+    AuditEntry, FeedEntry, HUB_KEY_FIELDS, HubWrite, JournalEntry, JournalState, Link, LinkChange,
+    OpRecord, RunRecord, RunStatus, ShadowChange, Store,
 };

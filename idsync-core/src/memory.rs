@@ -152,6 +152,26 @@ impl Source for MemoryAdapter {
         Ok(self.lock()?.dir.account_page(&req))
     }
 
+    async fn org(&self, anchor: &Anchor) -> Result<Option<Org>> {
+        Ok(self.lock()?.dir.orgs.get(anchor).cloned())
+    }
+
+    async fn account(&self, anchor: &Anchor) -> Result<Option<Account>> {
+        Ok(self.lock()?.dir.accounts.get(anchor).cloned())
+    }
+
+    async fn find_accounts(&self, field: &str, value: &str) -> Result<Vec<Account>> {
+        // In memory, a search is a pass over the map under the lock (no listing, no pages).
+        Ok(self
+            .lock()?
+            .dir
+            .accounts
+            .values()
+            .filter(|a| crate::model::key_matches(*a, field, value))
+            .cloned()
+            .collect())
+    }
+
     async fn current_cursor(&self) -> Result<SyncCursor> {
         Ok(SyncCursor(self.lock()?.seq.to_string()))
     }

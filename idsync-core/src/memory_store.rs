@@ -12,11 +12,11 @@ use serde_json::Value;
 use crate::clock::{Clock, SystemClock};
 use crate::directory::{DEFAULT_PAGE_SIZE, Directory};
 use crate::error::{Error, ErrorKind, Result};
-use crate::model::{Account, Anchor, EntityKind, Org};
+use crate::model::{Account, Anchor, EntityKind, Org, key_matches};
 use crate::source::{Applied, Op, Page, PageRequest, PageToken, SyncCursor};
 use crate::store::{
-    AuditEntry, FeedEntry, JournalEntry, JournalState, Link, LinkChange, OpRecord, RunRecord,
-    ShadowChange, Store,
+    AuditEntry, FeedEntry, HUB_KEY_FIELDS, JournalEntry, JournalState, Link, LinkChange, OpRecord,
+    RunRecord, ShadowChange, Store, unindexed,
 };
 
 #[derive(Debug, Default)]
@@ -159,6 +159,21 @@ impl Store for MemoryStore {
         Ok(self.lock()?.hub.accounts.get(anchor).cloned())
     }
 
+    async fn hub_find_accounts(&self, field: &str, value: &str) -> Result<Vec<Account>> {
+        if !HUB_KEY_FIELDS.contains(&field) {
+            return Err(unindexed(field));
+        }
+        // The memory store is small by nature: its index is a scan under the lock.
+        Ok(self
+            .lock()?
+            .hub
+            .accounts
+            .values()
+            .filter(|a| key_matches(*a, field, value))
+            .cloned()
+            .collect())
+    }
+
     async fn hub_apply(&self, op: &Op, record: Option<&OpRecord>) -> Result<Applied> {
         let now = self.clock.now();
         let mut st = self.lock()?;
@@ -193,6 +208,34 @@ impl Store for MemoryStore {
                 target: t.clone(),
             },
         ))
+    }
+
+    async fn links_of(&self, job: &str, kind: EntityKind, sources: &[Anchor]) -> Result<Vec<Link>> {
+        let st = self.lock()?;
+        let Some(map) = st.links.get(&(job.to_owned(), kind)) else {
+            return Ok(Vec::new());
+        };
+        let mut out: Vec<Link> = sources
+            .iter()
+            .filter_map(|s| {
+                map.get(s).map(|t| Link {
+                    kind,
+                    source: s.clone(),
+                    target: t.clone(),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.source.cmp(&b.source));
+        out.dedup_by(|a, b| a.source == b.source);
+        Ok(out)
+    }
+
+    async fn link_count(&self, job: &str, kind: EntityKind) -> Result<usize> {
+        Ok(self
+            .lock()?
+            .links
+            .get(&(job.to_owned(), kind))
+            .map_or(0, BTreeMap::len))
     }
 
     async fn shadow(&self, job: &str, kind: EntityKind, page: PageRequest) -> Result<Page<Value>> {
@@ -303,6 +346,10 @@ impl Store for MemoryStore {
         let st = self.lock()?;
         let start = st.feed.partition_point(|f| f.seq <= since);
         Ok(st.feed[start..].iter().take(limit).cloned().collect())
+    }
+
+    async fn feed_head(&self) -> Result<u64> {
+        Ok(self.lock()?.feed.last().map_or(0, |f| f.seq))
     }
 
     async fn acquire_lease(&self, job: &str, holder: &str, ttl: Duration) -> Result<bool> {

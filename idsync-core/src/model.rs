@@ -481,6 +481,34 @@ impl Entity for Org {
     }
 }
 
+/// The one rule by which correlation values compare, everywhere (the planner's index,
+/// incremental runs, shadow copies, adapters' `find_accounts`): surrounding whitespace is
+/// trimmed and letters are compared by their Unicode lowercase (`Ärger@Example.com` and
+/// `ärger@example.com` are one key; full-width `ＡＢＣ` matches `ａｂｃ`, not `abc`).
+/// `None` for a blank value: it correlates with nothing.
+pub fn correlation_key(value: &str) -> Option<std::borrow::Cow<'_, str>> {
+    let t = value.trim();
+    if t.is_empty() {
+        return None;
+    }
+    if t.bytes().any(|b| b.is_ascii_uppercase()) || !t.is_ascii() {
+        Some(std::borrow::Cow::Owned(t.to_lowercase()))
+    } else {
+        Some(std::borrow::Cow::Borrowed(t))
+    }
+}
+
+/// Whether `field` of `entity` has the correlation key of `value` ([`correlation_key`]).
+pub fn key_matches<E: Entity>(entity: &E, field: &str, value: &str) -> bool {
+    let Some(want) = correlation_key(value) else {
+        return false;
+    };
+    match entity.get(field) {
+        Value::String(s) => correlation_key(&s).is_some_and(|k| k == want),
+        _ => false,
+    }
+}
+
 /// One problem found by [`validate`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Problem {

@@ -456,6 +456,51 @@ pub trait SourceExt: Source {
 
 impl<S: Source + ?Sized> SourceExt for S {}
 
+/// One org by anchor, found by reading the whole listing. For adapters whose provider
+/// has no lookup by id: an adapter opts into this scan explicitly in its
+/// [`Source::org`], and says so in its docs.
+pub async fn scan_org(src: &(impl Source + ?Sized), anchor: &Anchor) -> Result<Option<Org>> {
+    let mut s = src.org_stream(None);
+    while let Some(o) = s.try_next().await? {
+        if &o.anchor == anchor {
+            return Ok(Some(o));
+        }
+    }
+    Ok(None)
+}
+
+/// One account by anchor, by reading the whole listing (see [`scan_org`]).
+pub async fn scan_account(
+    src: &(impl Source + ?Sized),
+    anchor: &Anchor,
+) -> Result<Option<Account>> {
+    let mut s = src.account_stream(None);
+    while let Some(a) = s.try_next().await? {
+        if &a.anchor == anchor {
+            return Ok(Some(a));
+        }
+    }
+    Ok(None)
+}
+
+/// Accounts whose `field` has the correlation key of `value`
+/// ([`correlation_key`](crate::model::correlation_key)), by reading the whole listing
+/// (see [`scan_org`]).
+pub async fn scan_find_accounts(
+    src: &(impl Source + ?Sized),
+    field: &str,
+    value: &str,
+) -> Result<Vec<Account>> {
+    let mut out = Vec::new();
+    let mut s = src.account_stream(None);
+    while let Some(a) = s.try_next().await? {
+        if crate::model::key_matches(&a, field, value) {
+            out.push(a);
+        }
+    }
+    Ok(out)
+}
+
 /// Collect every org (tests and small sets only).
 pub async fn collect_orgs(src: &dyn Source) -> Result<Vec<Org>> {
     src.org_stream(None).try_collect().await

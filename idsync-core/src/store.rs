@@ -200,6 +200,18 @@ pub struct HubWrite {
     pub record: Option<OpRecord>,
 }
 
+/// The account fields whose correlation keys every store indexes for
+/// [`Store::hub_find_accounts`]: the default correlation rules, and the phone number.
+pub const HUB_KEY_FIELDS: &[&str] = &["employee_id", "email", "username", "phone"];
+
+/// The error of [`Store::hub_find_accounts`] for a field outside [`HUB_KEY_FIELDS`].
+pub fn unindexed(field: &str) -> crate::Error {
+    crate::Error::unsupported(format!(
+        "the hub indexes no correlation keys of field {field:?} (indexed: {})",
+        HUB_KEY_FIELDS.join(", ")
+    ))
+}
+
 /// One entry of the hub's ordered change feed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FeedEntry {
@@ -230,6 +242,11 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn hub_org(&self, anchor: &Anchor) -> Result<Option<Org>>;
     /// One hub account.
     async fn hub_account(&self, anchor: &Anchor) -> Result<Option<Account>>;
+    /// Hub accounts whose `field` has the correlation key of `value`
+    /// ([`correlation_key`](crate::model::correlation_key)), in anchor order. Stores keep
+    /// an index of the keys of [`HUB_KEY_FIELDS`]; any other field is `Unsupported`, so
+    /// that a caller decides explicitly whether a scan is acceptable.
+    async fn hub_find_accounts(&self, field: &str, value: &str) -> Result<Vec<Account>>;
     /// Apply an op to the hub directory, append the change to the feed, and — when given —
     /// write the op's record, all in one transaction. Creates keep the proposed anchor and
     /// fail with `AlreadyExists` if it is taken. The record's audit entry gets its `before`
@@ -253,6 +270,11 @@ pub trait Store: Send + Sync + fmt::Debug {
     // --- links ---------------------------------------------------------------------
     /// One page of a job's links of one kind, ordered by source anchor.
     async fn links(&self, job: &str, kind: EntityKind, page: PageRequest) -> Result<Page<Link>>;
+    /// The links of these source anchors (those that have one), ordered by source anchor.
+    /// Incremental runs read only the links of what changed.
+    async fn links_of(&self, job: &str, kind: EntityKind, sources: &[Anchor]) -> Result<Vec<Link>>;
+    /// How many links of one kind a job holds (the guard's base).
+    async fn link_count(&self, job: &str, kind: EntityKind) -> Result<usize>;
 
     // --- shadow copies ---------------------------------------------------------------
     /// One page of the shadow copy of a job's target (JSON entities), ordered by anchor.
@@ -290,6 +312,9 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn audit(&self, kind: EntityKind, anchor: &Anchor) -> Result<Vec<AuditEntry>>;
     /// Feed entries with `seq > since`, at most `limit`, in order.
     async fn feed(&self, since: u64, limit: usize) -> Result<Vec<FeedEntry>>;
+    /// The sequence number of the newest feed entry (0 while the feed is empty), read
+    /// without walking the feed.
+    async fn feed_head(&self) -> Result<u64>;
 
     // --- leases --------------------------------------------------------------------------
     /// Take or renew the lease on a job for `ttl`. `false` when another holder has it.

@@ -719,6 +719,31 @@ macro_rules! sql_store {
                 Ok(row.map(|(j,)| j.0))
             }
 
+            async fn hub_find_accounts(
+                &self,
+                field: &str,
+                value: &str,
+            ) -> idsync_core::Result<Vec<idsync_core::Account>> {
+                if !idsync_core::HUB_KEY_FIELDS.contains(&field) {
+                    return Err(idsync_core::store::unindexed(field));
+                }
+                // Pages through the hub, comparing keys in Rust (the one key rule).
+                let mut out = Vec::new();
+                let mut req = idsync_core::PageRequest::sized(10_000);
+                loop {
+                    let page = self.hub_accounts(req.clone()).await?;
+                    out.extend(
+                        page.items
+                            .into_iter()
+                            .filter(|a| idsync_core::key_matches(a, field, value)),
+                    );
+                    match page.next {
+                        Some(t) => req.token = Some(t),
+                        None => return Ok(out),
+                    }
+                }
+            }
+
             async fn hub_apply(
                 &self,
                 op: &idsync_core::Op,
@@ -792,6 +817,51 @@ macro_rules! sql_store {
                         .collect(),
                     size,
                 ))
+            }
+
+            async fn links_of(
+                &self,
+                job: &str,
+                kind: idsync_core::EntityKind,
+                sources: &[idsync_core::Anchor],
+            ) -> idsync_core::Result<Vec<idsync_core::Link>> {
+                let k = $crate::util::kind_str(kind);
+                let mut out = Vec::with_capacity(sources.len());
+                for chunk in sources.chunks($crate::sql::ROWS_PER_INSERT) {
+                    let sql = format!(
+                        "SELECT source, target FROM links WHERE job = $1 AND kind = $2 \
+                         AND source IN ({})",
+                        $crate::sql::numbered_from(3, chunk.len())
+                    );
+                    let mut q = sqlx::query_as::<_, (String, String)>(&sql).bind(job).bind(k);
+                    for s in chunk {
+                        q = q.bind(s.as_str());
+                    }
+                    let rows = q.fetch_all(self.reader()).await.map_err(Self::err)?;
+                    out.extend(rows.into_iter().map(|(s, t)| idsync_core::Link {
+                        kind,
+                        source: idsync_core::Anchor::from(s),
+                        target: idsync_core::Anchor::from(t),
+                    }));
+                }
+                out.sort_by(|a, b| a.source.cmp(&b.source));
+                out.dedup_by(|a, b| a.source == b.source);
+                Ok(out)
+            }
+
+            async fn link_count(
+                &self,
+                job: &str,
+                kind: idsync_core::EntityKind,
+            ) -> idsync_core::Result<usize> {
+                let (n,): (i64,) =
+                    sqlx::query_as("SELECT COUNT(*) FROM links WHERE job = $1 AND kind = $2")
+                        .bind(job)
+                        .bind($crate::util::kind_str(kind))
+                        .fetch_one(self.reader())
+                        .await
+                        .map_err(Self::err)?;
+                Ok(usize::try_from(n).unwrap_or(0))
             }
 
             async fn shadow(
@@ -1039,6 +1109,14 @@ macro_rules! sql_store {
                 rows.into_iter().map($crate::sql::feed_from_row).collect()
             }
 
+            async fn feed_head(&self) -> idsync_core::Result<u64> {
+                let (seq,): (i64,) = sqlx::query_as("SELECT seq FROM feed_head WHERE id = 1")
+                    .fetch_one(self.reader())
+                    .await
+                    .map_err(Self::err)?;
+                Ok(u64::try_from(seq).unwrap_or(0))
+            }
+
             async fn acquire_lease(
                 &self,
                 job: &str,
@@ -1258,6 +1336,15 @@ pub(crate) fn placeholders(n: usize, numbered: bool) -> String {
                 "?".to_owned()
             }
         })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `$start, $start+1, ...`: `n` numbered placeholders (both databases take them in plain
+/// queries).
+pub(crate) fn numbered_from(start: usize, n: usize) -> String {
+    (start..start + n)
+        .map(|i| format!("${i}"))
         .collect::<Vec<_>>()
         .join(", ")
 }

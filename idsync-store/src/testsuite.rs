@@ -37,8 +37,8 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use futures::future::LocalBoxFuture;
 use idsync_core::{
-    Account, Anchor, AuditEntry, Directory, Engine, EntityKind, Error, ErrorKind, Hub, Job,
-    JournalEntry, JournalState, LinkChange, ManualClock, MemoryAdapter, Op, OpRecord, Org,
+    Account, Anchor, AuditEntry, Directory, Engine, EntityKind, Error, ErrorKind, Hub, HubWrite,
+    Job, JournalEntry, JournalState, LinkChange, ManualClock, MemoryAdapter, Op, OpRecord, Org,
     PageRequest, Result, RunRecord, RunStatus, ShadowChange, Status, Store, SyncCursor,
 };
 use serde_json::{Value, json};
@@ -60,6 +60,7 @@ pub const CASES: &[(&str, Case)] = &[
     ("journal", |s, c| Box::pin(journal(s, c))),
     ("audit_trail", |s, c| Box::pin(audit_trail(s, c))),
     ("leases", |s, c| Box::pin(leases(s, c))),
+    ("lookups", |s, c| Box::pin(lookups(s, c))),
     ("engine_end_to_end", |s, c| {
         Box::pin(engine_end_to_end(s, c))
     }),
@@ -1449,6 +1450,151 @@ pub async fn leases(store: &Arc<dyn Store>, clock: &Arc<ManualClock>) -> Result<
     ensure(
         s.acquire_lease("z", "B", ttl).await?,
         "zero ttl lease expired at once",
+    )?;
+    Ok(())
+}
+
+/// The lookups incremental runs use instead of listings: `feed_head`, `links_of`,
+/// `link_count`, and `hub_find_accounts` under the one correlation-key rule (trimmed,
+/// Unicode lowercase), kept up to date by creates, updates, batches and deletes.
+pub async fn lookups(store: &Arc<dyn Store>, _clock: &Arc<ManualClock>) -> Result<()> {
+    let s = store.as_ref();
+    same(s.feed_head().await?, 0, "feed head of an empty store")?;
+    let mut a = account("u1", &[]);
+    a.email = Some("Ärger@Example.com".into());
+    a.employee_id = Some(" E-1 ".into());
+    let mut b = account("u2", &[]);
+    b.email = Some("ärger@example.com".into());
+    b.username = "ＡＢＣ".into();
+    let mut c = account("u3", &[]);
+    c.email = Some("other@example.com".into());
+    s.hub_apply(&Op::CreateAccount { account: a }, None).await?;
+    let answers = s
+        .hub_apply_batch(vec![
+            HubWrite {
+                op: Op::CreateAccount { account: b },
+                record: None,
+            },
+            HubWrite {
+                op: Op::CreateAccount { account: c },
+                record: None,
+            },
+        ])
+        .await;
+    for r in answers {
+        r?;
+    }
+    same(s.feed_head().await?, 3, "feed head after three creates")?;
+    let anchors = |v: Vec<Account>| v.into_iter().map(|a| a.anchor).collect::<Vec<_>>();
+    same(
+        anchors(s.hub_find_accounts("email", "  ÄRGER@example.COM ").await?),
+        vec![Anchor::from("u1"), Anchor::from("u2")],
+        "accounts by a case-folded, trimmed email",
+    )?;
+    same(
+        anchors(s.hub_find_accounts("employee_id", "e-1").await?),
+        vec![Anchor::from("u1")],
+        "accounts by employee id",
+    )?;
+    same(
+        anchors(s.hub_find_accounts("username", "ａｂｃ").await?),
+        vec![Anchor::from("u2")],
+        "full-width username, lowercased",
+    )?;
+    same(
+        anchors(s.hub_find_accounts("username", "abc").await?),
+        vec![],
+        "full-width letters are not ASCII letters",
+    )?;
+    same(
+        anchors(s.hub_find_accounts("email", "   ").await?),
+        vec![],
+        "a blank value finds nothing",
+    )?;
+    ensure(
+        s.hub_find_accounts("title", "x")
+            .await
+            .is_err_and(|e| e.kind() == ErrorKind::Unsupported),
+        "a field without a key index is Unsupported",
+    )?;
+    // Updates and deletes keep the keys current.
+    s.hub_apply(
+        &Op::UpdateAccount {
+            anchor: "u1".into(),
+            changes: patch(&[("email", json!("new@example.com"))]),
+        },
+        None,
+    )
+    .await?;
+    s.hub_apply(
+        &Op::DeleteAccount {
+            anchor: "u2".into(),
+        },
+        None,
+    )
+    .await?;
+    same(
+        anchors(s.hub_find_accounts("email", "ärger@example.com").await?),
+        vec![],
+        "old keys are gone after an update and a delete",
+    )?;
+    same(
+        anchors(s.hub_find_accounts("email", "NEW@example.com").await?),
+        vec![Anchor::from("u1")],
+        "the new key is found",
+    )?;
+    same(s.feed_head().await?, 5, "feed head after five writes")?;
+    // Links by source anchor, and their count.
+    for (src, tgt) in [("s1", "t1"), ("s2", "t2"), ("s3", "t3")] {
+        s.record(&OpRecord {
+            job: "j".into(),
+            kind: EntityKind::Account,
+            journal: None,
+            link: Some(LinkChange::Put {
+                source: src.into(),
+                target: tgt.into(),
+            }),
+            shadow: None,
+            audit: None,
+        })
+        .await?;
+    }
+    let got = s
+        .links_of(
+            "j",
+            EntityKind::Account,
+            &["s3".into(), "nope".into(), "s1".into(), "s1".into()],
+        )
+        .await?;
+    same(
+        got.iter()
+            .map(|l| (l.source.as_str().to_owned(), l.target.as_str().to_owned()))
+            .collect::<Vec<_>>(),
+        vec![("s1".into(), "t1".into()), ("s3".into(), "t3".into())],
+        "links of some source anchors",
+    )?;
+    same(
+        s.links_of("j", EntityKind::Org, &["s1".into()])
+            .await?
+            .len(),
+        0,
+        "links of another kind",
+    )?;
+    same(
+        s.link_count("j", EntityKind::Account).await?,
+        3,
+        "link count",
+    )?;
+    same(
+        s.link_count("other", EntityKind::Account).await?,
+        0,
+        "link count of another job",
+    )?;
+    let many: Vec<Anchor> = (0..450).map(|i| Anchor::from(format!("s{i}"))).collect();
+    same(
+        s.links_of("j", EntityKind::Account, &many).await?.len(),
+        3,
+        "links of more anchors than one statement takes",
     )?;
     Ok(())
 }

@@ -199,24 +199,13 @@ pub(crate) fn attr_hashes(a: &Account, names: &mut Names) -> Box<[(u32, u64)]> {
     v.into_boxed_slice()
 }
 
-/// Normalized correlation key hash: trimmed, lowercased, tagged with the rule index.
-/// The lowercased text is hashed in one write, from the stack for short ASCII keys.
+/// Hash of a correlation key ([`correlation_key`](crate::model::correlation_key): the one
+/// rule of every path), tagged with the rule index.
 pub(crate) fn key_hash(rule: usize, value: &str) -> Option<u64> {
-    let t = value.trim();
-    if t.is_empty() {
-        return None;
-    }
+    let k = crate::model::correlation_key(value)?;
     let mut h = Fp::default();
     h.write_usize(rule);
-    let mut buf = [0u8; 256];
-    match buf.get_mut(..t.len()) {
-        Some(b) if t.is_ascii() => {
-            b.copy_from_slice(t.as_bytes());
-            b.make_ascii_lowercase();
-            h.write(b);
-        }
-        _ => h.write(t.to_lowercase().as_bytes()),
-    }
+    h.write(k.as_bytes());
     Some(h.finish())
 }
 
