@@ -207,7 +207,7 @@ async fn prepare(cfg: &Config, job_name: &str, meter: &Meter) -> Result<Prepared
         .sink
         .ok_or_else(|| CliError::config_msg(format!("provider {} cannot be a sink", s.sink)))?;
     let source = CountingSource::wrap(source, Side::Source, meter.clone());
-    let sink = CountingSink::wrap(sink, meter.clone());
+    let sink = CountingSink::wrap_target(sink, meter.clone());
     let mut job = Job::new(job_name, source, sink)
         .with_mapping(s.mapping)
         .with_correlation(s.correlation)
@@ -322,7 +322,7 @@ fn print_plan(plan: &Plan, max_ops: usize) {
         let summary = plan.summary();
         let mut t = Table::new(["operation", "count"]);
         for (name, n) in &summary.ops {
-            t.row([name.clone(), n.to_string()]);
+            t.row([name.to_string(), n.to_string()]);
         }
         if summary.links > 0 {
             t.row(["link (no change)".to_owned(), summary.links.to_string()]);
@@ -807,7 +807,7 @@ async fn show(path: &Path, kind: KindArg, anchor: &str, json: bool) -> Result<u8
                 time(&a.at),
                 a.run_id.clone(),
                 a.job.clone(),
-                a.op.clone(),
+                a.op.to_string(),
                 compact(&a.after),
             ]);
         }

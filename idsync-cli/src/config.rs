@@ -467,19 +467,6 @@ pub struct Config {
     pub file: ConfigFile,
 }
 
-/// Op names accepted in `guard.per_op`.
-pub const OP_NAMES: &[&str] = &[
-    "create_org",
-    "update_org",
-    "move_org",
-    "delete_org",
-    "create_account",
-    "update_account",
-    "disable_account",
-    "enable_account",
-    "delete_account",
-];
-
 impl Config {
     /// Read and parse a file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -648,12 +635,9 @@ impl Config {
             )),
         }
         for op in j.guard.per_op.get_ref().keys() {
-            if !OP_NAMES.contains(&op.as_str()) {
+            if let Err(e) = op.parse::<idsync_core::OpKind>() {
                 errs.push(self.err(
-                    format!(
-                        "job {name}: guard.per_op: {op:?} is not an op name (one of {})",
-                        OP_NAMES.join(", ")
-                    ),
+                    format!("job {name}: guard.per_op: {}", e.message()),
                     Some(j.guard.per_op.span()),
                 ));
             }
@@ -704,7 +688,8 @@ impl Config {
                 .per_op
                 .get_ref()
                 .iter()
-                .map(|(k, v)| (k.clone(), (*v).into()))
+                // Names were checked when the file was validated.
+                .filter_map(|(k, v)| Some((k.parse().ok()?, (*v).into())))
                 .collect();
             g
         };

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use idsync_core::source::{Applied, Capabilities, ChangeSet, Descriptor, Op, Page, PageRequest};
-use idsync_core::{Account, Anchor, EntityKind, Hub, Org, Result, Sink, Source, SyncCursor};
+use idsync_core::{Account, Anchor, EntityKind, Org, Result, Sink, Source, SyncCursor};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 #[derive(Debug, Default)]
@@ -227,6 +227,15 @@ impl CountingSink {
     pub fn wrap(inner: Arc<dyn Sink>, meter: Meter) -> Arc<dyn Sink> {
         Arc::new(CountingSink { inner, meter })
     }
+
+    /// Wrap a job's target: a sink is counted; the hub is written by the engine with its
+    /// records and stays as it is.
+    pub fn wrap_target(target: idsync_core::Target, meter: Meter) -> idsync_core::Target {
+        match target {
+            idsync_core::Target::Sink(s) => idsync_core::Target::Sink(CountingSink::wrap(s, meter)),
+            hub => hub,
+        }
+    }
 }
 
 #[async_trait]
@@ -275,8 +284,5 @@ impl Source for CountingSink {
 impl Sink for CountingSink {
     async fn apply(&self, op: &Op) -> Result<Applied> {
         self.inner.apply(op).await
-    }
-    fn as_hub(&self) -> Option<&Hub> {
-        self.inner.as_hub()
     }
 }

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use idsync_core::{Account, Anchor, Hub, MemoryAdapter, Org, Sink, Source, Status, Store};
+use idsync_core::{Account, Anchor, Hub, MemoryAdapter, Org, Sink, Source, Status, Store, Target};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -376,8 +376,8 @@ fn typed_dingtalk(_t: &toml::Table, _resolve: bool) -> Result<(), ConfigError> {
 pub struct Built {
     /// As a source.
     pub source: Arc<dyn Source>,
-    /// As a sink.
-    pub sink: Option<Arc<dyn Sink>>,
+    /// As a job's target.
+    pub sink: Option<Target>,
 }
 
 impl Built {
@@ -385,7 +385,7 @@ impl Built {
         let t = Arc::new(t);
         Built {
             source: t.clone(),
-            sink: Some(t),
+            sink: Some(Target::Sink(t)),
         }
     }
 }
@@ -437,7 +437,13 @@ pub async fn build(
             }
             Ok(Built::both(a))
         }
-        ProviderConfig::Hub(_) => Ok(Built::both(Hub::new(ctx.store.clone()))),
+        ProviderConfig::Hub(_) => {
+            let hub = Arc::new(Hub::new(ctx.store.clone()));
+            Ok(Built {
+                source: hub.clone(),
+                sink: Some(Target::Hub(hub)),
+            })
+        }
         #[cfg(feature = "provider-csv")]
         ProviderConfig::Csv(c) => {
             let mut c = (**c).clone();
@@ -480,7 +486,7 @@ fn build_dingtalk(name: &str, t: &toml::Table) -> Result<Built, CliError> {
     let sink = idsync_dingtalk::DingTalkSink::new(cfg)?;
     Ok(Built {
         source: Arc::new(source),
-        sink: Some(Arc::new(sink)),
+        sink: Some(Arc::new(sink).into()),
     })
 }
 

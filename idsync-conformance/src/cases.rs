@@ -7,7 +7,8 @@ use futures::TryStreamExt;
 use idsync_core::source::{collect_accounts, collect_orgs};
 use idsync_core::{
     Account, Anchor, Engine, EntityKind, ErrorKind, ErrorStatus, Guard, Job, MemoryAdapter,
-    MemoryStore, Op, Org, PageRequest, Patch, Report, RunStatus, Sink, Source, SourceExt, Status,
+    MemoryStore, Op, OpKind, Org, PageRequest, Patch, Report, RunStatus, Sink, Source, SourceExt,
+    Status,
 };
 use serde_json::Value;
 
@@ -519,18 +520,18 @@ async fn moves_and_renames(cx: &Ctx<'_>) -> CaseResult {
     })?;
     let r = e.run(&j).await.map_err(ctx_err("run after the moves"))?;
     expect_succeeded(&r, "run after the moves")?;
-    let allowed = ["update_org", "move_org", "update_account"];
+    let allowed = [OpKind::UpdateOrg, OpKind::MoveOrg, OpKind::UpdateAccount];
     for o in &r.outcomes {
         ensure!(
-            allowed.contains(&o.op.as_str()),
+            allowed.contains(&o.op),
             "a rename/move produced {} {:?}; only update_org, move_org and update_account are allowed",
             o.op,
             o.anchor
         );
     }
-    for want in ["update_org", "move_org", "update_account"] {
+    for want in allowed {
         ensure!(
-            r.counts.by_op.get(want).copied().unwrap_or(0) >= 1,
+            r.counts.by_op.get(&want).copied().unwrap_or(0) >= 1,
             "the run after the moves applied no {want} (applied: {:?})",
             r.counts.by_op
         );

@@ -25,7 +25,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use idsync_core::hub::Hub;
 use idsync_core::layers::not_sent;
 use idsync_core::{
     Account, Anchor, Applied, Capabilities, ChangeSet, Descriptor, Error, ErrorKind, Layer, Op,
@@ -238,9 +237,5 @@ impl Sink for Chaos<dyn Sink> {
     async fn apply(&self, op: &Op) -> Result<Applied> {
         self.call(op.name(), op.is_create(), self.inner.apply(op))
             .await
-    }
-
-    fn as_hub(&self) -> Option<&Hub> {
-        self.inner.as_hub()
     }
 }

@@ -226,10 +226,7 @@ fn bench(c: &mut Criterion) {
     let t = Instant::now();
     let read = rt.block_on(async {
         let mut n = 0usize;
-        for side in [
-            s.job.source.clone(),
-            s.job.sink.clone() as Arc<dyn idsync_core::Source>,
-        ] {
+        for side in [s.job.source.clone(), s.job.target.to_source()] {
             let mut st = side.account_stream(Some(500));
             while let Some(a) = st.next().await {
                 a.expect("read");

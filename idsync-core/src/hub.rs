@@ -1,6 +1,9 @@
-//! [`Hub`]: the hub directory of a [`Store`] as a [`Source`] and [`Sink`].
+//! [`Hub`]: the hub directory of a [`Store`] as a [`Source`].
 //!
-//! Inbound jobs write into it, outbound jobs read from it. Its change feed makes it an
+//! Outbound jobs read from it; inbound jobs write into it as their
+//! [`Target::Hub`](crate::engine::Target::Hub), through the engine, which commits each op
+//! with its records in one store transaction. (It is deliberately not a `Sink`: a write
+//! into the hub without its records would break that.) Its change feed makes it an
 //! incremental source: `changes(since)` returns what changed after a feed sequence number.
 
 use std::collections::BTreeSet;
@@ -10,9 +13,7 @@ use async_trait::async_trait;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{Account, Anchor, EntityKind, Org};
-use crate::source::{
-    Applied, Capabilities, ChangeSet, Descriptor, Op, Page, PageRequest, Sink, Source, SyncCursor,
-};
+use crate::source::{Capabilities, ChangeSet, Descriptor, Page, PageRequest, Source, SyncCursor};
 use crate::store::{HUB_KEY_FIELDS, Store};
 
 /// The hub directory over a store.
@@ -114,19 +115,5 @@ impl Source for Hub {
             }
         }
         Ok(cs)
-    }
-}
-
-#[async_trait]
-impl Sink for Hub {
-    async fn apply(&self, op: &Op) -> Result<Applied> {
-        self.store
-            .hub_apply(op, None)
-            .await
-            .map_err(|e| e.with_provider("hub"))
-    }
-
-    fn as_hub(&self) -> Option<&Hub> {
-        Some(self)
     }
 }

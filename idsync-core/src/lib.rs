@@ -57,6 +57,7 @@ pub mod mapping;
 pub mod memory;
 pub mod memory_store;
 pub mod model;
+pub mod op;
 pub mod source;
 pub mod store;
 
@@ -64,7 +65,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use directory::Directory;
 pub use engine::{
     DeletionPolicy, Engine, Guard, Job, OpOutcome, Plan, PlannedOp, Progress, ProgressHook, Report,
-    ReportCounts, Threshold,
+    ReportCounts, Target, Threshold,
 };
 pub use error::{Error, ErrorKind, ErrorStatus, Result};
 pub use hub::Hub;
@@ -76,10 +77,10 @@ pub use model::{
     Account, Anchor, Attrs, Entity, EntityKind, Org, Status, correlation_key, key_matches,
 };
 pub use source::{
-    Applied, Capabilities, ChangeSet, Descriptor, Op, Page, PageRequest, PageToken, Patch,
+    Applied, Capabilities, ChangeSet, Descriptor, Op, OpKind, Page, PageRequest, PageToken, Patch,
     RateLimit, Sink, Source, SourceExt, SyncCursor,
 };
 pub use store::{
-    AuditEntry, FeedEntry, HUB_KEY_FIELDS, HubWrite, JournalEntry, JournalState, Link, LinkChange,
-    OpRecord, RunRecord, RunStatus, ShadowChange, Store,
+    AuditAction, AuditEntry, FeedEntry, HUB_KEY_FIELDS, HubWrite, JournalEntry, JournalState, Link,
+    LinkChange, OpRecord, RunRecord, RunStatus, ShadowChange, Store,
 };

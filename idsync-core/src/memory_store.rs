@@ -126,8 +126,12 @@ fn apply_record(st: &mut State, rec: &OpRecord) {
         None => {}
     }
     if let Some(j) = &rec.journal {
-        st.open
-            .remove(&(rec.job.clone(), j.run_id.clone(), j.op_index));
+        let key = (rec.job.clone(), j.run_id.clone(), j.op_index);
+        if j.state == JournalState::Unknown {
+            st.open.insert(key, j.clone());
+        } else {
+            st.open.remove(&key);
+        }
         st.journal
             .entry(j.run_id.clone())
             .or_default()
@@ -230,6 +234,24 @@ impl Store for MemoryStore {
         Ok(out)
     }
 
+    async fn links_to(&self, job: &str, kind: EntityKind, targets: &[Anchor]) -> Result<Vec<Link>> {
+        let st = self.lock()?;
+        let Some(map) = st.links.get(&(job.to_owned(), kind)) else {
+            return Ok(Vec::new());
+        };
+        let want: std::collections::HashSet<&Anchor> = targets.iter().collect();
+        // A pass over the job's links: the memory store has no reverse index.
+        Ok(map
+            .iter()
+            .filter(|(_, t)| want.contains(t))
+            .map(|(s, t)| Link {
+                kind,
+                source: s.clone(),
+                target: t.clone(),
+            })
+            .collect())
+    }
+
     async fn link_count(&self, job: &str, kind: EntityKind) -> Result<usize> {
         Ok(self
             .lock()?
@@ -326,7 +348,9 @@ impl Store for MemoryStore {
         let mut v: Vec<JournalEntry> = st
             .open
             .iter()
-            .filter(|((j, _, _), e)| j == job && e.state == JournalState::Intent)
+            .filter(|((j, _, _), e)| {
+                j == job && matches!(e.state, JournalState::Intent | JournalState::Unknown)
+            })
             .map(|(_, e)| e.clone())
             .collect();
         v.sort_by(|a, b| a.at.cmp(&b.at).then(a.op_index.cmp(&b.op_index)));

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::error::Result;
 use crate::model::{Account, Anchor, EntityKind, Org};
-use crate::source::{Applied, Op, Page, PageRequest, SyncCursor};
+use crate::source::{Applied, Op, OpKind, Page, PageRequest, SyncCursor};
 
 /// A link between a source entity and a target entity of one job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,6 +93,11 @@ pub enum JournalState {
     Failed,
     /// Not attempted (a dependency failed).
     Skipped,
+    /// Sent, but its answer was lost (a timeout or a reset after the request went out): the
+    /// sink may have applied it. Like an intent it stays open, and the job's next run
+    /// resolves it first: it looks the entity up and adopts it, instead of creating it
+    /// again.
+    Unknown,
 }
 
 /// One op of a run, as journaled.
@@ -127,14 +132,77 @@ pub struct AuditEntry {
     pub kind: EntityKind,
     /// The target anchor.
     pub anchor: Anchor,
-    /// The op's name.
-    pub op: String,
+    /// What happened: an op of the engine, or another event (e.g. a login).
+    pub op: AuditAction,
     /// The entity (or the changed fields) before.
     pub before: Option<Value>,
     /// The entity (or the changed fields) after.
     pub after: Option<Value>,
     /// When.
     pub at: DateTime<Utc>,
+}
+
+/// What an [`AuditEntry`] records: an op the engine applied, or an event of another part
+/// (e.g. `"oidc_login"`). Stored as its name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum AuditAction {
+    /// An op.
+    Op(OpKind),
+    /// Another event, by name.
+    Event(String),
+}
+
+impl AuditAction {
+    /// The stored name.
+    pub fn as_str(&self) -> &str {
+        match self {
+            AuditAction::Op(k) => k.as_str(),
+            AuditAction::Event(e) => e,
+        }
+    }
+}
+
+impl From<OpKind> for AuditAction {
+    fn from(k: OpKind) -> Self {
+        AuditAction::Op(k)
+    }
+}
+
+impl From<String> for AuditAction {
+    fn from(s: String) -> Self {
+        match s.parse::<OpKind>() {
+            Ok(k) => AuditAction::Op(k),
+            Err(_) => AuditAction::Event(s),
+        }
+    }
+}
+
+impl From<&str> for AuditAction {
+    fn from(s: &str) -> Self {
+        AuditAction::from(s.to_owned())
+    }
+}
+
+impl From<AuditAction> for String {
+    fn from(a: AuditAction) -> Self {
+        match a {
+            AuditAction::Op(k) => k.as_str().to_owned(),
+            AuditAction::Event(e) => e,
+        }
+    }
+}
+
+impl fmt::Display for AuditAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<OpKind> for AuditAction {
+    fn eq(&self, other: &OpKind) -> bool {
+        matches!(self, AuditAction::Op(k) if k == other)
+    }
 }
 
 /// A change of a link, recorded with the op that caused it.
@@ -273,6 +341,9 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// The links of these source anchors (those that have one), ordered by source anchor.
     /// Incremental runs read only the links of what changed.
     async fn links_of(&self, job: &str, kind: EntityKind, sources: &[Anchor]) -> Result<Vec<Link>>;
+    /// The links that point to these target anchors, ordered by source anchor. A target
+    /// some other source of the job is linked to is not free for correlation.
+    async fn links_to(&self, job: &str, kind: EntityKind, targets: &[Anchor]) -> Result<Vec<Link>>;
     /// How many links of one kind a job holds (the guard's base).
     async fn link_count(&self, job: &str, kind: EntityKind) -> Result<usize>;
 
@@ -304,7 +375,8 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn record(&self, record: &OpRecord) -> Result<()>;
     /// The journal of a run, by op index (the latest state of each op).
     async fn journal(&self, run_id: &str) -> Result<Vec<JournalEntry>>;
-    /// Intents of a job that never reached `Done`/`Failed` (a crashed run), oldest first.
+    /// Ops of a job whose outcome is open, oldest first: intents that never reached
+    /// `Done`/`Failed` (a crashed run) and ops journaled `Unknown` (their answer was lost).
     async fn open_intents(&self, job: &str) -> Result<Vec<JournalEntry>>;
 
     // --- audit and feed ---------------------------------------------------------------

@@ -177,7 +177,7 @@ fn main() {
         engine.plan(&Job::new("bench", src, hub)).await.unwrap()
     });
     let planned = t.elapsed();
-    assert_eq!(plan.count("create_account"), rows);
+    assert_eq!(plan.count(idsync_core::OpKind::CreateAccount), rows);
     println!(
         "open + Engine::plan:       {:>8.3} s  {:>9.0} rows/s  x{:.2} of csv  peak RSS {:.0} MB  ({} ops)",
         planned.as_secs_f64(),

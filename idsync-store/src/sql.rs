@@ -593,7 +593,7 @@ macro_rules! sql_store {
                             Arg::Text(a.job.clone()),
                             Arg::Text($crate::util::kind_str(a.kind).to_owned()),
                             text(&a.anchor),
-                            Arg::Text(a.op.clone()),
+                            Arg::Text(a.op.as_str().to_owned()),
                             Arg::OptText(None),
                             Arg::Text(body.clone()),
                             Arg::Int($crate::util::to_us(a.at)),
@@ -849,6 +849,36 @@ macro_rules! sql_store {
                 Ok(out)
             }
 
+            async fn links_to(
+                &self,
+                job: &str,
+                kind: idsync_core::EntityKind,
+                targets: &[idsync_core::Anchor],
+            ) -> idsync_core::Result<Vec<idsync_core::Link>> {
+                let k = $crate::util::kind_str(kind);
+                let mut out = Vec::with_capacity(targets.len());
+                for chunk in targets.chunks($crate::sql::ROWS_PER_INSERT) {
+                    let sql = format!(
+                        "SELECT source, target FROM links WHERE job = $1 AND kind = $2 \
+                         AND target IN ({})",
+                        $crate::sql::numbered_from(3, chunk.len())
+                    );
+                    let mut q = sqlx::query_as::<_, (String, String)>(&sql).bind(job).bind(k);
+                    for t in chunk {
+                        q = q.bind(t.as_str());
+                    }
+                    let rows = q.fetch_all(self.reader()).await.map_err(Self::err)?;
+                    out.extend(rows.into_iter().map(|(s, t)| idsync_core::Link {
+                        kind,
+                        source: idsync_core::Anchor::from(s),
+                        target: idsync_core::Anchor::from(t),
+                    }));
+                }
+                out.sort_by(|a, b| a.source.cmp(&b.source));
+                out.dedup_by(|a, b| a.source == b.source);
+                Ok(out)
+            }
+
             async fn link_count(
                 &self,
                 job: &str,
@@ -1065,7 +1095,11 @@ macro_rules! sql_store {
             ) -> idsync_core::Result<Vec<idsync_core::JournalEntry>> {
                 let rows: Vec<$crate::sql::JournalRow> = sqlx::query_as(
                     "SELECT run_id, op_index, op, source_anchor, target_anchor, state, error, at_us \
-                     FROM journal WHERE job = $1 AND state = 'intent' ORDER BY at_us, op_index",
+                     FROM journal WHERE job = $1 AND state = 'intent' \
+                     UNION ALL \
+                     SELECT run_id, op_index, op, source_anchor, target_anchor, state, error, at_us \
+                     FROM journal WHERE job = $1 AND state = 'unknown' \
+                     ORDER BY 8, 2",
                 )
                 .bind(job)
                 .fetch_all(self.reader())
@@ -1422,7 +1456,7 @@ pub(crate) fn record_batch(batch: &mut Batch, rec: &OpRecord) -> Result<()> {
                 Arg::Text(a.job.clone()),
                 Arg::Text(kind_str(a.kind).to_owned()),
                 Arg::Text(a.anchor.as_str().to_owned()),
-                Arg::Text(a.op.clone()),
+                Arg::Text(a.op.as_str().to_owned()),
                 Arg::Json(a.before.clone()),
                 Arg::Json(a.after.clone()),
                 Arg::Int(to_us(a.at)),
@@ -1498,7 +1532,7 @@ pub(crate) fn audit_from_row(r: AuditRow) -> Result<AuditEntry> {
         job: r.1,
         kind: parse_kind(&r.2)?,
         anchor: r.3.into(),
-        op: r.4,
+        op: r.4.into(),
         before: r.5.map(|j| j.0),
         after: r.6.map(|j| j.0),
         at: from_us(r.7)?,

@@ -38,8 +38,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use futures::future::LocalBoxFuture;
 use idsync_core::{
     Account, Anchor, AuditEntry, Directory, Engine, EntityKind, Error, ErrorKind, Hub, HubWrite,
-    Job, JournalEntry, JournalState, LinkChange, ManualClock, MemoryAdapter, Op, OpRecord, Org,
-    PageRequest, Result, RunRecord, RunStatus, ShadowChange, Status, Store, SyncCursor,
+    Job, JournalEntry, JournalState, LinkChange, ManualClock, MemoryAdapter, Op, OpKind, OpRecord,
+    Org, PageRequest, Result, RunRecord, RunStatus, ShadowChange, Status, Store, SyncCursor,
 };
 use serde_json::{Value, json};
 
@@ -595,7 +595,7 @@ fn full_record(job: &str, run: &str, idx: usize, op: &Op, at: DateTime<Utc>) -> 
             job: job.into(),
             kind: op.entity(),
             anchor: target,
-            op: op.name().into(),
+            op: op.kind().into(),
             before: None,
             after: Some(json!({"from": "engine"})),
             at,
@@ -1334,7 +1334,7 @@ pub async fn journal(store: &Arc<dyn Store>, clock: &Arc<ManualClock>) -> Result
 pub async fn audit_trail(store: &Arc<dyn Store>, clock: &Arc<ManualClock>) -> Result<()> {
     let s = store.as_ref();
     let t = clock.now_for_suite();
-    let entry = |run: &str, op: &str, anchor: &str, kind: EntityKind, after: Value| AuditEntry {
+    let entry = |run: &str, op: OpKind, anchor: &str, kind: EntityKind, after: Value| AuditEntry {
         run_id: run.into(),
         job: "j".into(),
         kind,
@@ -1354,29 +1354,35 @@ pub async fn audit_trail(store: &Arc<dyn Store>, clock: &Arc<ManualClock>) -> Re
     };
     let e1 = entry(
         "r1",
-        "create_account",
+        OpKind::CreateAccount,
         "u1",
         EntityKind::Account,
         json!({"n": 1}),
     );
     let e2 = entry(
         "r1",
-        "create_account",
+        OpKind::CreateAccount,
         "u2",
         EntityKind::Account,
         json!({"n": 2}),
     );
     let e3 = entry(
         "r2",
-        "update_account",
+        OpKind::UpdateAccount,
         "u1",
         EntityKind::Account,
         json!({"n": 3}),
     );
-    let e4 = entry("r2", "create_org", "u1", EntityKind::Org, json!({"n": 4}));
+    let e4 = entry(
+        "r2",
+        OpKind::CreateOrg,
+        "u1",
+        EntityKind::Org,
+        json!({"n": 4}),
+    );
     let e5 = entry(
         "r3",
-        "disable_account",
+        OpKind::DisableAccount,
         "u1",
         EntityKind::Account,
         json!({"status": "disabled"}),
@@ -1689,12 +1695,12 @@ pub async fn engine_end_to_end(store: &Arc<dyn Store>, clock: &Arc<ManualClock>)
     let r3 = engine.run(&job).await?;
     same(r3.counts.applied, 2, "an update and a disable")?;
     same(
-        r3.counts.by_op.get("update_account").copied(),
+        r3.counts.by_op.get(&OpKind::UpdateAccount).copied(),
         Some(1),
         "one update",
     )?;
     same(
-        r3.counts.by_op.get("disable_account").copied(),
+        r3.counts.by_op.get(&OpKind::DisableAccount).copied(),
         Some(1),
         "one disable",
     )?;

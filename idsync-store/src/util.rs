@@ -34,6 +34,7 @@ pub(crate) fn state_str(s: JournalState) -> &'static str {
         JournalState::Done => "done",
         JournalState::Failed => "failed",
         JournalState::Skipped => "skipped",
+        JournalState::Unknown => "unknown",
     }
 }
 
@@ -43,6 +44,7 @@ pub(crate) fn parse_state(s: &str) -> Result<JournalState> {
         "done" => Ok(JournalState::Done),
         "failed" => Ok(JournalState::Failed),
         "skipped" => Ok(JournalState::Skipped),
+        "unknown" => Ok(JournalState::Unknown),
         _ => Err(Error::invalid_data(format!(
             "store: unknown journal state {s:?}"
         ))),

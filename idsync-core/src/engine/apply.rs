@@ -10,10 +10,10 @@ use serde_json::Value;
 
 use super::Progress;
 use super::plan::{Plan, PlannedOp};
-use super::{Engine, GuardVerdict, Job};
+use super::{Engine, GuardVerdict, Job, Target};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{Anchor, Entity, EntityKind};
-use crate::source::{Applied, Capabilities, Op};
+use crate::source::{Applied, Capabilities, Op, OpKind};
 use crate::store::{
     AuditEntry, HubWrite, JournalEntry, JournalState, LinkChange, OpRecord, RunRecord, RunStatus,
     ShadowChange,
@@ -57,8 +57,8 @@ pub enum OpState {
 pub struct OpOutcome {
     /// The op's id in the plan.
     pub id: usize,
-    /// The op's name.
-    pub op: String,
+    /// The op's kind.
+    pub op: OpKind,
     /// The target anchor (for creates: the anchor the sink assigned).
     pub anchor: Option<Anchor>,
     /// The source entity.
@@ -84,8 +84,12 @@ pub struct ReportCounts {
     pub linked: usize,
     /// Ambiguous correlations.
     pub conflicts: usize,
-    /// Applied ops by name.
-    pub by_op: BTreeMap<String, usize>,
+    /// Applied ops by kind.
+    pub by_op: BTreeMap<OpKind, usize>,
+    /// The plan was stopped by the guard and approved (the guard's rolling window does not
+    /// count an approved run's ops against later runs).
+    #[serde(default)]
+    pub approved: bool,
 }
 
 /// The result of a run.
@@ -238,6 +242,15 @@ impl Outcome {
     }
 }
 
+/// Whether a write that failed with `e` may still have been applied by the sink: the
+/// transport failed (a timeout, a reset, a 5xx) after the request could have gone out.
+/// Throttling answers, refusals and errors marked [`not_sent`](crate::layers::not_sent)
+/// say it was not.
+pub(crate) fn outcome_unknown(e: &Error) -> bool {
+    matches!(e.kind(), ErrorKind::Unavailable | ErrorKind::Unexpected)
+        && !crate::layers::was_not_sent(e)
+}
+
 /// An op ready to go: its pending references resolved, the sink able to take it.
 struct Ready<'a> {
     p: &'a PlannedOp,
@@ -254,11 +267,11 @@ impl<'a> Ready<'a> {
         created: &HashMap<usize, Anchor>,
     ) -> Result<Ready<'a>> {
         let op = resolve(p, created)?;
-        let caps = job.sink.capabilities();
+        let caps = job.target.capabilities();
         if !caps.supports(&op) {
             return Err(Error::unsupported(format!(
                 "sink {} does not take {}",
-                job.sink.describe().provider,
+                job.target.describe().provider,
                 op.name()
             )));
         }
@@ -344,7 +357,7 @@ impl<'a> Ready<'a> {
                 job: job.name.clone(),
                 kind,
                 anchor: anchor.clone(),
-                op: op.name().to_owned(),
+                op: op.kind().into(),
                 before,
                 after,
                 at: engine.clock.now(),
@@ -399,15 +412,14 @@ impl<'a> Ready<'a> {
             }
         }
         let anchor = op.anchor().clone();
-        let rec = self.record(
-            engine,
-            job,
-            &anchor,
-            JournalState::Failed,
-            Some(&e),
-            shadow_entities,
-            true,
-        );
+        // A create whose request may have reached the sink is not a failure yet: the next
+        // run looks for what it may have created before it plans anything.
+        let state = if op.is_create() && outcome_unknown(&e) {
+            JournalState::Unknown
+        } else {
+            JournalState::Failed
+        };
+        let rec = self.record(engine, job, &anchor, state, Some(&e), shadow_entities, true);
         if let Err(e2) = engine.store.record(&rec).await {
             tracing::warn!(error = %e2, "could not journal a failed op");
         }
@@ -433,7 +445,10 @@ async fn apply_one(
     if let Err(e) = engine.store.journal_intent(&intent).await {
         return Outcome::failed(e);
     }
-    match job.sink.apply(&ready.op).await {
+    let Target::Sink(sink) = &job.target else {
+        return Outcome::failed(Error::unexpected("an op for the hub reached the sink path"));
+    };
+    match sink.apply(&ready.op).await {
         Ok(applied) => {
             let anchor = applied.anchor.unwrap_or_else(|| ready.op.anchor().clone());
             let rec = ready.record(
@@ -623,7 +638,7 @@ async fn load_shadow(
     plan: &Plan,
 ) -> Result<HashMap<(EntityKind, Anchor), Value>> {
     let mut out = HashMap::new();
-    if job.sink.capabilities().readable {
+    if job.target.capabilities().readable {
         return Ok(out);
     }
     let wanted: std::collections::HashSet<(EntityKind, Anchor)> = plan
@@ -688,6 +703,19 @@ async fn close_superseded_intents(engine: &Engine, job: &Job, plan: &Plan) -> Re
 }
 
 pub(crate) async fn apply_plan(engine: &Engine, job: &Job, plan: &Plan) -> Result<Report> {
+    // The hub of the engine's own store takes a phase's ops in large batches, each op
+    // still all-or-nothing with its record.
+    let hub_path = match job.target.hub() {
+        Some(h) if same_store(h.store(), &engine.store) => true,
+        Some(_) => {
+            return Err(Error::config(format!(
+                "job {} writes into the hub of another store than the engine's; build the \
+                 engine on the hub's store",
+                job.name
+            )));
+        }
+        None => false,
+    };
     let mut run = RunRecord {
         id: plan.run_id.clone(),
         job: job.name.clone(),
@@ -742,12 +770,6 @@ pub(crate) async fn apply_plan(engine: &Engine, job: &Job, plan: &Plan) -> Resul
         total: plan.ops.len(),
         ..Progress::default()
     };
-    // The hub of the engine's own store takes a phase's ops in large batches, each op
-    // still all-or-nothing with its record.
-    let hub_path = job
-        .sink
-        .as_hub()
-        .is_some_and(|h| same_store(h.store(), &engine.store));
     let mut i = 0;
     while i < plan.ops.len() {
         let phase = plan.ops[i].phase;
@@ -764,7 +786,7 @@ pub(crate) async fn apply_plan(engine: &Engine, job: &Job, plan: &Plan) -> Resul
                 let p = &plan.ops[id];
                 outcomes.push(OpOutcome {
                     id,
-                    op: p.op.name().to_owned(),
+                    op: p.op.kind(),
                     anchor: o
                         .anchor
                         .or_else(|| (!p.op.is_create()).then(|| p.op.anchor().clone())),
@@ -853,6 +875,7 @@ pub(crate) async fn apply_plan(engine: &Engine, job: &Job, plan: &Plan) -> Resul
     let mut counts = ReportCounts {
         planned: plan.ops.len(),
         linked,
+        approved: plan.guard.stopped,
         conflicts: plan.conflicts.len(),
         ..ReportCounts::default()
     };
@@ -860,7 +883,7 @@ pub(crate) async fn apply_plan(engine: &Engine, job: &Job, plan: &Plan) -> Resul
         match o.state {
             OpState::Applied => {
                 counts.applied += 1;
-                *counts.by_op.entry(o.op.clone()).or_insert(0) += 1;
+                *counts.by_op.entry(o.op).or_insert(0) += 1;
             }
             OpState::Failed => counts.failed += 1,
             OpState::Skipped => counts.skipped += 1,

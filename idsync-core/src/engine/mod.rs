@@ -33,9 +33,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, ErrorKind, Result};
+use crate::hub::Hub;
 use crate::mapping::Mapping;
 use crate::model::{Account, Org};
-use crate::source::{ChangeSet, Sink, Source, SyncCursor};
+use crate::source::{ChangeSet, Op, OpKind, Sink, Source, SyncCursor};
 use crate::store::{Link, RunRecord, RunStatus, Store};
 
 pub use apply::{ErrorInfo, OpOutcome, OpState, Report, ReportCounts};
@@ -75,12 +76,13 @@ mod humantime_secs {
 }
 
 /// A limit on one kind of operation: at most `max_count` ops, and at most `max_percent`
-/// percent of the target's entities of that kind. `None` means no limit of that form.
+/// percent of the entities of that kind **this job links** (the entities it can harm; for
+/// an authoritative job, every target entity). `None` means no limit of that form.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
 pub struct Threshold {
     /// Absolute maximum.
     pub max_count: Option<usize>,
-    /// Maximum as a percentage of the target's entities (0–100).
+    /// Maximum as a percentage of the entities the job links (0–100).
     pub max_percent: Option<f64>,
 }
 
@@ -93,7 +95,8 @@ impl Threshold {
         }
     }
 
-    fn crossed(&self, count: usize, total: usize) -> Option<String> {
+    /// `Some(why)` when `count` of `base` crosses this threshold.
+    pub fn crossed(&self, count: usize, base: usize) -> Option<String> {
         if let Some(max) = self.max_count
             && count > max
         {
@@ -102,13 +105,13 @@ impl Threshold {
         if let Some(pct) = self.max_percent
             && count > 0
         {
-            let share = if total == 0 {
+            let share = if base == 0 {
                 100.0
             } else {
-                count as f64 * 100.0 / total as f64
+                count as f64 * 100.0 / base as f64
             };
             if share > pct {
-                return Some(format!("{count} of {total} ({share:.1}% > {pct}%)"));
+                return Some(format!("{count} of {base} ({share:.1}% > {pct}%)"));
             }
         }
         None
@@ -116,16 +119,35 @@ impl Threshold {
 }
 
 /// Safety thresholds. By default a run that would disable or delete more than 5% of the
-/// target's accounts, or more than 500, stops as "needs approval".
+/// accounts the job links, or more than 500, stops as "needs approval"; so does a series of
+/// runs that adds up past that within 24 hours. Linked entities missing from a target
+/// listing count as harm too (they would be created again), and past the same threshold
+/// the run fails before anything is planned.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Guard {
-    /// Disables and deletes of accounts together.
+    /// Disables and deletes of accounts together (and linked accounts missing from the
+    /// target).
     pub destructive_accounts: Threshold,
-    /// Deletes of orgs.
+    /// Deletes of orgs (and linked orgs missing from the target).
     pub org_deletes: Threshold,
-    /// Further per-op thresholds, by op name (`"update_account"`, `"create_org"`, ...).
+    /// Further per-op thresholds, by op kind.
     #[serde(default)]
-    pub per_op: BTreeMap<String, Threshold>,
+    pub per_op: BTreeMap<OpKind, Threshold>,
+    /// The rolling window over which the runs of a job add up (default 24 h; zero: each
+    /// run on its own).
+    #[serde(default = "default_window", with = "humantime_secs")]
+    pub window: Duration,
+    /// How old a stopped plan may be when it is approved (default 1 h).
+    #[serde(default = "default_approval_age", with = "humantime_secs")]
+    pub approval_max_age: Duration,
+}
+
+fn default_window() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+
+fn default_approval_age() -> Duration {
+    Duration::from_secs(3600)
 }
 
 impl Default for Guard {
@@ -134,6 +156,8 @@ impl Default for Guard {
             destructive_accounts: Threshold::new(Some(500), Some(5.0)),
             org_deletes: Threshold::new(Some(100), Some(5.0)),
             per_op: BTreeMap::new(),
+            window: default_window(),
+            approval_max_age: default_approval_age(),
         }
     }
 }
@@ -145,6 +169,8 @@ impl Guard {
             destructive_accounts: Threshold::default(),
             org_deletes: Threshold::default(),
             per_op: BTreeMap::new(),
+            window: Duration::ZERO,
+            approval_max_age: default_approval_age(),
         }
     }
 }
@@ -158,6 +184,84 @@ pub struct GuardVerdict {
     pub reasons: Vec<String>,
 }
 
+/// Where a job writes. The engine chooses its write path from this, explicitly:
+///
+/// * [`Target::Hub`]: the hub directory of the engine's own store. Each op is written
+///   together with its journal, link and audit records in one store transaction (and the
+///   ops of a phase in batches). A hub is not a [`Sink`]: it cannot be wrapped in layers or
+///   written op by op without its records.
+/// * [`Target::Sink`]: any other sink, written through [`Sink::apply`], each op journaled
+///   as an intent first.
+///
+/// `Job::new` takes either (`Arc<Hub>` or any `Arc<impl Sink>` / `Arc<dyn Sink>`).
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// The hub of the engine's store.
+    Hub(Arc<Hub>),
+    /// Any other sink.
+    Sink(Arc<dyn Sink>),
+}
+
+impl Target {
+    /// The target as something to read (its listings, lookups and capabilities).
+    pub fn as_source(&self) -> &dyn Source {
+        match self {
+            Target::Hub(h) => h.as_ref(),
+            Target::Sink(s) => s.as_ref(),
+        }
+    }
+
+    /// The same, owned (for listings read by a task of their own).
+    pub fn to_source(&self) -> Arc<dyn Source> {
+        match self {
+            Target::Hub(h) => h.clone(),
+            Target::Sink(s) => s.clone(),
+        }
+    }
+
+    /// What the target can do.
+    pub fn capabilities(&self) -> crate::source::Capabilities {
+        self.as_source().capabilities()
+    }
+
+    /// Provider and instance of the target.
+    pub fn describe(&self) -> crate::source::Descriptor {
+        self.as_source().describe()
+    }
+
+    /// The hub, when the job writes into one.
+    pub fn hub(&self) -> Option<&Hub> {
+        match self {
+            Target::Hub(h) => Some(h),
+            Target::Sink(_) => None,
+        }
+    }
+}
+
+impl From<Arc<Hub>> for Target {
+    fn from(h: Arc<Hub>) -> Self {
+        Target::Hub(h)
+    }
+}
+
+impl From<Hub> for Target {
+    fn from(h: Hub) -> Self {
+        Target::Hub(Arc::new(h))
+    }
+}
+
+impl<S: Sink + 'static> From<Arc<S>> for Target {
+    fn from(s: Arc<S>) -> Self {
+        Target::Sink(s)
+    }
+}
+
+impl From<Arc<dyn Sink>> for Target {
+    fn from(s: Arc<dyn Sink>) -> Self {
+        Target::Sink(s)
+    }
+}
+
 /// One synchronization job: where from, where to, how.
 #[derive(Debug, Clone)]
 pub struct Job {
@@ -165,8 +269,8 @@ pub struct Job {
     pub name: String,
     /// Where entities come from.
     pub source: Arc<dyn Source>,
-    /// Where they go.
-    pub sink: Arc<dyn Sink>,
+    /// Where they go: the hub, or another sink.
+    pub target: Target,
     /// How they are mapped; the mapping's fields are the fields this job owns.
     pub mapping: Mapping,
     /// Correlation rules for accounts, tried in order: account field names whose values
@@ -188,6 +292,10 @@ pub struct Job {
     /// Allow a full run whose source lists no accounts at all while the target holds
     /// accounts linked to it. Off by default: an empty answer is treated as a failed read.
     pub allow_empty_source: bool,
+    /// Allow a full run whose target lists no entities at all while this job holds links
+    /// to it (they are then created again). Off by default: an empty target listing is
+    /// treated as a failed read.
+    pub allow_empty_target: bool,
     /// Sync the org tree (when both sides have one).
     pub sync_orgs: bool,
     /// Called as ops end while a plan is applied.
@@ -230,11 +338,15 @@ impl std::fmt::Debug for ProgressHook {
 impl Job {
     /// A job with the defaults: identity mapping, correlation by employee id, email, then
     /// username, disable on deletion, default guard, concurrency 8.
-    pub fn new(name: impl Into<String>, source: Arc<dyn Source>, sink: Arc<dyn Sink>) -> Self {
+    pub fn new(
+        name: impl Into<String>,
+        source: Arc<dyn Source>,
+        target: impl Into<Target>,
+    ) -> Self {
         Job {
             name: name.into(),
             source,
-            sink,
+            target: target.into(),
             mapping: Mapping::identity(),
             correlation: vec!["employee_id".into(), "email".into(), "username".into()],
             deletion: DeletionPolicy::default(),
@@ -243,6 +355,7 @@ impl Job {
             page_size: None,
             authoritative: false,
             allow_empty_source: false,
+            allow_empty_target: false,
             sync_orgs: true,
             progress: None,
         }
@@ -328,31 +441,58 @@ impl Engine {
         )
     }
 
-    /// Read both sides and plan, without applying. The plan is stored as a run with
-    /// status `planned` (or `needs_approval` when the guard stops it).
+    /// A dry run: read both sides and plan, without applying. The plan is recorded as a run
+    /// with status `planned`, with the guard's verdict in its summary; such a record can
+    /// be shown but never approved (only a run stopped by the guard can be).
     pub async fn plan(&self, job: &Job) -> Result<Plan> {
+        self.plan_full(job, true).await
+    }
+
+    async fn plan_full(&self, job: &Job, dry: bool) -> Result<Plan> {
         let run_id = self.new_run_id(job);
         let started = self.clock.now();
-        // Take the source's cursor before reading, so that changes made during the read
-        // are seen by the next incremental run.
-        let cursor = if job.source.capabilities().changes {
-            Some(job.source.current_cursor().await?)
-        } else {
-            None
+        let planned = async {
+            // A dry run writes nothing: it shows such creates, the real run adopts them.
+            if !dry {
+                self.resolve_open_creates(job).await?;
+            }
+            // Take the source's cursor before reading, so that changes made during the
+            // read are seen by the next incremental run.
+            let cursor = if job.source.capabilities().changes {
+                Some(job.source.current_cursor().await?)
+            } else {
+                None
+            };
+            let cursor_from = self.store.cursor(&job.name).await?;
+            let mut plan = plan::plan_full(self, job, &run_id).await?;
+            plan.cursor = cursor;
+            plan.cursor_from = cursor_from;
+            Ok(plan)
         };
-        let cursor_from = self.store.cursor(&job.name).await?;
-        let mut plan = match plan::plan_full(self, job, &run_id).await {
+        let mut plan = match planned.await {
             Ok(p) => p,
             Err(e) => {
                 self.fail_run(job, &run_id, started, &e).await;
                 return Err(e);
             }
         };
-        plan.cursor = cursor;
-        plan.cursor_from = cursor_from;
         plan.created_at = started;
-        self.record_plan(job, &plan, false).await?;
+        self.record_plan(job, &plan, dry).await?;
         Ok(plan)
+    }
+
+    /// Creates of earlier runs whose outcome is open (a crash, or an answer lost in
+    /// transit) are looked up at the sink first and adopted when found, so that no plan
+    /// creates them again.
+    async fn resolve_open_creates(&self, job: &Job) -> Result<()> {
+        if job.target.hub().is_some() || !job.target.capabilities().readable {
+            return Ok(());
+        }
+        let n = plan::resolve_open_creates(self, job).await?;
+        if n > 0 {
+            tracing::info!(job = %job.name, adopted = n, "adopted entities whose create answer was lost");
+        }
+        Ok(())
     }
 
     async fn fail_run(
@@ -375,11 +515,9 @@ impl Engine {
         let _ = self.store.put_run(&rec).await;
     }
 
-    async fn record_plan(&self, job: &Job, plan: &Plan, applying: bool) -> Result<()> {
-        let status = if plan.guard.stopped {
+    async fn record_plan(&self, job: &Job, plan: &Plan, dry: bool) -> Result<()> {
+        let status = if plan.guard.stopped && !dry {
             RunStatus::NeedsApproval
-        } else if applying {
-            RunStatus::Running
         } else {
             RunStatus::Planned
         };
@@ -393,8 +531,9 @@ impl Engine {
             } else {
                 None
             },
-            // The whole plan is kept only when it waits for approval; otherwise the
-            // journal holds every op, and a million-op plan is not copied into the run.
+            // The whole plan is kept only when the guard stopped it (to review, and to
+            // approve unless it was a dry run); otherwise the journal holds every op, and
+            // a million-op plan is not copied into the run.
             plan: if plan.guard.stopped {
                 Some(serde_json::to_value(plan)?)
             } else {
@@ -408,7 +547,7 @@ impl Engine {
     /// Plan, then apply unless the guard stops the plan. A guarded plan returns a report
     /// with status `needs_approval` and applies nothing.
     pub async fn run(&self, job: &Job) -> Result<Report> {
-        let plan = self.plan(job).await?;
+        let plan = self.plan_full(job, false).await?;
         if plan.guard.stopped {
             return Ok(Report::guarded(&plan));
         }
@@ -438,6 +577,11 @@ impl Engine {
     }
 
     /// Approve a run stopped by the guard and apply its stored plan.
+    ///
+    /// Refused (`Conflict`, saying to run the job again for a fresh plan) when the run was a
+    /// dry run, when the plan is older than the guard's `approval_max_age`, when the source's
+    /// cursor moved since the plan was made, or when a target entity the plan disables or
+    /// deletes is no longer as the plan found it.
     pub async fn approve(&self, job: &Job, run_id: &str) -> Result<Report> {
         let mut run = self
             .store
@@ -449,6 +593,15 @@ impl Engine {
                 "run {run_id} belongs to job {}, not {}",
                 run.job, job.name
             )));
+        }
+        let replan = "run the job again to get a fresh plan, and approve that one";
+        if run.status == RunStatus::Planned {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!(
+                    "run {run_id} was a dry run (a plan only) and cannot be approved; {replan}"
+                ),
+            ));
         }
         if run.status != RunStatus::NeedsApproval && run.status != RunStatus::Approved {
             return Err(Error::new(
@@ -464,9 +617,68 @@ impl Engine {
                 .clone()
                 .ok_or_else(|| Error::unexpected(format!("run {run_id} has no stored plan")))?,
         )?;
+        self.check_still_current(job, &plan).await.map_err(|why| {
+            Error::new(
+                ErrorKind::Conflict,
+                format!("run {run_id} cannot be approved: {why}; {replan}"),
+            )
+        })?;
         run.status = RunStatus::Approved;
         self.store.put_run(&run).await?;
         self.apply(job, &plan).await
+    }
+
+    /// Why a stored plan no longer describes the world (`Err(why)`), if it does not.
+    async fn check_still_current(&self, job: &Job, plan: &Plan) -> std::result::Result<(), String> {
+        let age = self.clock.now() - plan.created_at;
+        let max =
+            chrono::Duration::from_std(job.guard.approval_max_age).unwrap_or(chrono::Duration::MAX);
+        if age > max {
+            return Err(format!(
+                "it was planned {} min ago, longer than the {} min a plan may wait",
+                age.num_minutes(),
+                max.num_minutes()
+            ));
+        }
+        if let Some(planned) = &plan.cursor
+            && job.source.capabilities().changes
+        {
+            let now = job
+                .source
+                .current_cursor()
+                .await
+                .map_err(|e| format!("the source's position could not be read ({e})"))?;
+            if &now != planned {
+                return Err("the source changed since it was planned".to_owned());
+            }
+        }
+        if !job.target.capabilities().readable {
+            return Ok(());
+        }
+        let target = job.target.as_source();
+        for p in &plan.ops {
+            let gone = |e: crate::Error| format!("the target could not be read ({e})");
+            let moved = match &p.op {
+                Op::DisableAccount { anchor } => target
+                    .account(anchor)
+                    .await
+                    .map_err(gone)?
+                    .is_none_or(|a| a.status != crate::model::Status::Active),
+                Op::DeleteAccount { anchor } => {
+                    target.account(anchor).await.map_err(gone)?.is_none()
+                }
+                Op::DeleteOrg { anchor } => target.org(anchor).await.map_err(gone)?.is_none(),
+                _ => false,
+            };
+            if moved {
+                return Err(format!(
+                    "the target changed since it was planned ({} {} is no longer as planned)",
+                    p.op.entity(),
+                    p.op.anchor()
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Incremental run: apply what changed at the source since the stored cursor, through
@@ -495,6 +707,7 @@ impl Engine {
     }
 
     /// Plan a change set (as [`run_changes`](Self::run_changes) does), without applying.
+    /// A plan the guard stops is recorded as waiting for approval.
     pub async fn plan_changes(
         &self,
         job: &Job,
@@ -504,7 +717,11 @@ impl Engine {
         let run_id = self.new_run_id(job);
         let started = self.clock.now();
         let cursor = changes.cursor.clone();
-        let mut plan = match plan::plan_changes(self, job, &run_id, changes).await {
+        let planned = async {
+            self.resolve_open_creates(job).await?;
+            plan::plan_changes(self, job, &run_id, changes).await
+        };
+        let mut plan = match planned.await {
             Ok(p) => p,
             Err(e) => {
                 self.fail_run(job, &run_id, started, &e).await;

@@ -266,10 +266,6 @@ macro_rules! layered {
             ) -> $crate::error::Result<$crate::source::Applied> {
                 self.around_apply(op).await
             }
-
-            fn as_hub(&self) -> Option<&$crate::hub::Hub> {
-                self.inner.as_hub()
-            }
         }
     };
 }

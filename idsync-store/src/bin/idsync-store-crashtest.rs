@@ -38,7 +38,7 @@ use idsync_core::source::collect_accounts;
 use idsync_core::source::collect_orgs;
 use idsync_core::{
     Account, Anchor, Applied, Capabilities, Descriptor, Engine, EntityKind, Error, Guard, Hub, Job,
-    MemoryAdapter, Op, Org, Page, PageRequest, Result, Sink, Source, Store,
+    MemoryAdapter, Op, Org, Page, PageRequest, Result, Sink, Source, Store, Target,
 };
 use idsync_store::SqliteStore;
 
@@ -116,6 +116,18 @@ impl Source for AssigningSink {
     async fn accounts(&self, page: PageRequest) -> Result<Page<Account>> {
         self.hub.accounts(page).await
     }
+
+    async fn org(&self, anchor: &Anchor) -> Result<Option<Org>> {
+        self.hub.org(anchor).await
+    }
+
+    async fn account(&self, anchor: &Anchor) -> Result<Option<Account>> {
+        self.hub.account(anchor).await
+    }
+
+    async fn find_accounts(&self, field: &str, value: &str) -> Result<Vec<Account>> {
+        self.hub.find_accounts(field, value).await
+    }
 }
 
 #[async_trait]
@@ -135,7 +147,7 @@ impl Sink for AssigningSink {
             }
             other => other.clone(),
         };
-        self.hub.apply(&op).await
+        self.hub.store().hub_apply(&op, None).await
     }
 }
 
@@ -155,14 +167,15 @@ async fn setup(a: &Args) -> Result<Setup> {
         orgs.clone(),
         accounts.clone(),
     ));
-    let (sink, target_store): (Arc<dyn Sink>, Arc<dyn Store>) = match a.mode.as_str() {
-        "hub" => (Arc::new(Hub::new(store.clone())), store.clone()),
+    let (sink, target_store): (Target, Arc<dyn Store>) = match a.mode.as_str() {
+        "hub" => (Arc::new(Hub::new(store.clone())).into(), store.clone()),
         "sink" => {
             let other: Arc<dyn Store> = Arc::new(SqliteStore::open(a.dir.join("sink.db")).await?);
             (
                 Arc::new(AssigningSink {
                     hub: Hub::new(other.clone()),
-                }),
+                })
+                .into(),
                 other,
             )
         }

@@ -229,27 +229,33 @@ impl<'a> AccPlanner<'a> {
                 .store
                 .links(&self.job.name, EntityKind::Account, req.clone())
                 .await?;
-            for chunk in page.items.chunks(BATCH) {
-                let hs = self.warm(chunk.iter().map(|l| Some(l.source.as_str())));
-                let ht = self.warm(
-                    chunk
-                        .iter()
-                        .map(|l| (l.target != l.source).then_some(l.target.as_str())),
-                );
-                for ((l, hs), ht) in chunk.iter().zip(hs).zip(ht) {
-                    let s = self.intern_at(hs, l.source.as_str())?;
-                    let t = match l.target == l.source {
-                        true => s,
-                        false => self.intern_at(ht, l.target.as_str())?,
-                    };
-                    self.set_link(s, t);
-                }
-            }
+            self.add_links(&page.items)?;
             match page.next {
                 Some(t) => req.token = Some(t),
                 None => return Ok(()),
             }
         }
+    }
+
+    /// Take links into the tables (a page of them, or the few a change set needs).
+    pub(super) fn add_links(&mut self, links: &[Link]) -> Result<()> {
+        for chunk in links.chunks(BATCH) {
+            let hs = self.warm(chunk.iter().map(|l| Some(l.source.as_str())));
+            let ht = self.warm(
+                chunk
+                    .iter()
+                    .map(|l| (l.target != l.source).then_some(l.target.as_str())),
+            );
+            for ((l, hs), ht) in chunk.iter().zip(hs).zip(ht) {
+                let s = self.intern_at(hs, l.source.as_str())?;
+                let t = match l.target == l.source {
+                    true => s,
+                    false => self.intern_at(ht, l.target.as_str())?,
+                };
+                self.set_link(s, t);
+            }
+        }
+        Ok(())
     }
 
     /// Index one target account (its fingerprint and correlation keys, not the record).
@@ -349,6 +355,15 @@ impl<'a> AccPlanner<'a> {
                 }
             }
         }
+    }
+
+    /// How many links point to a target that is not in the index (after the target was
+    /// read): linked entities missing from the target.
+    pub(super) fn missing_link_targets(&self) -> usize {
+        self.state
+            .iter()
+            .filter(|s| s.link != NONE && self.st(s.link).slot == NONE)
+            .count()
     }
 
     /// Unlinked, unclaimed targets whose correlation key `k` (of `rule`) matches, in

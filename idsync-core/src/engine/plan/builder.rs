@@ -93,7 +93,7 @@ impl Builder {
         ops.sort_unstable_by(|x, y| {
             x.phase
                 .cmp(&y.phase)
-                .then_with(|| x.op.name().cmp(y.op.name()))
+                .then_with(|| x.op.name().cmp(y.op.name())) // by name: the order plans always had
                 .then_with(|| x.op.anchor().cmp(y.op.anchor()))
                 .then_with(|| x.source.cmp(&y.source))
                 .then_with(|| x.id.cmp(&y.id))

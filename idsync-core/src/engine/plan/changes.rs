@@ -1,18 +1,25 @@
-//! A change set: only the changed entities are read on the target side.
+//! A change set: only the changed entities are read, on both sides of the store and the
+//! target. The links of the changed accounts (and of their managers and orgs) are looked
+//! up by anchor, the target accounts by anchor, correlation candidates by the sink's
+//! `find_accounts`, so the cost follows the size of the change, not of the directory.
+//! Two paths still read whole listings, and say so: a change set that touches orgs reads
+//! the target's org tree (correlation by place needs it), and a sink that cannot be read
+//! is diffed against its whole shadow copy.
 
 use std::collections::{BTreeMap, HashMap};
 
 use futures::TryStreamExt;
+use rustc_hash::FxHashMap;
 
 use super::Plan;
 use super::accounts::AccPlanner;
 use super::builder::Builder;
-use super::guard::apply_guard;
+use super::guard::{Harm, apply_guard, check_target_read};
 use super::orgs::{map_orgs, plan_orgs, sync_orgs};
 use super::read::{load_links, read_err, target_accounts, target_orgs};
 use crate::engine::{Engine, Job};
 use crate::error::Result;
-use crate::model::{Account, Anchor, Entity, EntityKind, Org};
+use crate::model::{Account, Anchor, Entity, EntityKind, Org, key_matches};
 use crate::source::ChangeSet;
 
 /// Plan a change set: only the changed entities are read on the target side.
@@ -23,10 +30,36 @@ pub(crate) async fn plan_changes(
     cs: ChangeSet,
 ) -> Result<Plan> {
     let with_orgs = sync_orgs(job);
-    let org_links = load_links(engine, &job.name, EntityKind::Org, |t| t).await?;
+    let store = &engine.store;
     let mut b = Builder::new();
     let mut read = BTreeMap::new();
+    let mut mapped_upserts = Vec::new();
+    for a in cs.account_upserts {
+        if let Some(m) = job.mapping.map_account_owned(a)? {
+            mapped_upserts.push(m);
+        }
+    }
     let touches_orgs = with_orgs && (!cs.org_upserts.is_empty() || !cs.org_deletes.is_empty());
+    // Org links: all of them when orgs change (the org planner correlates by place), else
+    // only those of the orgs the changed accounts are in.
+    let org_links: FxHashMap<Anchor, Anchor> = if touches_orgs {
+        load_links(engine, &job.name, EntityKind::Org, |t| t).await?
+    } else if with_orgs {
+        let mut refs: Vec<Anchor> = mapped_upserts
+            .iter()
+            .flat_map(|a| a.orgs.iter().cloned())
+            .collect();
+        refs.sort();
+        refs.dedup();
+        store
+            .links_of(&job.name, EntityKind::Org, &refs)
+            .await?
+            .into_iter()
+            .map(|l| (l.source, l.target))
+            .collect()
+    } else {
+        FxHashMap::default()
+    };
     let target_orgs: Vec<Org> = if touches_orgs {
         target_orgs(engine, job)
             .try_collect()
@@ -42,6 +75,11 @@ pub(crate) async fn plan_changes(
     } else {
         Vec::new()
     };
+    let org_base = if touches_orgs {
+        org_links.len()
+    } else {
+        store.link_count(&job.name, EntityKind::Org).await?
+    };
     let orgs = plan_orgs(
         &mut b,
         job,
@@ -52,11 +90,24 @@ pub(crate) async fn plan_changes(
         &cs.org_deletes,
     );
 
+    // Account links of what changed: the upserts, their managers, the deletes.
+    let mut ap = AccPlanner::new(job, with_orgs);
+    let mut wanted: Vec<Anchor> = mapped_upserts
+        .iter()
+        .flat_map(|a| std::iter::once(a.anchor.clone()).chain(a.manager.clone()))
+        .chain(cs.account_deletes.iter().cloned())
+        .collect();
+    wanted.sort();
+    wanted.dedup();
+    let links = store
+        .links_of(&job.name, EntityKind::Account, &wanted)
+        .await?;
+    ap.add_links(&links)?;
+    let linked_total = store.link_count(&job.name, EntityKind::Account).await?;
+
     // Target accounts: the linked ones of the changed entities, plus correlation
     // candidates of unlinked ones.
-    let mut ap = AccPlanner::new(job, with_orgs);
-    ap.load_links(engine).await?;
-    let readable = job.sink.capabilities().readable;
+    let readable = job.target.capabilities().readable;
     let mut shadow: Option<HashMap<Anchor, Account>> = None;
     if !readable {
         let all: Vec<Account> = target_accounts(engine, job)
@@ -70,23 +121,22 @@ pub(crate) async fn plan_changes(
         async move {
             match shadow {
                 Some(s) => Ok(s.get(&t).cloned()),
-                None => job.sink.account(&t).await,
+                None => job
+                    .target
+                    .as_source()
+                    .account(&t)
+                    .await
+                    .map_err(|e| read_err("target", "accounts", e)),
             }
         }
     };
-    let mut mapped_upserts = Vec::new();
-    for a in cs.account_upserts {
-        if let Some(m) = job.mapping.map_account(&a)? {
-            mapped_upserts.push(m);
-        }
-    }
+    // Linked targets a lookup did not find: the guard counts them.
+    let mut missing = 0usize;
     let mut explicit_deletes = Vec::new();
     for s in &cs.account_deletes {
         let status = match ap.linked_target(s) {
             Some(t) => {
-                let found = fetch(t)
-                    .await
-                    .map_err(|e| read_err("target", "accounts", e))?;
+                let found = fetch(t).await?;
                 let status = found.as_ref().map(|a| a.status);
                 if let Some(a) = &found {
                     ap.add_target(a)?;
@@ -98,42 +148,48 @@ pub(crate) async fn plan_changes(
         explicit_deletes.push((s.clone(), status));
     }
     for m in &mapped_upserts {
+        let mut lookups: Vec<Anchor> = Vec::new();
         if let Some(t) = ap.linked_target(&m.anchor) {
-            if !ap.has_target(&t)
-                && let Some(a) = fetch(t)
-                    .await
-                    .map_err(|e| read_err("target", "accounts", e))?
-            {
-                ap.add_target(&a)?;
-            }
+            lookups.push(t);
         } else {
+            let mut found: Vec<Account> = Vec::new();
             for rule in &job.correlation {
                 let Some(v) = m.get(rule).as_str().map(str::to_owned) else {
                     continue;
                 };
-                if v.trim().is_empty() {
+                if crate::model::correlation_key(&v).is_none() {
                     continue;
                 }
-                let found = match &shadow {
+                found.extend(match &shadow {
                     Some(s) => s
                         .values()
-                        .filter(|a| {
-                            a.get(rule)
-                                .as_str()
-                                .is_some_and(|x| x.trim().eq_ignore_ascii_case(v.trim()))
-                        })
+                        .filter(|a| key_matches(*a, rule, &v))
                         .cloned()
                         .collect(),
                     None => job
-                        .sink
+                        .target
+                        .as_source()
                         .find_accounts(rule, &v)
                         .await
                         .map_err(|e| read_err("target", "accounts", e))?,
-                };
-                for a in &found {
-                    if !ap.has_target(&a.anchor) {
-                        ap.add_target(a)?;
-                    }
+                });
+            }
+            // A candidate another source of this job is linked to is not free: its link
+            // goes into the tables first, so the target is indexed without correlation keys.
+            let fresh: Vec<Anchor> = found
+                .iter()
+                .filter(|a| !ap.has_target(&a.anchor))
+                .map(|a| a.anchor.clone())
+                .collect();
+            if !fresh.is_empty() {
+                let taken = store
+                    .links_to(&job.name, EntityKind::Account, &fresh)
+                    .await?;
+                ap.add_links(&taken)?;
+            }
+            for a in &found {
+                if !ap.has_target(&a.anchor) {
+                    ap.add_target(a)?;
                 }
             }
         }
@@ -141,28 +197,37 @@ pub(crate) async fn plan_changes(
         // counts as known.
         if let Some(mg) = &m.manager
             && let Some(t) = ap.linked_target(mg)
-            && !ap.has_target(&t)
         {
-            if let Some(a) = fetch(t)
-                .await
-                .map_err(|e| read_err("target", "accounts", e))?
-            {
-                ap.add_target(&a)?;
+            lookups.push(t);
+        }
+        for t in lookups {
+            if ap.has_target(&t) {
+                continue;
+            }
+            match fetch(t).await? {
+                Some(a) => ap.add_target(&a)?,
+                None => missing += 1,
             }
         }
     }
+    check_target_read(job, EntityKind::Account, None, linked_total, missing)?;
     ap.mark_links();
     read.insert("source_accounts".to_owned(), mapped_upserts.len());
     read.insert("target_accounts".to_owned(), ap.entries.len());
     ap.observe_batch(&mut b, &orgs, with_orgs, mapped_upserts)?;
-    let total = ap.n_links.max(ap.entries.len());
+    let base = if job.authoritative {
+        linked_total.max(ap.entries.len())
+    } else {
+        linked_total
+    };
     ap.finish(&mut b, engine, false, &explicit_deletes).await?;
     let mut plan = b.finish(job, run_id, true, read);
-    apply_guard(
-        job,
-        &mut plan,
-        total,
-        org_links.len().max(target_orgs.len()),
-    );
+    let harm = Harm {
+        base_accounts: base,
+        base_orgs: org_base,
+        missing_accounts: missing,
+        missing_orgs: 0,
+    };
+    apply_guard(engine, job, &mut plan, harm).await?;
     Ok(plan)
 }

@@ -8,7 +8,7 @@ use crate::engine::index::NONE;
 use crate::engine::{DeletionPolicy, Engine};
 use crate::error::{Error, Result};
 use crate::model::{Anchor, EntityKind, Status};
-use crate::source::Op;
+use crate::source::{Op, OpKind};
 use crate::store::Link;
 
 impl AccPlanner<'_> {
@@ -56,8 +56,8 @@ impl AccPlanner<'_> {
             }
         }
         gone.sort();
-        let can_disable = self.job.sink.capabilities().disable;
-        let can_delete = self.job.sink.capabilities().delete;
+        let can_disable = self.job.target.capabilities().disable;
+        let can_delete = self.job.target.capabilities().delete;
         let mut policy = self.job.deletion;
         if !can_disable && !gone.is_empty() {
             match policy {
@@ -113,7 +113,7 @@ pub(super) async fn disabled_longer_than(
     let last_disable = trail
         .iter()
         .rev()
-        .find(|a| a.job == job && a.op == "disable_account");
+        .find(|a| a.job == job && a.op == OpKind::DisableAccount);
     let Some(entry) = last_disable else {
         return Ok(false);
     };

@@ -1,19 +1,19 @@
 //! A full run: read both sides completely (a failed or short read aborts before anything
 //! is planned), then diff.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use futures::TryStreamExt;
 
 use super::Plan;
 use super::accounts::AccPlanner;
 use super::builder::Builder;
-use super::guard::apply_guard;
+use super::guard::{Harm, apply_guard, check_target_read};
 use super::orgs::{map_orgs, plan_orgs, sync_orgs};
 use super::read::{load_links, owned_accounts, read_ahead, read_err, target_accounts, target_orgs};
 use crate::engine::{Engine, Job};
 use crate::error::{Error, ErrorKind, Result};
-use crate::model::{EntityKind, Org, ProblemKind};
+use crate::model::{Anchor, EntityKind, Org, ProblemKind};
 use crate::source::SourceExt;
 
 /// Plan a full run: read both sides completely, then diff.
@@ -51,12 +51,30 @@ pub(crate) async fn plan_full(engine: &Engine, job: &Job, run_id: &str) -> Resul
         return Err(Error::new(
             ErrorKind::Incomplete,
             format!(
-                "the source listed no orgs, but {} orgs are linked to it; refusing to treat that as 'all deleted'",
+                "job {}: the source listed no orgs, but {} orgs are linked to it; refusing to treat that as 'all deleted'",
+                job.name,
                 org_links.len()
             ),
         ));
     }
-    let target_org_count = target_orgs.len();
+    let org_missing = {
+        let listed: HashSet<&Anchor> = target_orgs.iter().map(|o| &o.anchor).collect();
+        org_links.values().filter(|t| !listed.contains(t)).count()
+    };
+    if with_orgs {
+        check_target_read(
+            job,
+            EntityKind::Org,
+            Some(target_orgs.len()),
+            org_links.len(),
+            org_missing,
+        )?;
+    }
+    let org_base = if job.authoritative {
+        org_links.len().max(target_orgs.len())
+    } else {
+        org_links.len()
+    };
     let orgs = plan_orgs(
         &mut b,
         job,
@@ -87,6 +105,19 @@ pub(crate) async fn plan_full(engine: &Engine, job: &Job, run_id: &str) -> Resul
     ap.mark_links();
     let target_count = ap.entries.len();
     read.insert("target_accounts".to_owned(), target_count);
+    let missing = ap.missing_link_targets();
+    check_target_read(
+        job,
+        EntityKind::Account,
+        Some(target_count),
+        ap.n_links,
+        missing,
+    )?;
+    let base = if job.authoritative {
+        target_count.max(ap.n_links)
+    } else {
+        ap.n_links
+    };
     {
         let listing = owned_accounts(job.source.clone(), job.page_size);
         let (mut s, spent) = read_ahead(listing);
@@ -110,19 +141,19 @@ pub(crate) async fn plan_full(engine: &Engine, job: &Job, run_id: &str) -> Resul
         return Err(Error::new(
             ErrorKind::Incomplete,
             format!(
-                "the source listed no accounts, but {} accounts are linked to it; refusing to treat that as 'everyone left'",
-                ap.n_links
+                "job {}: the source listed no accounts, but {} accounts are linked to it; refusing to treat that as 'everyone left'",
+                job.name, ap.n_links
             ),
         ));
     }
-    let links_count = ap.n_links;
     ap.finish(&mut b, engine, true, &[]).await?;
     let mut plan = b.finish(job, run_id, false, read);
-    apply_guard(
-        job,
-        &mut plan,
-        target_count.max(links_count),
-        target_org_count,
-    );
+    let harm = Harm {
+        base_accounts: base,
+        base_orgs: org_base,
+        missing_accounts: missing,
+        missing_orgs: org_missing,
+    };
+    apply_guard(engine, job, &mut plan, harm).await?;
     Ok(plan)
 }

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::GuardVerdict;
 use crate::model::{Anchor, EntityKind};
-use crate::source::{Op, SyncCursor};
+use crate::source::{Op, OpKind, SyncCursor};
 use crate::store::Link;
 
 mod accounts;
@@ -40,7 +40,7 @@ mod updates;
 
 pub(crate) use changes::plan_changes;
 pub(crate) use full::plan_full;
-pub(crate) use recovery::crashed_create;
+pub(crate) use recovery::{crashed_create, resolve_open_creates};
 
 // Phases: ops of a phase run concurrently; a phase starts when the previous one ended.
 
@@ -135,11 +135,11 @@ pub struct Plan {
     pub cursor_from: Option<SyncCursor>,
 }
 
-/// Counts of a plan, by op name.
+/// Counts of a plan, by op kind.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct PlanSummary {
-    /// Ops by name.
-    pub ops: BTreeMap<String, usize>,
+    /// Ops by kind.
+    pub ops: BTreeMap<OpKind, usize>,
     /// New links without an op.
     pub links: usize,
     /// Conflicts.
@@ -154,11 +154,11 @@ impl Plan {
         self.ops.is_empty() && self.links.is_empty() && self.stale_links.is_empty()
     }
 
-    /// Counts by op name.
+    /// Counts by op kind.
     pub fn summary(&self) -> PlanSummary {
         let mut ops = BTreeMap::new();
         for p in &self.ops {
-            *ops.entry(p.op.name().to_owned()).or_insert(0) += 1;
+            *ops.entry(p.op.kind()).or_insert(0) += 1;
         }
         PlanSummary {
             ops,
@@ -168,8 +168,8 @@ impl Plan {
         }
     }
 
-    /// Number of ops named `name`.
-    pub fn count(&self, name: &str) -> usize {
-        self.ops.iter().filter(|p| p.op.name() == name).count()
+    /// Number of ops of one kind.
+    pub fn count(&self, kind: OpKind) -> usize {
+        self.ops.iter().filter(|p| p.op.kind() == kind).count()
     }
 }

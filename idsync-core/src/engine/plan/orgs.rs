@@ -25,7 +25,7 @@ pub(super) enum OrgRef {
 }
 
 pub(super) fn sync_orgs(job: &Job) -> bool {
-    job.sync_orgs && job.source.capabilities().orgs && job.sink.capabilities().orgs
+    job.sync_orgs && job.source.capabilities().orgs && job.target.capabilities().orgs
 }
 
 /// Owned org fields, split into typed fields, parent ownership, and all-attrs.

@@ -51,8 +51,8 @@ pub(super) fn shadow_stream<T: serde::de::DeserializeOwned + Send + 'static>(
 }
 
 pub(super) fn target_orgs<'a>(engine: &'a Engine, job: &'a Job) -> BoxStream<'a, Result<Org>> {
-    if job.sink.capabilities().readable {
-        job.sink.org_stream(job.page_size)
+    if job.target.capabilities().readable {
+        job.target.as_source().org_stream(job.page_size)
     } else {
         shadow_stream(engine, &job.name, EntityKind::Org)
     }
@@ -61,8 +61,8 @@ pub(super) fn target_orgs<'a>(engine: &'a Engine, job: &'a Job) -> BoxStream<'a,
 /// The target's accounts (the sink's listing, or the shadow copies of a sink that cannot
 /// be read), as a stream that owns what it reads from.
 pub(super) fn target_accounts(engine: &Engine, job: &Job) -> BoxStream<'static, Result<Account>> {
-    if job.sink.capabilities().readable {
-        owned_accounts(job.sink.clone(), job.page_size)
+    if job.target.capabilities().readable {
+        owned_accounts(job.target.to_source(), job.page_size)
     } else {
         shadow_stream(engine, &job.name, EntityKind::Account)
     }
