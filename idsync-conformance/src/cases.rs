@@ -32,6 +32,8 @@ pub const CASES: &[&str] = &[
     "bad_credentials",
     "throttled",
     "missing_entity",
+    "lookups",
+    "page_replay",
 ];
 
 pub(crate) enum Verdict {
@@ -81,6 +83,8 @@ pub(crate) async fn run(cx: &Ctx<'_>, name: &str) -> CaseResult {
         "bad_credentials" => Box::pin(bad_credentials(cx)).await,
         "throttled" => Box::pin(throttled(cx)).await,
         "missing_entity" => Box::pin(missing_entity(cx)).await,
+        "lookups" => Box::pin(lookups(cx)).await,
+        "page_replay" => Box::pin(page_replay(cx)).await,
         other => Err(Failure(format!("no case named {other:?}"))),
     }
 }
@@ -935,5 +939,150 @@ async fn missing_entity(cx: &Ctx<'_>) -> CaseResult {
         &Content::of(&fx.orgs, &fx.accounts),
         "after the failed ops",
     )?;
+    Ok(Verdict::Passed)
+}
+
+/// `org`, `account` and `find_accounts` find single entities without listing.
+async fn lookups(cx: &Ctx<'_>) -> CaseResult {
+    if let Some(s) = need_readable(cx) {
+        return s;
+    }
+    let fx = cx.fit(&Fixture::flat(5));
+    let sink = cx.seed(&fx).await?;
+    let accounts = collect_accounts(&*sink).await?;
+    let orgs = if cx.caps.orgs {
+        collect_orgs(&*sink).await?
+    } else {
+        Vec::new()
+    };
+    ensure!(
+        accounts.len() == 5,
+        "listed {} accounts, 5 seeded",
+        accounts.len()
+    );
+    let before = cx.harness.listing_reads();
+    for a in accounts.iter().take(2) {
+        let got = sink
+            .account(&a.anchor)
+            .await
+            .map_err(ctx_err("account(anchor)"))?;
+        ensure!(
+            got.as_ref().map(|g| (&g.anchor, &g.username)) == Some((&a.anchor, &a.username)),
+            "account({}) found {got:?}, the listing has {a:?}",
+            a.anchor
+        );
+        // Correlation values compare trimmed and case-folded.
+        let asked = format!("  {}  ", a.username.to_uppercase());
+        match sink.find_accounts("username", &asked).await {
+            Ok(found) => {
+                let anchors: Vec<&Anchor> = found.iter().map(|f| &f.anchor).collect();
+                ensure!(
+                    anchors == vec![&a.anchor],
+                    "find_accounts(username, {asked:?}) found {anchors:?}, want [{}]",
+                    a.anchor
+                );
+            }
+            Err(e) if e.kind() == ErrorKind::Unsupported => {}
+            Err(e) => return Err(Failure(format!("find_accounts(username): {e}"))),
+        }
+    }
+    let missing = cx.harness.missing_anchor(EntityKind::Account);
+    let got = sink
+        .account(&missing)
+        .await
+        .map_err(ctx_err("account(missing)"))?;
+    ensure!(got.is_none(), "account({missing}) found {got:?}");
+    match sink
+        .find_accounts("username", "idsync-nobody-has-this-name")
+        .await
+    {
+        Ok(found) => ensure!(found.is_empty(), "find_accounts(nobody) found {found:?}"),
+        Err(e) if e.kind() == ErrorKind::Unsupported => {}
+        Err(e) => return Err(Failure(format!("find_accounts(username): {e}"))),
+    }
+    if let Some(o) = orgs.first() {
+        let got = sink.org(&o.anchor).await.map_err(ctx_err("org(anchor)"))?;
+        ensure!(
+            got.as_ref().map(|g| (&g.anchor, &g.name)) == Some((&o.anchor, &o.name)),
+            "org({}) found {got:?}, the listing has {o:?}",
+            o.anchor
+        );
+        let missing = cx.harness.missing_anchor(EntityKind::Org);
+        let got = sink.org(&missing).await.map_err(ctx_err("org(missing)"))?;
+        ensure!(got.is_none(), "org({missing}) found {got:?}");
+    }
+    if let (Some(b), Some(a)) = (before, cx.harness.listing_reads()) {
+        ensure!(
+            a == b,
+            "single-entity lookups read {} listing pages; they must look entities up directly",
+            a - b
+        );
+    }
+    Ok(Verdict::Passed)
+}
+
+/// A page token can be read again: the same items, the same next token.
+async fn page_replay(cx: &Ctx<'_>) -> CaseResult {
+    if let Some(s) = need_readable(cx) {
+        return s;
+    }
+    let size = cx.caps.max_page_size.map_or(2, |m| m.clamp(1, 2));
+    let fx = cx.fit(&Fixture::flat(5));
+    let sink = cx.seed(&fx).await?;
+    let first = sink.accounts(PageRequest::sized(size)).await?;
+    let Some(token) = first.next.clone() else {
+        return Err(Failure(format!(
+            "5 accounts at page size {size} came back in one page"
+        )));
+    };
+    let req = PageRequest {
+        token: Some(token.clone()),
+        size: Some(size),
+    };
+    let once = sink
+        .accounts(req.clone())
+        .await
+        .map_err(ctx_err("page 2"))?;
+    let twice = sink
+        .accounts(req.clone())
+        .await
+        .map_err(ctx_err("page 2 read again"))?;
+    let anchors = |p: &idsync_core::Page<Account>| {
+        p.items.iter().map(|a| a.anchor.clone()).collect::<Vec<_>>()
+    };
+    ensure!(
+        anchors(&once) == anchors(&twice),
+        "page {token:?} read twice gave {:?} then {:?}",
+        anchors(&once),
+        anchors(&twice)
+    );
+    ensure!(
+        once.next.is_some() == twice.next.is_some(),
+        "page {token:?} read twice: next {:?} then {:?}",
+        once.next,
+        twice.next
+    );
+    // The listing goes on from the replayed page and ends complete, without duplicates.
+    let mut seen: Vec<Anchor> = anchors(&first);
+    seen.extend(anchors(&twice));
+    let mut next = twice.next;
+    while let Some(t) = next {
+        let p = sink
+            .accounts(PageRequest {
+                token: Some(t),
+                size: Some(size),
+            })
+            .await?;
+        seen.extend(anchors(&p));
+        next = p.next;
+    }
+    let n = seen.len();
+    seen.sort();
+    seen.dedup();
+    ensure!(
+        n == 5 && seen.len() == 5,
+        "after a replayed page the listing had {n} accounts ({} distinct), 5 seeded",
+        seen.len()
+    );
     Ok(Verdict::Passed)
 }

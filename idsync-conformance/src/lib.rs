@@ -62,6 +62,8 @@
 //! | `bad_credentials` | a source with wrong credentials fails with a permanent `Unauthenticated` / `PermissionDenied` |
 //! | `throttled` | a throttled source fails with a temporary `RateLimited` |
 //! | `missing_entity` | update / disable of a missing anchor fails with `NotFound` |
+//! | `lookups` | `org`, `account` and `find_accounts` find single entities (trimmed, case-folded values), answer `None` / nothing for missing ones, and list no pages ([`Harness::listing_reads`]) |
+//! | `page_replay` | a page token read twice gives the same page (the retry layer re-reads pages) |
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 #![warn(unreachable_pub, missing_debug_implementations)]
@@ -122,6 +124,15 @@ pub trait Harness: Send + Sync {
     /// changes differently for API writes can go another way (an admin API, a file edit).
     async fn mutate(&self, sink: &Arc<dyn Sink>, op: &Op) -> Result<Applied> {
         sink.apply(op).await
+    }
+
+    /// How many listing pages (orgs and accounts) the provider behind the seeded namespaces
+    /// has served so far — a fake server's request counter, a proxy's count of searches, the
+    /// memory adapter's page counter. The `lookups` case checks that single-entity lookups
+    /// (`org`, `account`, `find_accounts`) list nothing; `None` (the default) leaves that
+    /// check out (the lookups are still checked for what they return).
+    fn listing_reads(&self) -> Option<u64> {
+        None
     }
 
     /// An anchor in this adapter's format that names no entity (for `missing_entity`).

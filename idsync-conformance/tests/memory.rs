@@ -1,6 +1,7 @@
 //! The in-memory adapter passes the suite bare, with its own anchors and small pages.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use idsync_conformance::{ChaosLayer, Fault, Harness, run_all};
@@ -9,6 +10,7 @@ use idsync_core::{Account, ErrorKind, Layer, MemoryAdapter, Org, Result, Sink, S
 struct Memory {
     assign: bool,
     max_page: Option<usize>,
+    pages: Arc<AtomicU64>,
 }
 
 #[async_trait]
@@ -21,7 +23,8 @@ impl Harness for Memory {
     }
 
     async fn seed(&self, orgs: Vec<Org>, accounts: Vec<Account>) -> Result<Arc<dyn Sink>> {
-        let mut m = MemoryAdapter::with_data("conformance", orgs, accounts);
+        let mut m = MemoryAdapter::with_data("conformance", orgs, accounts)
+            .with_page_counter(self.pages.clone());
         if self.assign {
             m = m.assigning_anchors();
         }
@@ -29,6 +32,10 @@ impl Harness for Memory {
             m = m.with_max_page_size(n);
         }
         Ok(Arc::new(m))
+    }
+
+    fn listing_reads(&self) -> Option<u64> {
+        Some(self.pages.load(Ordering::Relaxed))
     }
 
     async fn bad_credentials(&self) -> Option<Arc<dyn Source>> {
@@ -51,6 +58,7 @@ async fn memory_bare() {
     let report = run_all(&Memory {
         assign: false,
         max_page: None,
+        pages: Arc::default(),
     })
     .await;
     println!("{report}");
@@ -63,6 +71,7 @@ async fn memory_assigning_anchors_small_pages() {
     let report = run_all(&Memory {
         assign: true,
         max_page: Some(2),
+        pages: Arc::default(),
     })
     .await;
     println!("{report}");

@@ -1,8 +1,8 @@
 //! The in-memory adapter: a [`Source`] and [`Sink`] over a [`Directory`], for examples,
 //! tests and the conformance suite's reference run.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
@@ -32,6 +32,7 @@ pub struct MemoryAdapter {
     assign_anchors: bool,
     next_id: AtomicU64,
     max_page: Option<usize>,
+    pages: Arc<AtomicU64>,
 }
 
 impl MemoryAdapter {
@@ -43,6 +44,7 @@ impl MemoryAdapter {
             assign_anchors: false,
             next_id: AtomicU64::new(1),
             max_page: None,
+            pages: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -59,6 +61,18 @@ impl MemoryAdapter {
     pub fn assigning_anchors(mut self) -> Self {
         self.assign_anchors = true;
         self
+    }
+
+    /// Count the listing pages this adapter serves (orgs and accounts) into `counter`, which
+    /// several adapters may share (a test harness checks that lookups list nothing).
+    pub fn with_page_counter(mut self, counter: Arc<AtomicU64>) -> Self {
+        self.pages = counter;
+        self
+    }
+
+    /// Listing pages served so far (see [`with_page_counter`](Self::with_page_counter)).
+    pub fn pages_served(&self) -> u64 {
+        self.pages.load(Ordering::Relaxed)
     }
 
     /// Cap the page size (to exercise paging).
@@ -143,11 +157,13 @@ impl Source for MemoryAdapter {
     }
 
     async fn orgs(&self, page: PageRequest) -> Result<Page<Org>> {
+        self.pages.fetch_add(1, Ordering::Relaxed);
         let req = self.size(&page);
         Ok(self.lock()?.dir.org_page(&req))
     }
 
     async fn accounts(&self, page: PageRequest) -> Result<Page<Account>> {
+        self.pages.fetch_add(1, Ordering::Relaxed);
         let req = self.size(&page);
         Ok(self.lock()?.dir.account_page(&req))
     }

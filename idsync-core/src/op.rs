@@ -332,8 +332,9 @@ impl Applied {
     }
 }
 
-/// Build a stream of items from a page function. A page that repeats the previous token is
-/// an error (a provider bug would otherwise loop forever).
+/// Build a stream of items from a page function. A page whose next token was seen before in
+/// this listing (repeated, or a cycle) is an `Incomplete` error: a provider bug would
+/// otherwise loop forever.
 pub fn paged<'a, T, F, Fut>(
     page_size: Option<usize>,
     fetch: F,
@@ -347,12 +348,15 @@ where
     struct State<F> {
         fetch: F,
         token: Option<PageToken>,
+        /// Every token handed out so far (a listing of n pages keeps n short strings).
+        seen: std::collections::HashSet<PageToken>,
         done: bool,
         size: Option<usize>,
     }
     let state = State {
         fetch,
         token: None,
+        seen: std::collections::HashSet::new(),
         done: false,
         size: page_size,
     };
@@ -366,10 +370,15 @@ where
         };
         let page = (st.fetch)(req).await?;
         match page.next {
-            Some(next) if Some(&next) == st.token.as_ref() => {
+            // A token seen before (the same one again, or a cycle A, B, A) would loop
+            // forever: the listing is refused as incomplete.
+            Some(next) if !st.seen.insert(next.clone()) => {
                 return Err(Error::new(
                     ErrorKind::Incomplete,
-                    format!("{what}: the provider returned the same page token twice"),
+                    format!(
+                        "{what}: the provider returned a page token it had returned before \
+                         (the pages loop)"
+                    ),
                 )
                 .with_context("token", next.0));
             }
@@ -420,6 +429,25 @@ mod tests {
         );
         let err = looping.try_collect::<Vec<u8>>().await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Incomplete);
+
+        // A cycle: A -> B -> A.
+        let cycling = paged(
+            None,
+            |req: PageRequest| async move {
+                let next = match req.token.as_ref().map(|t| t.0.as_str()) {
+                    None => "A",
+                    Some("A") => "B",
+                    _ => "A",
+                };
+                Ok(Page {
+                    items: vec![1u8],
+                    next: Some(PageToken(next.into())),
+                })
+            },
+            "cycle",
+        );
+        let err = cycling.try_collect::<Vec<u8>>().await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Incomplete, "{err}");
     }
 
     #[test]
