@@ -97,7 +97,6 @@ async fn a_zero_ttl_is_refused() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let e = JobLease::acquire(&store, "job", "A", Duration::ZERO)
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert_eq!(e.kind(), idsync_core::ErrorKind::ConfigInvalid);
 }
