@@ -100,3 +100,30 @@ async fn a_zero_ttl_is_refused() {
         .expect_err("refused");
     assert_eq!(e.kind(), idsync_core::ErrorKind::ConfigInvalid);
 }
+
+#[tokio::test]
+async fn a_fence_of_another_job_is_refused() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let other = store
+        .acquire_lease("other", "A", Duration::from_secs(30))
+        .await
+        .unwrap()
+        .expect("free");
+    let source = Arc::new(idsync_core::MemoryAdapter::with_data(
+        "hr",
+        vec![idsync_core::Org::new("root", None, "Root")],
+        Vec::new(),
+    ));
+    let job = idsync_core::Job::new(
+        "mine",
+        source,
+        Arc::new(idsync_core::Hub::new(store.clone())),
+    )
+    .with_fence(other.fence());
+    let e = idsync_core::Engine::new(store.clone())
+        .run(&job)
+        .await
+        .expect_err("a fence of job other cannot fence job mine");
+    assert_eq!(e.kind(), idsync_core::ErrorKind::ConfigInvalid);
+    assert!(store.hub_org(&"root".into()).await.unwrap().is_none());
+}

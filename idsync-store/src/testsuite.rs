@@ -1521,7 +1521,7 @@ pub async fn fenced_writes(store: &Arc<dyn Store>, clock: &Arc<ManualClock>) -> 
     let short = Duration::from_millis(300);
     let long = Duration::from_secs(60);
     let a = take(
-        s.acquire_lease("job", "A", short).await?,
+        s.acquire_lease("job", "A", long).await?,
         "A takes the lease",
     )?;
     let fa = s.fenced(a.fence());
@@ -1539,6 +1539,8 @@ pub async fn fenced_writes(store: &Arc<dyn Store>, clock: &Arc<ManualClock>) -> 
     let c1 = SyncCursor("1".into());
     fa.commit_cursor("job", None, &c1).await?;
 
+    // A's last renewal is a short one; then A stalls past it.
+    take(s.acquire_lease("job", "A", short).await?, "A renews")?;
     wait_out(clock, short).await;
     let b = take(s.acquire_lease("job", "B", long).await?, "B takes over")?;
     ensure(b.token > a.token, "B's token is greater")?;
@@ -1629,7 +1631,7 @@ pub async fn fenced_writes(store: &Arc<dyn Store>, clock: &Arc<ManualClock>) -> 
     s.hub_apply(&y, None).await?;
 
     // A lease that ran out with nobody taking over fences too, until renewed.
-    let c = take(s.acquire_lease("solo", "C", short).await?, "C takes solo")?;
+    let c = take(s.acquire_lease("solo", "C", long).await?, "C takes solo")?;
     let fc = s.fenced(c.fence());
     let link = |src: &str| OpRecord {
         job: "solo".into(),
@@ -1643,6 +1645,7 @@ pub async fn fenced_writes(store: &Arc<dyn Store>, clock: &Arc<ManualClock>) -> 
         audit: None,
     };
     fc.record(&link("s1")).await?;
+    take(s.acquire_lease("solo", "C", short).await?, "C renews")?;
     wait_out(clock, short).await;
     expect_lease_lost(
         fc.record(&link("s2")).await,
@@ -1775,7 +1778,12 @@ pub async fn fenced_takeover_mid_apply(
     let gate = Arc::new(GateSink::new(target.clone(), 3));
     let engine = Engine::new(store.clone()).with_clock(clock.clone());
     let short = Duration::from_millis(300);
-    let la = take(store.acquire_lease("sync", "A", short).await?, "A's lease")?;
+    let la = take(
+        store
+            .acquire_lease("sync", "A", Duration::from_secs(60))
+            .await?,
+        "A's lease",
+    )?;
     let job_a = Job::new("sync", source.clone(), gate.clone())
         .with_concurrency(1)
         .with_fence(la.fence());
@@ -1783,6 +1791,8 @@ pub async fn fenced_takeover_mid_apply(
     let worker_b = async {
         gate.stalled.notified().await;
         let held = gate.calls();
+        // A's last renewal before the stall was a short one; the stall outlasts it.
+        take(store.acquire_lease("sync", "A", short).await?, "A renews")?;
         wait_out(clock, short).await;
         let lb = take(
             store
@@ -1877,10 +1887,16 @@ pub async fn fenced_stall_before_apply(
     let hub = Arc::new(Hub::new(store.clone()));
     let engine = Engine::new(store.clone()).with_clock(clock.clone());
     let short = Duration::from_millis(300);
-    let la = take(store.acquire_lease("in", "A", short).await?, "A's lease")?;
+    let la = take(
+        store
+            .acquire_lease("in", "A", Duration::from_secs(60))
+            .await?,
+        "A's lease",
+    )?;
     let job_a = Job::new("in", source.clone(), hub.clone()).with_fence(la.fence());
     let plan_a = engine.plan(&job_a).await?;
     same(plan_a.ops.len(), total, "A plans every entity")?;
+    take(store.acquire_lease("in", "A", short).await?, "A renews")?;
     wait_out(clock, short).await;
     let lb = take(
         store
