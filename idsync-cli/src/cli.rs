@@ -13,6 +13,8 @@ Exit codes:
      Review it, then `idsync approve RUN`
   4  partial failure: some operations failed or were skipped, the others were applied
   5  busy: another worker holds the job's lease
+  6  lease lost: another worker took the job's lease over mid-run; this run stopped
+     before its next write
 
 Secrets (passwords, app secrets, database URLs) are never written in the config: it
 names an environment variable (`password_env = \"LDAP_PW\"`) or a file

@@ -8,7 +8,8 @@ use std::time::Duration;
 use idsync_core::engine::OpState;
 use idsync_core::source::PageRequest;
 use idsync_core::{
-    Account, Engine, EntityKind, ErrorKind, Job, Org, Plan, Report, RunRecord, RunStatus, Store,
+    Account, Engine, EntityKind, ErrorKind, Job, JobLease, Org, Plan, Report, RunRecord, RunStatus,
+    Store,
 };
 use serde_json::Value;
 
@@ -384,77 +385,34 @@ fn print_plan(plan: &Plan, max_ops: usize) {
     }
 }
 
-/// A job lease, renewed in the background until dropped.
-struct Lease {
-    store: Arc<dyn Store>,
-    job: String,
-    holder: String,
-    renew: tokio::task::JoinHandle<()>,
-}
-
-impl Lease {
-    async fn take(
-        store: &Arc<dyn Store>,
-        job: &str,
-        ttl: u64,
-        wait: bool,
-    ) -> Result<Lease, CliError> {
-        let holder = format!(
-            "{}-{}-{:08x}",
-            std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into()),
-            std::process::id(),
-            rand_u32()
-        );
-        let ttl = Duration::from_secs(ttl);
-        loop {
-            if store.acquire_lease(job, &holder, ttl).await? {
-                break;
-            }
-            if !wait {
-                return Err(CliError::Busy(format!(
-                    "job {job} is running on another worker (its lease is held); \
-                     try again later or pass --wait"
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(500).min(ttl / 3)).await;
-        }
-        let (s, j, h) = (store.clone(), job.to_owned(), holder.clone());
-        let renew = tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(ttl / 3).await;
-                match s.acquire_lease(&j, &h, ttl).await {
-                    Ok(true) => {}
-                    Ok(false) => tracing::warn!(job = %j, "lost the job lease to another worker"),
-                    Err(e) => tracing::warn!(job = %j, error = %e, "could not renew the job lease"),
-                }
-            }
-        });
-        Ok(Lease {
-            store: store.clone(),
-            job: job.to_owned(),
-            holder,
-            renew,
+/// Take the job's lease (core's [`JobLease`]: renewed in the background until released),
+/// waiting for it with `--wait`, else exiting busy.
+async fn take_lease(
+    store: &Arc<dyn Store>,
+    job: &str,
+    ttl: u64,
+    wait: bool,
+) -> Result<JobLease, CliError> {
+    let holder = JobLease::unique_holder();
+    let ttl = Duration::from_secs(ttl);
+    if wait {
+        let poll = Duration::from_millis(500).min(ttl / 3);
+        return Ok(JobLease::acquire_waiting(store, job, &holder, ttl, poll).await?);
+    }
+    JobLease::acquire(store, job, &holder, ttl)
+        .await?
+        .ok_or_else(|| {
+            CliError::Busy(format!(
+                "job {job} is running on another worker (its lease is held); \
+                 try again later or pass --wait"
+            ))
         })
-    }
-
-    async fn release(self) {
-        self.renew.abort();
-        if let Err(e) = self.store.release_lease(&self.job, &self.holder).await {
-            tracing::warn!(error = %e, "could not release the job lease");
-        }
-    }
 }
 
-fn rand_u32() -> u32 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.finish() as u32
+async fn release_lease(lease: JobLease) {
+    if let Err(e) = lease.release().await {
+        tracing::warn!(error = %e, "could not release the job lease");
+    }
 }
 
 fn progress_visible(quiet: bool, json: bool) -> bool {
@@ -467,9 +425,12 @@ async fn run(path: &Path, args: &RunArgs, quiet: bool) -> Result<u8, CliError> {
     let settings = cfg.job_settings(&args.job)?;
     let meter = Meter::new(progress_visible(quiet, args.json));
     let p = prepare(&cfg, &args.job, &meter).await?;
-    let lease = Lease::take(&p.store, &p.job.name, settings.lease_seconds, args.wait).await?;
+    let mut p = p;
+    let lease = take_lease(&p.store, &p.job.name, settings.lease_seconds, args.wait).await?;
+    // Every write of the run is fenced by the lease: a worker that lost it stops.
+    p.job = p.job.clone().with_fence(lease.fence());
     let result = run_locked(&p, args, quiet, &meter).await;
-    lease.release().await;
+    release_lease(lease).await;
     result
 }
 
@@ -487,7 +448,7 @@ async fn run_locked(
         if args.json {
             println!(
                 "{}",
-                serde_json::to_string_pretty(&guarded_report(&plan))
+                serde_json::to_string_pretty(&Report::guarded(&plan))
                     .map_err(idsync_core::Error::from)?
             );
         } else {
@@ -515,25 +476,6 @@ async fn run_locked(
     let report = p.engine.apply(&p.job, &plan).await;
     meter.finish_applying();
     finish(&report?, args.json, quiet)
-}
-
-/// The report of a plan the guard stopped (core's own constructor is crate-private).
-fn guarded_report(plan: &Plan) -> Report {
-    Report {
-        run_id: plan.run_id.clone(),
-        job: plan.job.clone(),
-        status: RunStatus::NeedsApproval,
-        counts: idsync_core::ReportCounts {
-            planned: plan.ops.len(),
-            conflicts: plan.conflicts.len(),
-            ..idsync_core::ReportCounts::default()
-        },
-        outcomes: Vec::new(),
-        guard: plan.guard.clone(),
-        conflicts: plan.conflicts.clone(),
-        warnings: plan.warnings.clone(),
-        cursor_committed: false,
-    }
 }
 
 fn plan_counts(plan: &Plan) -> String {
@@ -608,6 +550,13 @@ fn finish(report: &Report, json: bool, quiet: bool) -> Result<u8, CliError> {
             }
         }
     }
+    if let Some(lost) = &report.lease_lost {
+        eprintln!(
+            "run {} stopped: {} (another worker runs the job now)",
+            report.run_id, lost.message
+        );
+        return Ok(exit::LEASE_LOST);
+    }
     let partial = report.outcomes.iter().any(|o| o.state != OpState::Applied)
         || report.status == RunStatus::PartiallyFailed;
     Ok(if partial { exit::PARTIAL } else { exit::OK })
@@ -637,7 +586,9 @@ async fn approve(
     let settings = cfg.job_settings(&rec.job)?;
     let meter = Meter::new(progress_visible(quiet, json));
     let p = prepare(&cfg, &rec.job, &meter).await?;
-    let lease = Lease::take(&p.store, &p.job.name, settings.lease_seconds, wait).await?;
+    let mut p = p;
+    let lease = take_lease(&p.store, &p.job.name, settings.lease_seconds, wait).await?;
+    p.job = p.job.clone().with_fence(lease.fence());
     let planned = rec
         .plan
         .as_ref()
@@ -647,7 +598,7 @@ async fn approve(
     meter.start_applying(planned);
     let report = p.engine.approve(&p.job, run_id).await;
     meter.finish_applying();
-    lease.release().await;
+    release_lease(lease).await;
     let report = report?;
     finish(&report, json, quiet)
 }

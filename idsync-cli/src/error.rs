@@ -19,6 +19,9 @@ pub mod exit {
     pub const PARTIAL: u8 = 4;
     /// Another worker holds the job's lease.
     pub const BUSY: u8 = 5;
+    /// The run stopped because another worker took the job's lease over mid-run (its
+    /// writes are fenced; nothing was written after the lease was lost).
+    pub const LEASE_LOST: u8 = 6;
 }
 
 /// An error that ends a command.

@@ -42,6 +42,7 @@
 //! | [`mapping`] | rename, constant, template, transforms, scoping |
 //! | [`layers`] | retry, rate limit, concurrency limit, timeout, tracing; [`layers::Stack`] |
 //! | [`store`] | the `Store` trait; [`MemoryStore`] |
+//! | [`lease`] | [`JobLease`]: a job's lease, renewed while a run goes, and its fence |
 //! | [`MemoryAdapter`] | an in-memory source and sink |
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
@@ -53,6 +54,7 @@ pub mod engine;
 pub mod error;
 pub mod hub;
 pub mod layers;
+pub mod lease;
 pub mod mapping;
 pub mod memory;
 pub mod memory_store;
@@ -70,6 +72,7 @@ pub use engine::{
 pub use error::{Error, ErrorKind, ErrorStatus, Result};
 pub use hub::Hub;
 pub use layers::Layer;
+pub use lease::JobLease;
 pub use mapping::{FieldRule, Mapping, Scope, Transform};
 pub use memory::MemoryAdapter;
 pub use memory_store::MemoryStore;
@@ -81,6 +84,7 @@ pub use source::{
     RateLimit, Sink, Source, SourceExt, SyncCursor,
 };
 pub use store::{
-    AuditAction, AuditEntry, FeedEntry, HUB_KEY_FIELDS, HubWrite, JournalEntry, JournalState, Link,
-    LinkChange, OpRecord, RunRecord, RunStatus, ShadowChange, Store,
+    AuditAction, AuditEntry, FeedEntry, Fence, HUB_KEY_FIELDS, HubWrite, JournalEntry,
+    JournalState, Lease, Link, LinkChange, OpRecord, RunRecord, RunStatus, ShadowChange, Store,
+    is_lease_lost, lease_lost,
 };

@@ -15,8 +15,8 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::model::{Account, Anchor, EntityKind, Org, key_matches};
 use crate::source::{Applied, Op, Page, PageRequest, PageToken, SyncCursor};
 use crate::store::{
-    AuditEntry, FeedEntry, HUB_KEY_FIELDS, JournalEntry, JournalState, Link, LinkChange, OpRecord,
-    RunRecord, ShadowChange, Store, unindexed,
+    AuditEntry, FeedEntry, Fence, HUB_KEY_FIELDS, JournalEntry, JournalState, Lease, Link,
+    LinkChange, OpRecord, RunRecord, ShadowChange, Store, lease_lost, unindexed,
 };
 
 #[derive(Debug, Default)]
@@ -31,7 +31,23 @@ struct State {
     /// (job, run, op index) of intents not yet done or failed.
     open: BTreeMap<(String, String, usize), JournalEntry>,
     audit: HashMap<(EntityKind, Anchor), Vec<AuditEntry>>,
-    leases: HashMap<String, (String, DateTime<Utc>)>,
+    /// job → (holder, token, until). A released lease stays, run out, so that the next
+    /// holder's token is still greater.
+    leases: HashMap<String, (String, u64, DateTime<Utc>)>,
+}
+
+impl State {
+    /// Whether `fence` still holds its job's lease at `now`; else the [`lease_lost`] error.
+    fn check_fence(&self, fence: Option<&Fence>, now: DateTime<Utc>) -> Result<()> {
+        let Some(f) = fence else { return Ok(()) };
+        match self.leases.get(&f.job) {
+            Some((h, token, until)) if *h == f.holder && *token == f.token && *until > now => {
+                Ok(())
+            }
+            Some((_, token, _)) => Err(lease_lost(f, Some(*token))),
+            None => Err(lease_lost(f, None)),
+        }
+    }
 }
 
 /// A [`Store`] in memory.
@@ -39,6 +55,8 @@ struct State {
 pub struct MemoryStore {
     state: Arc<Mutex<State>>,
     clock: Arc<dyn Clock>,
+    /// Set on the handles [`Store::fenced`] returns.
+    fence: Option<Fence>,
 }
 
 impl Default for MemoryStore {
@@ -58,6 +76,7 @@ impl MemoryStore {
         MemoryStore {
             state: Arc::new(Mutex::new(State::default())),
             clock,
+            fence: None,
         }
     }
 
@@ -181,6 +200,7 @@ impl Store for MemoryStore {
     async fn hub_apply(&self, op: &Op, record: Option<&OpRecord>) -> Result<Applied> {
         let now = self.clock.now();
         let mut st = self.lock()?;
+        st.check_fence(self.fence.as_ref(), now)?;
         let (applied, change) = st.hub.apply(op, None)?;
         let seq = st.feed.last().map(|f| f.seq).unwrap_or(0) + 1;
         st.feed.push(FeedEntry {
@@ -279,7 +299,9 @@ impl Store for MemoryStore {
         expected: Option<&SyncCursor>,
         cursor: &SyncCursor,
     ) -> Result<()> {
+        let now = self.clock.now();
         let mut st = self.lock()?;
+        st.check_fence(self.fence.as_ref(), now)?;
         if st.cursors.get(job) != expected {
             return Err(Error::new(
                 ErrorKind::Conflict,
@@ -313,7 +335,9 @@ impl Store for MemoryStore {
     }
 
     async fn journal_intent(&self, entry: &JournalEntry) -> Result<()> {
+        let now = self.clock.now();
         let mut st = self.lock()?;
+        st.check_fence(self.fence.as_ref(), now)?;
         let job = st
             .runs
             .get(&entry.run_id)
@@ -329,7 +353,9 @@ impl Store for MemoryStore {
     }
 
     async fn record(&self, record: &OpRecord) -> Result<()> {
+        let now = self.clock.now();
         let mut st = self.lock()?;
+        st.check_fence(self.fence.as_ref(), now)?;
         apply_record(&mut st, record);
         Ok(())
     }
@@ -376,27 +402,45 @@ impl Store for MemoryStore {
         Ok(self.lock()?.feed.last().map_or(0, |f| f.seq))
     }
 
-    async fn acquire_lease(&self, job: &str, holder: &str, ttl: Duration) -> Result<bool> {
+    async fn acquire_lease(&self, job: &str, holder: &str, ttl: Duration) -> Result<Option<Lease>> {
         let now = self.clock.now();
-        let mut st = self.lock()?;
-        if let Some((h, until)) = st.leases.get(job)
-            && h != holder
-            && *until > now
-        {
-            return Ok(false);
-        }
         let ttl =
             chrono::Duration::from_std(ttl).map_err(|_| Error::config("lease ttl out of range"))?;
+        let until = now
+            .checked_add_signed(ttl)
+            .ok_or_else(|| Error::config("lease ttl out of range"))?;
+        let mut st = self.lock()?;
+        let token = match st.leases.get(job) {
+            Some((h, _, until)) if h != holder && *until > now => return Ok(None),
+            Some((h, token, _)) if h == holder => *token,
+            Some((_, token, _)) => token + 1,
+            None => 1,
+        };
         st.leases
-            .insert(job.to_owned(), (holder.to_owned(), now + ttl));
-        Ok(true)
+            .insert(job.to_owned(), (holder.to_owned(), token, until));
+        Ok(Some(Lease {
+            job: job.to_owned(),
+            holder: holder.to_owned(),
+            token,
+            expires_at: until,
+        }))
     }
 
     async fn release_lease(&self, job: &str, holder: &str) -> Result<()> {
+        let now = self.clock.now();
         let mut st = self.lock()?;
-        if st.leases.get(job).is_some_and(|(h, _)| h == holder) {
-            st.leases.remove(job);
+        if let Some((h, _, until)) = st.leases.get_mut(job)
+            && h == holder
+        {
+            *until = (*until).min(now);
         }
         Ok(())
+    }
+
+    fn fenced(&self, fence: Fence) -> Arc<dyn Store> {
+        Arc::new(MemoryStore {
+            fence: Some(fence),
+            ..self.clone()
+        })
     }
 }

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
 use crate::model::{Account, Anchor, EntityKind, Org};
 use crate::source::{Applied, Op, OpKind, Page, PageRequest, SyncCursor};
 
@@ -295,10 +295,94 @@ pub struct FeedEntry {
     pub at: DateTime<Utc>,
 }
 
+/// A job's lease as the store granted it: who holds it, under which generation, until when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// The job.
+    pub job: String,
+    /// The holder (a worker's unique name).
+    pub holder: String,
+    /// The fencing token: the lease's generation. It grows by one every time the lease
+    /// changes hands and stays the same while its holder renews it.
+    pub token: u64,
+    /// When the lease runs out unless renewed, on the clock that judges it (the database's
+    /// for SQL stores, the injected clock for the memory store).
+    pub expires_at: DateTime<Utc>,
+}
+
+impl Lease {
+    /// The fence for writes made under this lease.
+    pub fn fence(&self) -> Fence {
+        Fence {
+            job: self.job.clone(),
+            holder: self.holder.clone(),
+            token: self.token,
+        }
+    }
+}
+
+/// What a write made under a lease proves: that `holder` still holds the lease of `job`
+/// under generation `token`, and that it has not run out. See [`Store::fenced`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Fence {
+    /// The job.
+    pub job: String,
+    /// The holder the lease was granted to.
+    pub holder: String,
+    /// The generation it was granted under ([`Lease::token`]).
+    pub token: u64,
+}
+
+/// The error of a write under a lease that is no longer held ([`ErrorKind::Conflict`],
+/// context `lease_lost` = the job). `held_by` is the generation now holding it, or `None`
+/// when the lease ran out or was released without anyone taking it over.
+pub fn lease_lost(fence: &Fence, held_by: Option<u64>) -> Error {
+    let msg = match held_by {
+        Some(generation) if generation != fence.token => format!(
+            "lease lost: job {} is now held by generation {generation} (this worker held generation {})",
+            fence.job, fence.token
+        ),
+        _ => format!(
+            "lease lost: the lease of job {} (generation {}) ran out or was released",
+            fence.job, fence.token
+        ),
+    };
+    Error::new(ErrorKind::Conflict, msg).with_context(LEASE_LOST, fence.job.clone())
+}
+
+/// The context key that marks a [`lease_lost`] error.
+pub const LEASE_LOST: &str = "lease_lost";
+
+/// Whether `e` says that the writer's lease was lost (see [`lease_lost`]).
+pub fn is_lease_lost(e: &Error) -> bool {
+    e.kind() == ErrorKind::Conflict && e.context().iter().any(|(k, _)| k == LEASE_LOST)
+}
+
 /// The store behind the hub and the engine.
 ///
 /// Listings are paged like a [`Source`](crate::Source)'s. All methods are safe to call
 /// concurrently.
+///
+/// # Leases and fencing
+///
+/// A job runs on one worker at a time: the worker takes the job's lease
+/// ([`acquire_lease`](Self::acquire_lease)), renews it well within its TTL, and gives it up
+/// at the end ([`release_lease`](Self::release_lease)); [`JobLease`](crate::JobLease) does
+/// all three. A lease's expiry is judged by the store's clock — the database server's for
+/// SQL stores (never the worker's, so workers whose clocks disagree cannot steal a live
+/// lease), the injected clock for the memory store.
+///
+/// A worker can stall (a pause, a slow sink) past its TTL while another worker takes the
+/// lease over. So that it cannot write afterwards, every write the engine commits is
+/// **fenced**: it goes through the handle [`fenced`](Self::fenced) returns, and that
+/// handle's every write — [`hub_apply`](Self::hub_apply), [`hub_apply_batch`](Self::hub_apply_batch)
+/// (each [`HubWrite`] and its [`OpRecord`]), [`record`](Self::record),
+/// [`journal_intent`](Self::journal_intent) and [`commit_cursor`](Self::commit_cursor) —
+/// first checks, **in the same transaction**, that the fence's holder still holds the
+/// job's lease under the fence's token and that the lease has not run out. Otherwise the
+/// write fails with [`lease_lost`] ([`ErrorKind::Conflict`]) and changes nothing. Reads,
+/// [`put_run`](Self::put_run) (a run record is the worker's own, and a worker that lost its
+/// lease must still be able to mark its run failed) and the lease methods are not fenced.
 #[async_trait]
 pub trait Store: Send + Sync + fmt::Debug {
     // --- hub directory -------------------------------------------------------------
@@ -389,8 +473,16 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn feed_head(&self) -> Result<u64>;
 
     // --- leases --------------------------------------------------------------------------
-    /// Take or renew the lease on a job for `ttl`. `false` when another holder has it.
-    async fn acquire_lease(&self, job: &str, holder: &str, ttl: Duration) -> Result<bool>;
-    /// Give the lease up (no-op when not held by `holder`).
+    /// Take or renew the lease on a job for `ttl`, as judged by the store's clock (see
+    /// [Leases and fencing](Store#leases-and-fencing)). `None` while another holder has a
+    /// lease that has not run out. Taking a lease another holder had (or a new one) gives a
+    /// token greater than any before it; renewing keeps the token.
+    async fn acquire_lease(&self, job: &str, holder: &str, ttl: Duration) -> Result<Option<Lease>>;
+    /// Give the lease up (no-op when not held by `holder`). The next holder's token is
+    /// still greater than this one's.
     async fn release_lease(&self, job: &str, holder: &str) -> Result<()>;
+
+    /// A handle on this store whose writes are fenced by `fence` (see
+    /// [Leases and fencing](Store#leases-and-fencing)); reads go to this store as they are.
+    fn fenced(&self, fence: Fence) -> std::sync::Arc<dyn Store>;
 }

@@ -20,6 +20,10 @@
 //!   run is undone and its writes go one by one, each in a savepoint, so each gets its own
 //!   answer): 100,000 creates into a SQLite hub take about 5 s on two cores
 //!   (BENCHMARKS.md); PostgreSQL takes the same path.
+//! * **Fenced leases**: [`Store::acquire_lease`] is judged by the database's own clock
+//!   and hands out a fencing token; a [`Store::fenced`] handle checks the lease inside each
+//!   write transaction, so a worker that lost its lease writes nothing more (see
+//!   [Leases and fencing](idsync_core::Store#leases-and-fencing)).
 //! * **Versioned migrations** per backend (`migrations/sqlite`, `migrations/postgres`),
 //!   applied on open.
 //! * [`testsuite`]: one public test suite every store passes (memory, SQLite, PostgreSQL).

@@ -25,6 +25,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres")
 pub struct PgStore {
     pool: PgPool,
     pub(crate) clock: Arc<dyn Clock>,
+    /// Set on the handles [`Store::fenced`](idsync_core::Store::fenced) returns.
+    pub(crate) fence: Option<idsync_core::Fence>,
     display: String,
 }
 
@@ -75,11 +77,13 @@ impl PgStore {
         Ok(PgStore {
             pool,
             clock: Arc::new(SystemClock),
+            fence: None,
             display,
         })
     }
 
-    /// Use another clock (lease expiry and feed times follow it).
+    /// Use another clock (feed, journal and audit times follow it; lease expiry is judged
+    /// by the database's own clock).
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> PgStore {
         self.clock = clock;
         self
@@ -120,5 +124,7 @@ crate::sql::sql_store!(
     "postgres",
     "SELECT seq FROM feed_head WHERE id = 1 FOR UPDATE",
     one_by_one,
-    false
+    false,
+    "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000 AS BIGINT)",
+    " FOR SHARE"
 );

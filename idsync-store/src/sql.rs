@@ -17,8 +17,53 @@
 //! back. Errors are therefore exactly those of the in-memory hub.
 
 macro_rules! sql_store {
-    ($store:ident, $db:ty, $provider:literal, $pre_lock:literal, $combine:ident, $guards:literal) => {
+    (
+        $store:ident, $db:ty, $provider:literal, $pre_lock:literal, $combine:ident, $guards:literal,
+        $now_us:literal, $share:literal
+    ) => {
         impl $store {
+            /// Check, on the write transaction's connection, that `fence` still holds its
+            /// job's lease on the database's clock ([`Store::fenced`](idsync_core::Store::fenced)).
+            /// PostgreSQL share-locks the lease row to commit, so a takeover waits for this
+            /// transaction; SQLite holds the database's write lock already.
+            async fn check_fence_in(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                fence: Option<&idsync_core::Fence>,
+            ) -> idsync_core::Result<()> {
+                let Some(f) = fence else { return Ok(()) };
+                let row: Option<(String, i64, bool)> = sqlx::query_as(concat!(
+                    "SELECT holder, token, until_us > ",
+                    $now_us,
+                    " FROM leases WHERE job = $1",
+                    $share
+                ))
+                .bind(f.job.as_str())
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(Self::err)?;
+                match row {
+                    Some((holder, token, live))
+                        if live && holder == f.holder && u64::try_from(token).ok() == Some(f.token) =>
+                    {
+                        Ok(())
+                    }
+                    Some((_, token, _)) => Err(idsync_core::lease_lost(f, u64::try_from(token).ok())),
+                    None => Err(idsync_core::lease_lost(f, None)),
+                }
+            }
+
+            /// Run one batch as a write, fenced when this handle is.
+            async fn write_batch_fenced(&self, batch: $crate::sql::Batch) -> idsync_core::Result<u64> {
+                let fence = self.fence.clone();
+                self.exec_write(move |conn| {
+                    Box::pin(async move {
+                        Self::check_fence_in(conn, fence.as_ref()).await?;
+                        Self::run_batch(conn, batch).await
+                    })
+                })
+                .await
+            }
+
             fn err(e: sqlx::Error) -> idsync_core::Error {
                 $crate::util::db_err($provider, e)
             }
@@ -752,8 +797,12 @@ macro_rules! sql_store {
                 let now = self.clock.now();
                 let op = op.clone();
                 let record = record.cloned();
+                let fence = self.fence.clone();
                 self.exec_write(move |conn| {
-                    Box::pin(async move { Self::hub_apply_in(conn, &op, record.as_ref(), now).await })
+                    Box::pin(async move {
+                        Self::check_fence_in(conn, fence.as_ref()).await?;
+                        Self::hub_apply_in(conn, &op, record.as_ref(), now).await
+                    })
                 })
                 .await
             }
@@ -764,8 +813,14 @@ macro_rules! sql_store {
             ) -> Vec<idsync_core::Result<idsync_core::Applied>> {
                 let now = self.clock.now();
                 let n = writes.len();
+                let fence = self.fence.clone();
                 match self
-                    .exec_write(move |conn| Box::pin(Self::hub_batch_in(conn, writes, now)))
+                    .exec_write(move |conn| {
+                        Box::pin(async move {
+                            Self::check_fence_in(conn, fence.as_ref()).await?;
+                            Self::hub_batch_in(conn, writes, now).await
+                        })
+                    })
                     .await
                 {
                     Ok(v) => v,
@@ -966,7 +1021,7 @@ macro_rules! sql_store {
                         ],
                     ),
                 }
-                let done = self.write_batch(batch).await?;
+                let done = self.write_batch_fenced(batch).await?;
                 if done == 1 {
                     Ok(())
                 } else {
@@ -1065,13 +1120,13 @@ macro_rules! sql_store {
                         Arg::Int(to_us(entry.at)),
                     ],
                 );
-                self.write_batch(batch).await.map(|_| ())
+                self.write_batch_fenced(batch).await.map(|_| ())
             }
 
             async fn record(&self, record: &idsync_core::OpRecord) -> idsync_core::Result<()> {
                 let mut batch = $crate::sql::Batch::default();
                 $crate::sql::record_batch(&mut batch, record)?;
-                self.write_batch(batch).await.map(|_| ())
+                self.write_batch_fenced(batch).await.map(|_| ())
             }
 
             async fn journal(
@@ -1156,39 +1211,68 @@ macro_rules! sql_store {
                 job: &str,
                 holder: &str,
                 ttl: std::time::Duration,
-            ) -> idsync_core::Result<bool> {
-                let now = self.clock.now();
-                let ttl = chrono::Duration::from_std(ttl)
+            ) -> idsync_core::Result<Option<idsync_core::Lease>> {
+                // The database's clock judges expiry, in one statement: a free, run-out or
+                // own lease is (re)granted; the token grows when the holder changes.
+                let ttl_us = i64::try_from(ttl.as_micros())
                     .map_err(|_| idsync_core::Error::config("lease ttl out of range"))?;
-                let until = now
-                    .checked_add_signed(ttl)
-                    .ok_or_else(|| idsync_core::Error::config("lease ttl out of range"))?;
-                use $crate::sql::Arg;
-                let mut batch = $crate::sql::Batch::default();
-                batch.push(
-                    "INSERT INTO leases (job, holder, until_us) VALUES ($1, $2, $3) \
-                     ON CONFLICT (job) DO UPDATE SET holder = excluded.holder, \
-                     until_us = excluded.until_us \
-                     WHERE leases.holder = excluded.holder OR leases.until_us <= $4",
-                    vec![
-                        Arg::Text(job.to_owned()),
-                        Arg::Text(holder.to_owned()),
-                        Arg::Int($crate::util::to_us(until)),
-                        Arg::Int($crate::util::to_us(now)),
-                    ],
-                );
-                let done = self.write_batch(batch).await?;
-                Ok(done >= 1)
+                let (job, holder) = (job.to_owned(), holder.to_owned());
+                let (j, h) = (job.clone(), holder.clone());
+                let row: Option<(i64, i64)> = self
+                    .exec_write(move |conn| {
+                        Box::pin(async move {
+                            sqlx::query_as(concat!(
+                                "INSERT INTO leases (job, holder, until_us, token) \
+                                 VALUES ($1, $2, ", $now_us, " + $3, 1) \
+                                 ON CONFLICT (job) DO UPDATE SET holder = excluded.holder, \
+                                 until_us = excluded.until_us, \
+                                 token = CASE WHEN leases.holder = excluded.holder \
+                                 THEN leases.token ELSE leases.token + 1 END \
+                                 WHERE leases.holder = excluded.holder OR leases.until_us <= ",
+                                $now_us,
+                                " RETURNING token, until_us"
+                            ))
+                            .bind(j)
+                            .bind(h)
+                            .bind(ttl_us)
+                            .fetch_optional(&mut *conn)
+                            .await
+                            .map_err(Self::err)
+                        })
+                    })
+                    .await?;
+                let Some((token, until_us)) = row else { return Ok(None) };
+                Ok(Some(idsync_core::Lease {
+                    job,
+                    holder,
+                    token: u64::try_from(token).map_err(|_| {
+                        idsync_core::Error::invalid_data(format!("store: lease token {token}"))
+                    })?,
+                    expires_at: $crate::util::from_us(until_us)?,
+                }))
             }
 
             async fn release_lease(&self, job: &str, holder: &str) -> idsync_core::Result<()> {
+                // The row stays, run out, so the next holder's token is still greater.
                 use $crate::sql::Arg;
                 let mut batch = $crate::sql::Batch::default();
                 batch.push(
-                    "DELETE FROM leases WHERE job = $1 AND holder = $2",
+                    concat!(
+                        "UPDATE leases SET until_us = ",
+                        $now_us,
+                        " WHERE job = $1 AND holder = $2 AND until_us > ",
+                        $now_us
+                    ),
                     vec![Arg::Text(job.to_owned()), Arg::Text(holder.to_owned())],
                 );
                 self.write_batch(batch).await.map(|_| ())
+            }
+
+            fn fenced(&self, fence: idsync_core::Fence) -> std::sync::Arc<dyn idsync_core::Store> {
+                std::sync::Arc::new($store {
+                    fence: Some(fence),
+                    ..self.clone()
+                })
             }
         }
     };

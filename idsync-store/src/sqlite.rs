@@ -124,6 +124,8 @@ pub struct SqliteStore {
     writer: Writer,
     reader: SqlitePool,
     pub(crate) clock: Arc<dyn Clock>,
+    /// Set on the handles [`Store::fenced`](idsync_core::Store::fenced) returns.
+    pub(crate) fence: Option<idsync_core::Fence>,
     path: Option<PathBuf>,
 }
 
@@ -195,6 +197,7 @@ impl SqliteStore {
             writer,
             reader,
             clock: Arc::new(SystemClock),
+            fence: None,
             path: Some(path),
         })
     }
@@ -221,11 +224,13 @@ impl SqliteStore {
             writer: Writer::Pool(pool.clone()),
             reader: pool,
             clock: Arc::new(SystemClock),
+            fence: None,
             path: None,
         })
     }
 
-    /// Use another clock (lease expiry and feed times follow it).
+    /// Use another clock (feed, journal and audit times follow it; lease expiry is judged
+    /// by the database's own clock).
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> SqliteStore {
         self.clock = clock;
         self
@@ -293,4 +298,14 @@ impl SqliteStore {
     }
 }
 
-crate::sql::sql_store!(SqliteStore, Sqlite, "sqlite", "", joined, true);
+// The database's clock: SQLite's own `julianday('now')`, in microseconds since the epoch.
+crate::sql::sql_store!(
+    SqliteStore,
+    Sqlite,
+    "sqlite",
+    "",
+    joined,
+    true,
+    "CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER)",
+    ""
+);

@@ -9,7 +9,8 @@
 //! in-memory [`Directory`], which defines the rules), paging, the change feed's order,
 //! the atomicity of `hub_apply` with a record, `hub_apply_batch` (answers as one by one, in
 //! order), links, shadow copies, cursor conflicts,
-//! runs, the journal and open intents, audit trails, lease expiry on the manual clock, and
+//! runs, the journal and open intents, audit trails, leases (expiry on the store's clock,
+//! tokens) and fenced writes, a worker that stalls while another takes its lease over, and
 //! the engine end to end (memory source → hub over the store; a second run plans nothing).
 //!
 //! Not API-stable; meant for tests.
@@ -37,9 +38,10 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use futures::future::LocalBoxFuture;
 use idsync_core::{
-    Account, Anchor, AuditEntry, Directory, Engine, EntityKind, Error, ErrorKind, Hub, HubWrite,
-    Job, JournalEntry, JournalState, LinkChange, ManualClock, MemoryAdapter, Op, OpKind, OpRecord,
-    Org, PageRequest, Result, RunRecord, RunStatus, ShadowChange, Status, Store, SyncCursor,
+    Account, Anchor, AuditEntry, Directory, Engine, EntityKind, Error, ErrorKind, Fence, Hub,
+    HubWrite, Job, JournalEntry, JournalState, Lease, LinkChange, ManualClock, MemoryAdapter, Op,
+    OpKind, OpRecord, Org, PageRequest, Result, RunRecord, RunStatus, ShadowChange, Sink, Source,
+    Status, Store, SyncCursor,
 };
 use serde_json::{Value, json};
 
@@ -61,6 +63,13 @@ pub const CASES: &[(&str, Case)] = &[
     ("audit_trail", |s, c| Box::pin(audit_trail(s, c))),
     ("leases", |s, c| Box::pin(leases(s, c))),
     ("lookups", |s, c| Box::pin(lookups(s, c))),
+    ("fenced_writes", |s, c| Box::pin(fenced_writes(s, c))),
+    ("fenced_takeover_mid_apply", |s, c| {
+        Box::pin(fenced_takeover_mid_apply(s, c))
+    }),
+    ("fenced_stall_before_apply", |s, c| {
+        Box::pin(fenced_stall_before_apply(s, c))
+    }),
     ("engine_end_to_end", |s, c| {
         Box::pin(engine_end_to_end(s, c))
     }),
@@ -720,7 +729,6 @@ fn batch_record(job: &str, run: &str, idx: usize, op: &Op, at: DateTime<Utc>) ->
 /// with failures among them), 300 good creates (the stores' multi-row path, over several
 /// statements), and a batch whose child org follows its parent.
 pub async fn hub_apply_batch(store: &Arc<dyn Store>, clock: &Arc<ManualClock>) -> Result<()> {
-    use idsync_core::HubWrite;
     let s = store.as_ref();
     let t = clock.now_for_suite();
     s.put_run(&run_record("b1", "job", RunStatus::Running, t))
@@ -1408,54 +1416,530 @@ pub async fn audit_trail(store: &Arc<dyn Store>, clock: &Arc<ManualClock>) -> Re
     Ok(())
 }
 
-/// Leases: one holder at a time, renewable, released, and expired on the store's clock.
+/// Waits out a lease of `ttl` on both clocks a store may judge leases by: the suite's
+/// manual clock (the memory store's) and real time (a database server's own clock).
+async fn wait_out(clock: &ManualClock, ttl: Duration) {
+    let ttl = ttl + Duration::from_millis(100);
+    clock.advance(chrono::Duration::from_std(ttl).unwrap_or_else(|_| chrono::Duration::hours(1)));
+    tokio::time::sleep(ttl).await;
+}
+
+fn take(lease: Option<Lease>, what: &str) -> Result<Lease> {
+    lease.ok_or_else(|| fail(format!("check failed: {what}")))
+}
+
+/// Leases: one holder at a time, renewable (same token), released, expired on the store's
+/// clock; the token grows every time the lease changes hands, also across a release.
 pub async fn leases(store: &Arc<dyn Store>, clock: &Arc<ManualClock>) -> Result<()> {
     let s = store.as_ref();
-    let ttl = Duration::from_secs(30);
-    ensure(
-        s.acquire_lease("job", "A", ttl).await?,
+    let long = Duration::from_secs(60);
+    let a1 = take(
+        s.acquire_lease("job", "A", long).await?,
         "A takes a free lease",
     )?;
+    same(
+        (a1.job.as_str(), a1.holder.as_str()),
+        ("job", "A"),
+        "lease of A",
+    )?;
     ensure(
-        !s.acquire_lease("job", "B", ttl).await?,
+        s.acquire_lease("job", "B", long).await?.is_none(),
         "B cannot take A's lease",
     )?;
     ensure(
-        s.acquire_lease("other", "B", ttl).await?,
+        s.acquire_lease("other", "B", long).await?.is_some(),
         "leases are per job",
     )?;
     clock.advance(chrono::Duration::seconds(20));
-    ensure(s.acquire_lease("job", "A", ttl).await?, "A renews")?;
+    let a2 = take(s.acquire_lease("job", "A", long).await?, "A renews")?;
+    same(a2.token, a1.token, "a renewal keeps the token")?;
+    ensure(
+        a2.expires_at >= a1.expires_at,
+        "a renewal moves the expiry on",
+    )?;
     clock.advance(chrono::Duration::seconds(20));
     ensure(
-        !s.acquire_lease("job", "B", ttl).await?,
+        s.acquire_lease("job", "B", long).await?.is_none(),
         "renewed lease still held 40 s after the first take",
     )?;
     s.release_lease("job", "B").await?; // not B's: no-op
     ensure(
-        !s.acquire_lease("job", "B", ttl).await?,
+        s.acquire_lease("job", "B", long).await?.is_none(),
         "release by a non-holder is a no-op",
     )?;
-    // A dies without releasing: after the TTL, B takes over and A is out.
-    clock.advance(chrono::Duration::seconds(31));
-    ensure(
-        s.acquire_lease("job", "B", ttl).await?,
+    // A renews with a short TTL and dies: once it ran out, B takes over, A is out.
+    let short = Duration::from_millis(300);
+    take(
+        s.acquire_lease("job", "A", short).await?,
+        "A renews shortly",
+    )?;
+    wait_out(clock, short).await;
+    let b = take(
+        s.acquire_lease("job", "B", long).await?,
         "B takes an expired lease",
     )?;
-    ensure(!s.acquire_lease("job", "A", ttl).await?, "A lost it")?;
-    s.release_lease("job", "B").await?;
+    same(b.token, a1.token + 1, "a new holder gets the next token")?;
     ensure(
-        s.acquire_lease("job", "A", ttl).await?,
+        s.acquire_lease("job", "A", long).await?.is_none(),
+        "A lost it",
+    )?;
+    s.release_lease("job", "B").await?;
+    let a3 = take(
+        s.acquire_lease("job", "A", long).await?,
         "free again after release",
     )?;
+    same(a3.token, b.token + 1, "the token grows across a release")?;
     // Zero TTL: expires at once.
-    ensure(
+    let z = take(
         s.acquire_lease("z", "A", Duration::ZERO).await?,
         "zero ttl taken",
     )?;
-    ensure(
-        s.acquire_lease("z", "B", ttl).await?,
+    let z2 = take(
+        s.acquire_lease("z", "B", long).await?,
         "zero ttl lease expired at once",
+    )?;
+    same(z2.token, z.token + 1, "next token after a zero ttl")?;
+    Ok(())
+}
+
+fn expect_lease_lost<T: Debug>(r: Result<T>, generation: Option<u64>, what: &str) -> Result<()> {
+    match r {
+        Err(e) if idsync_core::is_lease_lost(&e) => {
+            same(e.kind(), ErrorKind::Conflict, what)?;
+            if let Some(g) = generation {
+                let want = format!("is now held by generation {g}");
+                ensure(
+                    e.to_string().contains(&want),
+                    &format!("{what}: {e} says {want:?}"),
+                )?;
+            }
+            Ok(())
+        }
+        other => Err(fail(format!("{what}: got {other:?}, want lease lost"))),
+    }
+}
+
+/// Fenced writes: through [`Store::fenced`], every write succeeds while the fence holds the
+/// lease, and once another holder took it over (or it ran out) every write fails with
+/// "lease lost" and changes nothing: hub, feed, links, shadow, journal, audit, cursor.
+pub async fn fenced_writes(store: &Arc<dyn Store>, clock: &Arc<ManualClock>) -> Result<()> {
+    let s = store.as_ref();
+    let t = clock.now_for_suite();
+    let short = Duration::from_millis(300);
+    let long = Duration::from_secs(60);
+    let a = take(
+        s.acquire_lease("job", "A", long).await?,
+        "A takes the lease",
+    )?;
+    let fa = s.fenced(a.fence());
+    let root = Op::CreateOrg {
+        org: org("root", None),
+    };
+    fa.hub_apply(&root, Some(&full_record("job", "r1", 0, &root, t)))
+        .await?;
+    let u1 = Op::CreateAccount {
+        account: account("u1", &["root"]),
+    };
+    fa.journal_intent(&journal_entry("r1", 1, &u1, JournalState::Intent, t))
+        .await?;
+    fa.record(&full_record("job", "r1", 1, &u1, t)).await?;
+    let c1 = SyncCursor("1".into());
+    fa.commit_cursor("job", None, &c1).await?;
+
+    // A's last renewal is a short one; then A stalls past it.
+    take(s.acquire_lease("job", "A", short).await?, "A renews")?;
+    wait_out(clock, short).await;
+    let b = take(s.acquire_lease("job", "B", long).await?, "B takes over")?;
+    ensure(b.token > a.token, "B's token is greater")?;
+    let feed = s.feed(0, 1000).await?.len();
+    let x = Op::CreateOrg {
+        org: org("x", Some("root")),
+    };
+    let g = Some(b.token);
+    expect_lease_lost(
+        fa.hub_apply(&x, Some(&full_record("job", "r1", 2, &x, t)))
+            .await,
+        g,
+        "hub_apply under a lost lease",
+    )?;
+    expect_lease_lost(fa.hub_apply(&x, None).await, g, "hub_apply without record")?;
+    let y = Op::CreateOrg {
+        org: org("y", Some("root")),
+    };
+    let answers = fa
+        .hub_apply_batch(vec![
+            HubWrite {
+                op: x.clone(),
+                record: Some(batch_record("job", "r1", 3, &x, t)),
+            },
+            HubWrite {
+                op: y.clone(),
+                record: Some(batch_record("job", "r1", 4, &y, t)),
+            },
+        ])
+        .await;
+    same(answers.len(), 2, "one answer per batch write")?;
+    for a in answers {
+        expect_lease_lost(a, g, "hub_apply_batch under a lost lease")?;
+    }
+    let u2 = Op::CreateAccount {
+        account: account("u2", &["root"]),
+    };
+    expect_lease_lost(
+        fa.journal_intent(&journal_entry("r1", 5, &u2, JournalState::Intent, t))
+            .await,
+        g,
+        "journal_intent under a lost lease",
+    )?;
+    expect_lease_lost(
+        fa.record(&full_record("job", "r1", 5, &u2, t)).await,
+        g,
+        "record under a lost lease",
+    )?;
+    expect_lease_lost(
+        fa.commit_cursor("job", Some(&c1), &SyncCursor("2".into()))
+            .await,
+        g,
+        "commit_cursor under a lost lease",
+    )?;
+    same(s.hub_org(&"x".into()).await?, None, "no org x")?;
+    same(s.hub_org(&"y".into()).await?, None, "no org y")?;
+    same(s.feed(0, 1000).await?.len(), feed, "no feed entry")?;
+    let links = s
+        .links("job", EntityKind::Account, PageRequest::sized(100))
+        .await?;
+    same(links.items.len(), 1, "only u1's link")?;
+    let shadow = s
+        .shadow("job", EntityKind::Account, PageRequest::sized(100))
+        .await?;
+    same(shadow.items.len(), 1, "only u1's shadow")?;
+    same(
+        s.journal("r1")
+            .await?
+            .iter()
+            .map(|j| j.op_index)
+            .collect::<Vec<_>>(),
+        vec![0, 1],
+        "journal of r1",
+    )?;
+    same(
+        s.audit(EntityKind::Account, &"u2".into()).await?.len(),
+        0,
+        "no audit of u2",
+    )?;
+    same(s.cursor("job").await?, Some(c1.clone()), "cursor not moved")?;
+
+    // B's fence writes; unfenced writes are not affected.
+    let fb = s.fenced(b.fence());
+    fb.hub_apply(&x, Some(&full_record("job", "r2", 0, &x, t)))
+        .await?;
+    fb.commit_cursor("job", Some(&c1), &SyncCursor("2".into()))
+        .await?;
+    s.hub_apply(&y, None).await?;
+
+    // A lease that ran out with nobody taking over fences too, until renewed.
+    let c = take(s.acquire_lease("solo", "C", long).await?, "C takes solo")?;
+    let fc = s.fenced(c.fence());
+    let link = |src: &str| OpRecord {
+        job: "solo".into(),
+        kind: EntityKind::Account,
+        journal: None,
+        link: Some(LinkChange::Put {
+            source: src.into(),
+            target: src.into(),
+        }),
+        shadow: None,
+        audit: None,
+    };
+    fc.record(&link("s1")).await?;
+    take(s.acquire_lease("solo", "C", short).await?, "C renews")?;
+    wait_out(clock, short).await;
+    expect_lease_lost(
+        fc.record(&link("s2")).await,
+        None,
+        "record after the lease ran out",
+    )?;
+    let c2 = take(s.acquire_lease("solo", "C", long).await?, "C renews late")?;
+    same(c2.token, c.token, "nobody took it in between: same token")?;
+    fc.record(&link("s3")).await?;
+    s.release_lease("solo", "C").await?;
+    expect_lease_lost(fc.record(&link("s4")).await, None, "record after release")?;
+    let solo = s
+        .links("solo", EntityKind::Account, PageRequest::sized(100))
+        .await?;
+    same(
+        solo.items
+            .iter()
+            .map(|l| l.source.as_str())
+            .collect::<Vec<_>>(),
+        vec!["s1", "s3"],
+        "links of solo",
+    )?;
+    // A fence of a job never leased.
+    let never = Fence {
+        job: "never".into(),
+        holder: "A".into(),
+        token: 1,
+    };
+    expect_lease_lost(
+        s.fenced(never).commit_cursor("never", None, &c1).await,
+        None,
+        "a fence of a job never leased",
+    )?;
+    same(s.cursor("never").await?, None, "no cursor of never")?;
+    Ok(())
+}
+
+/// A sink in front of another that counts the ops sent to it and holds the `stall_at`-th
+/// (1-based) until released, telling `stalled` when it got there.
+#[derive(Debug)]
+pub struct GateSink {
+    inner: Arc<MemoryAdapter>,
+    stall_at: usize,
+    calls: std::sync::atomic::AtomicUsize,
+    /// Notified when the gate holds an op.
+    pub stalled: tokio::sync::Notify,
+    /// Notify to let the held op through.
+    pub release: tokio::sync::Notify,
+}
+
+impl GateSink {
+    /// A gate in front of `inner` that holds its `stall_at`-th op.
+    pub fn new(inner: Arc<MemoryAdapter>, stall_at: usize) -> Self {
+        GateSink {
+            inner,
+            stall_at,
+            calls: std::sync::atomic::AtomicUsize::new(0),
+            stalled: tokio::sync::Notify::new(),
+            release: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Ops sent so far (counted as they arrive, before they are held).
+    pub fn calls(&self) -> usize {
+        self.calls.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[async_trait::async_trait]
+impl Source for GateSink {
+    fn describe(&self) -> idsync_core::Descriptor {
+        self.inner.describe()
+    }
+    fn capabilities(&self) -> idsync_core::Capabilities {
+        self.inner.capabilities()
+    }
+    async fn check(&self) -> Result<()> {
+        self.inner.check().await
+    }
+    async fn orgs(&self, page: PageRequest) -> Result<idsync_core::Page<Org>> {
+        self.inner.orgs(page).await
+    }
+    async fn accounts(&self, page: PageRequest) -> Result<idsync_core::Page<Account>> {
+        self.inner.accounts(page).await
+    }
+    async fn org(&self, anchor: &Anchor) -> Result<Option<Org>> {
+        self.inner.org(anchor).await
+    }
+    async fn account(&self, anchor: &Anchor) -> Result<Option<Account>> {
+        self.inner.account(anchor).await
+    }
+    async fn find_accounts(&self, field: &str, value: &str) -> Result<Vec<Account>> {
+        self.inner.find_accounts(field, value).await
+    }
+}
+
+#[async_trait::async_trait]
+impl Sink for GateSink {
+    async fn apply(&self, op: &Op) -> Result<idsync_core::Applied> {
+        let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        if n == self.stall_at {
+            let released = self.release.notified();
+            self.stalled.notify_one();
+            released.await;
+        }
+        self.inner.apply(op).await
+    }
+}
+
+fn takeover_data() -> (Vec<Org>, Vec<Account>) {
+    let orgs = vec![org("root", None)];
+    let accounts = (0..6)
+        .map(|i| account(&format!("p{i}"), &["root"]))
+        .collect();
+    (orgs, accounts)
+}
+
+/// Worker A stalls inside its sink (past its lease's TTL) while worker B takes the lease
+/// over and runs the job; released, A sends nothing more to the sink and writes nothing
+/// more to the store: its report says the lease was lost.
+pub async fn fenced_takeover_mid_apply(
+    store: &Arc<dyn Store>,
+    clock: &Arc<ManualClock>,
+) -> Result<()> {
+    let (orgs, accounts) = takeover_data();
+    let total = orgs.len() + accounts.len();
+    let source = Arc::new(MemoryAdapter::with_data("hr", orgs, accounts));
+    let target = Arc::new(MemoryAdapter::new("app"));
+    // A's ops: the org, p0, p1 pass; p2 is held.
+    let gate = Arc::new(GateSink::new(target.clone(), 3));
+    let engine = Engine::new(store.clone()).with_clock(clock.clone());
+    let short = Duration::from_millis(300);
+    let la = take(
+        store
+            .acquire_lease("sync", "A", Duration::from_secs(60))
+            .await?,
+        "A's lease",
+    )?;
+    let job_a = Job::new("sync", source.clone(), gate.clone())
+        .with_concurrency(1)
+        .with_fence(la.fence());
+    let worker_a = engine.run(&job_a);
+    let worker_b = async {
+        gate.stalled.notified().await;
+        let held = gate.calls();
+        // A's last renewal before the stall was a short one; the stall outlasts it.
+        take(store.acquire_lease("sync", "A", short).await?, "A renews")?;
+        wait_out(clock, short).await;
+        let lb = take(
+            store
+                .acquire_lease("sync", "B", Duration::from_secs(60))
+                .await?,
+            "B takes over the run-out lease",
+        )?;
+        let job_b = Job::new("sync", source.clone(), target.clone()).with_fence(lb.fence());
+        let rb = engine.run(&job_b).await?;
+        gate.release.notify_one();
+        Ok::<_, Error>((held, lb, rb))
+    };
+    let (ra, b) = futures::future::join(worker_a, worker_b).await;
+    let (held, lb, rb) = b?;
+    let ra = ra?;
+    same(rb.status, RunStatus::Succeeded, "B's run")?;
+    same(
+        rb.counts.applied,
+        total - 2,
+        "B applies what A had not recorded",
+    )?;
+    same(held, 3, "A had sent three ops when it stalled")?;
+    same(gate.calls(), held, "A sends nothing after it is released")?;
+    same(ra.status, RunStatus::Failed, "A's run status")?;
+    let lost = ra
+        .lease_lost
+        .as_ref()
+        .ok_or_else(|| fail(format!("A's report names no lost lease: {ra:?}")))?;
+    same(lost.kind, ErrorKind::Conflict, "A's stop is a conflict")?;
+    ensure(
+        lost.message.contains(&format!("generation {}", lb.token)),
+        &format!("A's error names B's generation: {}", lost.message),
+    )?;
+    let states: Vec<_> = ra
+        .outcomes
+        .iter()
+        .map(|o| (o.op.as_str(), o.state))
+        .collect();
+    same(
+        ra.counts.applied,
+        2,
+        &format!("A applied the org and p0 only: {states:?}"),
+    )?;
+    same(
+        ra.counts.failed,
+        1,
+        &format!("the held op failed: {states:?}"),
+    )?;
+    same(
+        ra.counts.skipped,
+        total - 3,
+        &format!("A's later ops were not attempted: {states:?}"),
+    )?;
+    same(ra.cursor_committed, false, "A committed no cursor")?;
+    // The store holds B's view: one link per entity, A's journal ends at the held op.
+    same(
+        engine.links("sync", EntityKind::Account).await?.len(),
+        total - 1,
+        "one link per account",
+    )?;
+    let ja = store.journal(&ra.run_id).await?;
+    same(ja.len(), 3, "A journaled three ops")?;
+    same(
+        ja.iter().filter(|j| j.state == JournalState::Done).count(),
+        2,
+        "two of them done",
+    )?;
+    same(
+        store.run(&ra.run_id).await?.map(|r| r.status),
+        Some(RunStatus::Failed),
+        "A's stored run",
+    )?;
+    same(
+        idsync_core::source::collect_accounts(target.as_ref())
+            .await?
+            .len(),
+        total - 1,
+        "each account once at the target",
+    )?;
+    Ok(())
+}
+
+/// Worker A plans into the hub, then stalls past its lease's TTL; B takes over and runs;
+/// A's apply of its stale plan writes nothing at all to the hub.
+pub async fn fenced_stall_before_apply(
+    store: &Arc<dyn Store>,
+    clock: &Arc<ManualClock>,
+) -> Result<()> {
+    let (orgs, accounts) = takeover_data();
+    let total = orgs.len() + accounts.len();
+    let source = Arc::new(MemoryAdapter::with_data("hr", orgs, accounts));
+    let hub = Arc::new(Hub::new(store.clone()));
+    let engine = Engine::new(store.clone()).with_clock(clock.clone());
+    let short = Duration::from_millis(300);
+    let la = take(
+        store
+            .acquire_lease("in", "A", Duration::from_secs(60))
+            .await?,
+        "A's lease",
+    )?;
+    let job_a = Job::new("in", source.clone(), hub.clone()).with_fence(la.fence());
+    let plan_a = engine.plan(&job_a).await?;
+    same(plan_a.ops.len(), total, "A plans every entity")?;
+    take(store.acquire_lease("in", "A", short).await?, "A renews")?;
+    wait_out(clock, short).await;
+    let lb = take(
+        store
+            .acquire_lease("in", "B", Duration::from_secs(60))
+            .await?,
+        "B takes over",
+    )?;
+    // B's source has a change A's plan does not know about.
+    source.edit(|d| {
+        if let Some(a) = d.accounts.get_mut(&Anchor::from("p1")) {
+            a.title = Some("B's title".into());
+        }
+    })?;
+    let job_b = Job::new("in", source.clone(), hub).with_fence(lb.fence());
+    let rb = engine.run(&job_b).await?;
+    same(rb.counts.applied, total, "B applies everything")?;
+    let feed = store.feed(0, 10_000).await?;
+    let ra = engine.apply(&job_a, &plan_a).await?;
+    same(ra.status, RunStatus::Failed, "A's apply fails")?;
+    ensure(ra.lease_lost.is_some(), "A's report names the lost lease")?;
+    same(ra.counts.applied, 0, "A applies nothing")?;
+    same(
+        store.feed(0, 10_000).await?,
+        feed,
+        "the hub's feed is B's alone",
+    )?;
+    same(
+        store.journal(&ra.run_id).await?.len(),
+        0,
+        "A journals nothing",
+    )?;
+    let p1 = store.hub_account(&"p1".into()).await?;
+    same(
+        p1.and_then(|a| a.title),
+        Some("B's title".to_owned()),
+        "B's write stands",
     )?;
     Ok(())
 }

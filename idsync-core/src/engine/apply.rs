@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::stream::{self, StreamExt};
 use serde::{Deserialize, Serialize};
@@ -16,7 +17,7 @@ use crate::model::{Anchor, Entity, EntityKind};
 use crate::source::{Applied, Capabilities, Op, OpKind};
 use crate::store::{
     AuditEntry, HubWrite, JournalEntry, JournalState, LinkChange, OpRecord, RunRecord, RunStatus,
-    ShadowChange,
+    ShadowChange, is_lease_lost,
 };
 
 /// An error as reported (errors themselves are not cloneable or serializable).
@@ -113,10 +114,16 @@ pub struct Report {
     pub warnings: Vec<String>,
     /// Whether the source cursor was committed.
     pub cursor_committed: bool,
+    /// Set when the run stopped because the job's lease was lost (another worker took it
+    /// over, see [`Job::with_fence`]): the [`lease_lost`](crate::store::lease_lost) error.
+    /// The status is then `failed`; ops not attempted are `skipped`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_lost: Option<ErrorInfo>,
 }
 
 impl Report {
-    pub(crate) fn guarded(plan: &Plan) -> Report {
+    /// The report of a plan the guard stopped: status `needs_approval`, nothing applied.
+    pub fn guarded(plan: &Plan) -> Report {
         Report {
             run_id: plan.run_id.clone(),
             job: plan.job.clone(),
@@ -131,6 +138,7 @@ impl Report {
             conflicts: plan.conflicts.clone(),
             warnings: plan.warnings.clone(),
             cursor_committed: false,
+            lease_lost: None,
         }
     }
 
@@ -387,6 +395,10 @@ impl<'a> Ready<'a> {
         shadow_entities: &Mutex<HashMap<(EntityKind, Anchor), Value>>,
     ) -> Outcome {
         let op = &self.op;
+        if is_lease_lost(&e) {
+            // Nothing can be written under a lost lease, not even the failure.
+            return Outcome::failed(e);
+        }
         if e.kind() == ErrorKind::AlreadyExists && op.is_create() && !self.caps.assigns_anchors {
             let proposed = op.anchor().clone();
             match super::plan::crashed_create(engine, &job.name, self.p.source.as_ref(), &proposed)
@@ -420,10 +432,18 @@ impl<'a> Ready<'a> {
             JournalState::Failed
         };
         let rec = self.record(engine, job, &anchor, state, Some(&e), shadow_entities, true);
-        if let Err(e2) = engine.store.record(&rec).await {
-            tracing::warn!(error = %e2, "could not journal a failed op");
+        match engine.store.record(&rec).await {
+            // The failure could not be journaled because the lease is gone: that stops the
+            // run, so it is the op's error (with the sink's answer kept as context).
+            Err(e2) if is_lease_lost(&e2) => {
+                Outcome::failed(e2.with_context("op_error", e.to_string()))
+            }
+            Err(e2) => {
+                tracing::warn!(error = %e2, "could not journal a failed op");
+                Outcome::failed(e)
+            }
+            Ok(()) => Outcome::failed(e),
         }
-        Outcome::failed(e)
     }
 }
 
@@ -716,6 +736,26 @@ pub(crate) async fn apply_plan(engine: &Engine, job: &Job, plan: &Plan) -> Resul
         }
         None => false,
     };
+    // Under a lease every write goes through the fenced handle (runs are not fenced).
+    let fenced;
+    let engine = match &job.fence {
+        Some(f) if f.job != job.name => {
+            return Err(Error::config(format!(
+                "job {}: its fence is for job {}",
+                job.name, f.job
+            )));
+        }
+        Some(f) => {
+            fenced = Engine {
+                store: engine.store.fenced(f.clone()),
+                clock: engine.clock.clone(),
+            };
+            &fenced
+        }
+        None => engine,
+    };
+    // The lease-lost error that stopped the run, if one did.
+    let mut lost: Option<Error> = None;
     let mut run = RunRecord {
         id: plan.run_id.clone(),
         job: job.name.clone(),
@@ -729,37 +769,47 @@ pub(crate) async fn apply_plan(engine: &Engine, job: &Job, plan: &Plan) -> Resul
 
     // Links of correlations that need no op, and stale links.
     let mut linked = 0usize;
-    for l in &plan.links {
-        engine
-            .store
-            .record(&OpRecord {
-                job: job.name.clone(),
-                kind: l.kind,
-                journal: None,
-                link: Some(LinkChange::Put {
+    let link_records = plan
+        .links
+        .iter()
+        .map(|l| {
+            (
+                l.kind,
+                LinkChange::Put {
                     source: l.source.clone(),
                     target: l.target.clone(),
-                }),
-                shadow: None,
-                audit: None,
-            })
-            .await?;
-        linked += 1;
-    }
-    for l in &plan.stale_links {
-        engine
+                },
+            )
+        })
+        .chain(plan.stale_links.iter().map(|l| {
+            (
+                l.kind,
+                LinkChange::Remove {
+                    source: l.source.clone(),
+                },
+            )
+        }));
+    for (kind, link) in link_records {
+        let put = matches!(link, LinkChange::Put { .. });
+        let written = engine
             .store
             .record(&OpRecord {
                 job: job.name.clone(),
-                kind: l.kind,
+                kind,
                 journal: None,
-                link: Some(LinkChange::Remove {
-                    source: l.source.clone(),
-                }),
+                link: Some(link),
                 shadow: None,
                 audit: None,
             })
-            .await?;
+            .await;
+        match written {
+            Ok(()) => linked += usize::from(put),
+            Err(e) if is_lease_lost(&e) => {
+                lost = Some(e);
+                break;
+            }
+            Err(e) => return Err(e),
+        }
     }
     let shadow_entities = Mutex::new(load_shadow(engine, job, plan).await?);
 
@@ -771,7 +821,7 @@ pub(crate) async fn apply_plan(engine: &Engine, job: &Job, plan: &Plan) -> Resul
         ..Progress::default()
     };
     let mut i = 0;
-    while i < plan.ops.len() {
+    while i < plan.ops.len() && lost.is_none() {
         let phase = plan.ops[i].phase;
         let mut j = i;
         while j < plan.ops.len() && plan.ops[j].phase == phase {
@@ -824,26 +874,38 @@ pub(crate) async fn apply_plan(engine: &Engine, job: &Job, plan: &Plan) -> Resul
                 )
                 .await;
                 for (id, o) in results {
+                    if lost.is_none()
+                        && let Some(e) = o.error.as_ref().filter(|e| is_lease_lost(e))
+                    {
+                        lost = Some(e.clone_lossy());
+                    }
                     phase_results.push((id, o.state, o.anchor.clone()));
                     ended(id, o, &mut outcomes, &mut progress);
                 }
                 if let Some(h) = &job.progress {
                     h.call(progress);
                 }
+                if lost.is_some() {
+                    break; // the chunk made ready ahead is not written
+                }
             }
         } else {
             let created_ref = &created;
             let states_ref = &states;
             let shadow_ref = &shadow_entities;
+            // Set once an op finds the lease lost: ops not yet started are not sent.
+            let stop = AtomicBool::new(false);
+            let stop_ref = &stop;
             // Indices, not `&PlannedOp`s, go through the stream: a closure over a borrowed
             // item makes the future not `Send` (higher-ranked lifetime), and engines run in
             // spawned tasks.
             let mut results = stream::iter(i..j)
                 .map(|k| async move {
                     let p = &plan.ops[k];
-                    if p.deps
-                        .iter()
-                        .any(|d| states_ref.get(d) != Some(&OpState::Applied))
+                    if stop_ref.load(Ordering::Acquire)
+                        || p.deps
+                            .iter()
+                            .any(|d| states_ref.get(d) != Some(&OpState::Applied))
                     {
                         return (p.id, Outcome::skipped());
                     }
@@ -854,6 +916,12 @@ pub(crate) async fn apply_plan(engine: &Engine, job: &Job, plan: &Plan) -> Resul
                 })
                 .buffer_unordered(job.concurrency.max(1));
             while let Some((id, o)) = results.next().await {
+                if let Some(e) = o.error.as_ref().filter(|e| is_lease_lost(e)) {
+                    stop.store(true, Ordering::Release);
+                    if lost.is_none() {
+                        lost = Some(e.clone_lossy());
+                    }
+                }
                 phase_results.push((id, o.state, o.anchor.clone()));
                 ended(id, o, &mut outcomes, &mut progress);
                 if let Some(h) = &job.progress {
@@ -870,6 +938,20 @@ pub(crate) async fn apply_plan(engine: &Engine, job: &Job, plan: &Plan) -> Resul
             }
         }
         i = j;
+    }
+    if lost.is_some() {
+        // Ops never attempted after the lease was lost.
+        let ended: std::collections::HashSet<usize> = outcomes.iter().map(|o| o.id).collect();
+        for p in plan.ops.iter().filter(|p| !ended.contains(&p.id)) {
+            outcomes.push(OpOutcome {
+                id: p.id,
+                op: p.op.kind(),
+                anchor: (!p.op.is_create()).then(|| p.op.anchor().clone()),
+                source: p.source.clone(),
+                state: OpState::Skipped,
+                error: None,
+            });
+        }
     }
     outcomes.sort_by_key(|o| o.id);
     let mut counts = ReportCounts {
@@ -889,7 +971,7 @@ pub(crate) async fn apply_plan(engine: &Engine, job: &Job, plan: &Plan) -> Resul
             OpState::Skipped => counts.skipped += 1,
         }
     }
-    let ok = counts.failed == 0 && counts.skipped == 0;
+    let ok = counts.failed == 0 && counts.skipped == 0 && lost.is_none();
     if ok {
         close_superseded_intents(engine, job, plan).await?;
     }
@@ -902,13 +984,18 @@ pub(crate) async fn apply_plan(engine: &Engine, job: &Job, plan: &Plan) -> Resul
             .await?;
         cursor_committed = true;
     }
-    run.status = if ok {
+    run.status = if lost.is_some() {
+        RunStatus::Failed
+    } else if ok {
         RunStatus::Succeeded
     } else {
         RunStatus::PartiallyFailed
     };
     run.finished_at = Some(engine.clock.now());
-    run.summary = Some(serde_json::to_value(&counts)?);
+    run.summary = Some(match &lost {
+        Some(e) => serde_json::json!({ "counts": counts, "error": e.to_string() }),
+        None => serde_json::to_value(&counts)?,
+    });
     engine.store.put_run(&run).await?;
     Ok(Report {
         run_id: plan.run_id.clone(),
@@ -920,5 +1007,6 @@ pub(crate) async fn apply_plan(engine: &Engine, job: &Job, plan: &Plan) -> Resul
         conflicts: plan.conflicts.clone(),
         warnings: plan.warnings.clone(),
         cursor_committed,
+        lease_lost: lost.as_ref().map(ErrorInfo::from),
     })
 }

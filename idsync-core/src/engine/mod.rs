@@ -37,7 +37,7 @@ use crate::hub::Hub;
 use crate::mapping::Mapping;
 use crate::model::{Account, Org};
 use crate::source::{ChangeSet, Op, OpKind, Sink, Source, SyncCursor};
-use crate::store::{Link, RunRecord, RunStatus, Store};
+use crate::store::{Fence, Link, RunRecord, RunStatus, Store};
 
 pub use apply::{ErrorInfo, OpOutcome, OpState, Report, ReportCounts};
 pub use plan::{Conflict, PendingRef, Plan, PlannedOp};
@@ -300,6 +300,10 @@ pub struct Job {
     pub sync_orgs: bool,
     /// Called as ops end while a plan is applied.
     pub progress: Option<ProgressHook>,
+    /// The fence of the job's lease ([`JobLease::fence`](crate::JobLease::fence)): when set,
+    /// every write of an apply goes through [`Store::fenced`], so a worker that lost the
+    /// lease stops at its next op (the report's [`Report::lease_lost`]).
+    pub fence: Option<Fence>,
 }
 
 /// How far an apply has come: given to a job's [`ProgressHook`] each time ops end.
@@ -358,6 +362,7 @@ impl Job {
             allow_empty_target: false,
             sync_orgs: true,
             progress: None,
+            fence: None,
         }
     }
 
@@ -394,6 +399,13 @@ impl Job {
     /// Follow applies with `f` (see [`Progress`]).
     pub fn with_progress(mut self, f: impl Fn(Progress) + Send + Sync + 'static) -> Self {
         self.progress = Some(ProgressHook::new(f));
+        self
+    }
+
+    /// Apply under a lease: every write checks `fence` in its transaction (see
+    /// [Leases and fencing](crate::Store#leases-and-fencing)).
+    pub fn with_fence(mut self, fence: Fence) -> Self {
+        self.fence = Some(fence);
         self
     }
 

@@ -86,7 +86,11 @@ async fn work(a: &Args) -> Result<()> {
     let mut done = 0;
     let mut out = std::io::stdout();
     while done < a.jobs {
-        if !store.acquire_lease(&a.job, &a.holder, a.ttl).await? {
+        if store
+            .acquire_lease(&a.job, &a.holder, a.ttl)
+            .await?
+            .is_none()
+        {
             tokio::time::sleep(a.poll).await;
             continue;
         }
