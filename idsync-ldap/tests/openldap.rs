@@ -1054,15 +1054,19 @@ async fn lookups_are_single_searches_with_escaped_values() {
     }
 }
 
-/// Records every `accounts` call (its token and outcome) of the directory it wraps.
+/// One `accounts` call: its token, and the number of items or the error's kind and whether
+/// it was temporary.
+type Call = (Option<PageToken>, Result<usize, (ErrorKind, bool)>);
+
+/// Records every `accounts` call of the directory it wraps.
 #[derive(Debug)]
 struct Recorder {
     inner: LdapDirectory,
-    calls: std::sync::Mutex<Vec<(Option<PageToken>, Result<usize, (ErrorKind, bool)>)>>,
+    calls: std::sync::Mutex<Vec<Call>>,
 }
 
 impl Recorder {
-    fn calls(&self) -> Vec<(Option<PageToken>, Result<usize, (ErrorKind, bool)>)> {
+    fn calls(&self) -> Vec<Call> {
         self.calls.lock().unwrap().clone()
     }
 }
