@@ -1061,7 +1061,7 @@ type Call = (Option<PageToken>, Result<usize, (ErrorKind, bool)>);
 /// Records every `accounts` call of the directory it wraps.
 #[derive(Debug)]
 struct Recorder {
-    inner: LdapDirectory,
+    inner: std::sync::Arc<dyn Source>,
     calls: std::sync::Mutex<Vec<Call>>,
 }
 
@@ -1151,7 +1151,7 @@ async fn a_failed_page_fetch_is_re_read_by_the_retry_layer() {
     cfg.url = proxy.url.clone();
     cfg.page_size = 4;
     let rec = std::sync::Arc::new(Recorder {
-        inner: LdapDirectory::new(cfg).unwrap(),
+        inner: std::sync::Arc::new(LdapDirectory::new(cfg).unwrap()),
         calls: Default::default(),
     });
     let src = RetryLayer::new()
@@ -1185,6 +1185,54 @@ async fn a_failed_page_fetch_is_re_read_by_the_retry_layer() {
     let f = failed[0];
     assert_eq!(calls[f].1, Err((ErrorKind::Unavailable, true)), "{calls:?}");
     assert!(calls[f].0.is_some(), "a later page failed: {calls:?}");
+    assert_eq!(
+        calls[f + 1].0,
+        calls[f].0,
+        "the retry re-read the same page"
+    );
+    assert_eq!(calls[f + 1].1, Ok(4), "{calls:?}");
+    assert_eq!(calls.len(), 7, "6 pages and one retry: {calls:?}");
+}
+
+/// A page fetch that never gets an answer is cancelled by the timeout layer (the call's
+/// future is dropped mid-fetch); the retry layer asks for the page again and the listing,
+/// left without a connection, re-issues its search: every account exactly once.
+#[tokio::test]
+async fn a_timed_out_page_fetch_is_re_read() {
+    use idsync_core::layers::{Layer, RetryLayer, TimeoutLayer};
+    let s = openldap();
+    let (ns, dns) = paging_fixture(s).await;
+    let proxy = common::proxy::Proxy::start(&s.url()).await;
+    let mut cfg = s.config(&ns);
+    cfg.url = proxy.url.clone();
+    cfg.page_size = 4;
+    let dir: std::sync::Arc<dyn Source> = std::sync::Arc::new(LdapDirectory::new(cfg).unwrap());
+    let rec = std::sync::Arc::new(Recorder {
+        inner: TimeoutLayer::new(std::time::Duration::from_secs(2)).layer_source(dir),
+        calls: Default::default(),
+    });
+    let src = RetryLayer::new()
+        .with_backoff(
+            std::time::Duration::from_millis(1),
+            std::time::Duration::from_millis(2),
+        )
+        .layer_source(rec.clone());
+    // search 4 is the read-ahead of page 3: it is never answered
+    proxy.stall_at_subtree_search(4);
+    let mut got: Vec<String> = collect_accounts(&*src)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.username)
+        .collect();
+    got.sort();
+    assert_eq!(got, dns.keys().cloned().collect::<Vec<_>>(), "each once");
+    assert_eq!(proxy.searches().iter().filter(|s| s.stalled).count(), 1);
+    let calls = rec.calls();
+    let failed: Vec<usize> = (0..calls.len()).filter(|i| calls[*i].1.is_err()).collect();
+    assert_eq!(failed.len(), 1, "one timed-out page fetch: {calls:?}");
+    let f = failed[0];
+    assert_eq!(calls[f].1, Err((ErrorKind::Unavailable, true)), "{calls:?}");
     assert_eq!(
         calls[f + 1].0,
         calls[f].0,

@@ -1,7 +1,8 @@
 //! A TCP proxy in front of the test server. It reads the client's LDAP messages (plain
 //! `ldap://` only), records every SearchRequest (base, scope, paged or not), and can cut the
-//! connection that carries a chosen subtree search instead of forwarding it: a real fault in
-//! one page fetch, seen by the client as a dropped connection.
+//! connection that carries a chosen subtree search instead of forwarding it (a real fault in
+//! one page fetch, seen by the client as a dropped connection), or stall it (the request is
+//! never answered, as behind a dead network path).
 
 use std::sync::{Arc, Mutex};
 
@@ -20,6 +21,8 @@ pub struct Search {
     pub paged: bool,
     /// The proxy cut the connection instead of forwarding this request.
     pub cut: bool,
+    /// The proxy held this request back for good, leaving the connection open.
+    pub stalled: bool,
 }
 
 impl Search {
@@ -28,11 +31,17 @@ impl Search {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    Cut,
+    Stall,
+}
+
 #[derive(Debug, Default)]
 struct State {
     searches: Mutex<Vec<Search>>,
-    /// Cut the connection carrying the n-th subtree search from now (1 = the next one).
-    cut_in: Mutex<Option<usize>>,
+    /// The fault for the n-th subtree search from now (1 = the next one).
+    fault_in: Mutex<Option<(usize, Fault)>>,
 }
 
 #[derive(Debug, Clone)]
@@ -79,7 +88,14 @@ impl Proxy {
     /// without forwarding that request.
     pub fn cut_at_subtree_search(&self, n: usize) {
         assert!(n >= 1);
-        *self.state.cut_in.lock().unwrap() = Some(n);
+        *self.state.fault_in.lock().unwrap() = Some((n, Fault::Cut));
+    }
+
+    /// Never forwards the `n`-th subtree search from now (1 = the next) nor anything after
+    /// it on that connection, and keeps the connection open: the request goes unanswered.
+    pub fn stall_at_subtree_search(&self, n: usize) {
+        assert!(n >= 1);
+        *self.state.fault_in.lock().unwrap() = Some((n, Fault::Stall));
     }
 }
 
@@ -90,8 +106,13 @@ async fn relay(client: TcpStream, up: TcpStream, state: Arc<State>) {
         let _ = tokio::io::copy(&mut ur, &mut cw).await;
     });
     while let Ok(Some(frame)) = read_frame(&mut cr).await {
-        if state.inspect(&frame) {
-            break;
+        match state.inspect(&frame) {
+            Some(Fault::Cut) => break,
+            Some(Fault::Stall) => {
+                // hold everything open and answer nothing, until the test ends
+                std::future::pending::<()>().await;
+            }
+            None => {}
         }
         if uw.write_all(&frame).await.is_err() {
             break;
@@ -102,24 +123,24 @@ async fn relay(client: TcpStream, up: TcpStream, state: Arc<State>) {
 }
 
 impl State {
-    /// Records a search request; true when its connection must be cut.
-    fn inspect(&self, frame: &[u8]) -> bool {
-        let Some(mut s) = parse_search(frame) else {
-            return false;
-        };
+    /// Records a search request; the fault to inject instead of forwarding it, if any.
+    fn inspect(&self, frame: &[u8]) -> Option<Fault> {
+        let mut s = parse_search(frame)?;
+        let mut fault = None;
         if s.is_subtree() {
-            let mut cut = self.cut_in.lock().unwrap();
-            if let Some(n) = cut.as_mut() {
+            let mut armed = self.fault_in.lock().unwrap();
+            if let Some((n, f)) = armed.as_mut() {
                 *n -= 1;
                 if *n == 0 {
-                    *cut = None;
-                    s.cut = true;
+                    fault = Some(*f);
+                    *armed = None;
                 }
             }
         }
-        let cut = s.cut;
+        s.cut = fault == Some(Fault::Cut);
+        s.stalled = fault == Some(Fault::Stall);
         self.searches.lock().unwrap().push(s);
-        cut
+        fault
     }
 }
 
@@ -198,5 +219,6 @@ fn parse_search(frame: &[u8]) -> Option<Search> {
         scope: *scope.first()?,
         paged,
         cut: false,
+        stalled: false,
     })
 }
