@@ -9,6 +9,7 @@ mod client;
 pub mod config;
 pub mod dn;
 mod error;
+mod lookup;
 pub mod mapping;
 mod sink;
 mod source;

@@ -2,12 +2,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use ldap3::{Ldap, Scope};
 use tokio::sync::Mutex;
 
@@ -22,7 +21,7 @@ use crate::dn::Dn;
 use crate::error::{LdapError, PROVIDER};
 use crate::mapping;
 
-/// How many unfinished listings (each with its own connection) are kept at once.
+/// How many listings (each unfinished one with its own connection) are kept at once.
 const MAX_LISTINGS: usize = 16;
 
 /// An OpenLDAP or Active Directory server as an idsync [`Source`] and
@@ -33,6 +32,12 @@ const MAX_LISTINGS: usize = 16;
 ///   directly below `base_dn` or in a non-OU container belongs to none.
 /// * Listings are always paged. A paged-results cookie is bound to its connection, so each
 ///   listing gets a connection of its own, kept until its last page.
+/// * A page can be read again with the same token: the last page served is kept for a
+///   replay, and a page whose fetch failed (or was cancelled) is read by re-issuing the
+///   search on a new connection and skipping the entries already served, after checking
+///   that they are the same entries in the same order.
+/// * [`Source::org`], [`Source::account`] and [`Source::find_accounts`] are direct
+///   searches, never listings.
 /// * The connection for lookups and writes is opened lazily and reopened when it drops.
 pub struct LdapDirectory {
     pub(crate) inner: Arc<Inner>,
@@ -43,27 +48,28 @@ pub(crate) struct Inner {
     pub(crate) map: BTreeMap<String, String>,
     pub(crate) base: Dn,
     pub(crate) ops: Mutex<Option<Ldap>>,
-    listings: Mutex<HashMap<u64, Listing>>,
+    listings: Mutex<BTreeMap<u64, Slot>>,
     next_listing: AtomicU64,
 }
 
 type Fetched = std::result::Result<(Vec<RawEntry>, Option<Vec<u8>>), LdapError>;
 
-/// Reads one page on its own (owned arguments, so it can run as a task).
-async fn fetch_page(
-    mut ldap: Ldap,
+/// What one listing searches for; the same for every page of it, and for a re-issued search.
+#[derive(Clone)]
+struct Query {
     base: String,
     filter: String,
     attrs: Vec<String>,
-    size: u32,
-    cookie: Vec<u8>,
-) -> Fetched {
-    let refs: Vec<&str> = attrs.iter().map(String::as_str).collect();
+}
+
+/// Reads one page on its own (owned arguments, so it can run as a task).
+async fn fetch_page(mut ldap: Ldap, q: Query, size: u32, cookie: Vec<u8>) -> Fetched {
+    let refs: Vec<&str> = q.attrs.iter().map(String::as_str).collect();
     client::paged_page(
         &mut ldap,
-        &base,
+        &q.base,
         Scope::Subtree,
-        &filter,
+        &q.filter,
         &refs,
         size,
         &cookie,
@@ -71,18 +77,107 @@ async fn fetch_page(
     .await
 }
 
-struct Listing {
-    /// The next page, requested as soon as this one arrived: the server and the network
-    /// work while the caller maps and stores the current page.
-    prefetch: Option<tokio::task::JoinHandle<Fetched>>,
+/// A listing in the table: the random part of its tokens, and its state.
+struct Slot {
+    key: u64,
+    listing: Arc<Mutex<Listing>>,
+}
+
+/// The connection that carries a listing on, with its next page already requested.
+struct Conn {
     ldap: Ldap,
-    seq: u64,
-    /// Pages served so far (part of the token: servers such as AD may repeat a cookie).
+    /// The next page, requested as soon as the current one arrived: the server and the
+    /// network work while the caller maps and stores the current page.
+    next: tokio::task::JoinHandle<Fetched>,
+}
+
+/// A page as read from the server: the connection it came on, its entries, the next cookie.
+type Arrived = (Ldap, Vec<RawEntry>, Option<Vec<u8>>);
+
+struct Listing {
+    id: u64,
+    /// The random part of this listing's tokens.
+    key: u64,
+    kind: Kind,
+    /// Pages served so far; the token for the next page carries this number (servers
+    /// such as AD may repeat a cookie, so the cookie cannot identify a page).
     pages: u64,
+    /// True once the last page was served.
+    done: bool,
+    /// Raw entries served so far, and an ordered digest of their anchors: a re-issued
+    /// search skips that many entries and must reproduce the digest.
+    served: u64,
+    digest: DefaultHasher,
+    /// The last page served and the token after it, for a replay of that page's token.
+    last: Option<(Arc<Vec<RawEntry>>, Option<PageToken>)>,
+    /// `None` when finished, or when the last fetch failed or was cancelled (then the
+    /// next read re-issues the search).
+    conn: Option<Conn>,
     /// DN key -> anchor of the nearest org at or above that DN (`None`: no org).
     orgs: HashMap<String, Option<Anchor>>,
     /// manager DN key -> anchor
     managers: HashMap<String, Option<Anchor>>,
+}
+
+/// Adds one entry to a listing digest: its anchor value, or its DN when it has none.
+fn digest_entry(h: &mut DefaultHasher, anchor_attr: &str, e: &RawEntry) {
+    match e.get_bytes(anchor_attr) {
+        Some(b) => b.hash(h),
+        None => e.dn.as_bytes().hash(h),
+    }
+}
+
+impl Listing {
+    fn new(id: u64, key: u64, kind: Kind) -> Self {
+        Listing {
+            id,
+            key,
+            kind,
+            pages: 0,
+            done: false,
+            served: 0,
+            digest: DefaultHasher::new(),
+            last: None,
+            conn: None,
+            orgs: HashMap::new(),
+            managers: HashMap::new(),
+        }
+    }
+
+    /// Records a page as served and requests the next one on `ldap`. Returns the page,
+    /// its next token, and the connection to unbind when the listing is finished.
+    fn advance(
+        &mut self,
+        anchor_attr: &str,
+        q: Query,
+        size: u32,
+        (ldap, entries, next): Arrived,
+    ) -> (Arc<Vec<RawEntry>>, Option<PageToken>, Option<Ldap>) {
+        for e in &entries {
+            digest_entry(&mut self.digest, anchor_attr, e);
+        }
+        self.served += entries.len() as u64;
+        self.pages += 1;
+        let (token, finished) = match next {
+            Some(cookie) => {
+                self.conn = Some(Conn {
+                    next: tokio::spawn(fetch_page(ldap.clone(), q, size, cookie)),
+                    ldap,
+                });
+                (Some(make_token(self.id, self.pages, self.key)), None)
+            }
+            None => {
+                self.done = true;
+                self.conn = None;
+                self.orgs = HashMap::new();
+                self.managers = HashMap::new();
+                (None, Some(ldap))
+            }
+        };
+        let entries = Arc::new(entries);
+        self.last = Some((Arc::clone(&entries), token.clone()));
+        (entries, token, finished)
+    }
 }
 
 impl fmt::Debug for LdapDirectory {
@@ -101,10 +196,17 @@ impl Clone for LdapDirectory {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
     Orgs,
     Accounts,
+}
+
+/// One page of a listing, as [`LdapDirectory::list_page`] hands it out.
+struct Served {
+    entries: Arc<Vec<RawEntry>>,
+    listing: Option<Arc<Mutex<Listing>>>,
+    next: Option<PageToken>,
 }
 
 impl LdapDirectory {
@@ -119,7 +221,7 @@ impl LdapDirectory {
                 map,
                 base,
                 ops: Mutex::new(None),
-                listings: Mutex::new(HashMap::new()),
+                listings: Mutex::new(BTreeMap::new()),
                 next_listing: AtomicU64::new(1),
             }),
         })
@@ -130,117 +232,195 @@ impl LdapDirectory {
         &self.inner.cfg
     }
 
-    async fn list_page(
-        &self,
-        kind: Kind,
-        req: PageRequest,
-    ) -> Result<(Vec<RawEntry>, u64, Option<PageToken>)> {
+    fn query(&self, kind: Kind) -> Query {
+        let cfg = &self.inner.cfg;
+        let (filter, attrs) = match kind {
+            Kind::Orgs => (cfg.org_filter().to_owned(), mapping::org_attrs(cfg)),
+            Kind::Accounts => (
+                cfg.account_filter().to_owned(),
+                mapping::account_attrs(cfg, &self.inner.map),
+            ),
+        };
+        Query {
+            base: cfg.base_dn.clone(),
+            filter,
+            attrs,
+        }
+    }
+
+    async fn list_page(&self, kind: Kind, req: PageRequest) -> Result<Served> {
         let inner = &self.inner;
         let size = req
             .size
             .map(|s| s.clamp(1, i32::MAX as usize) as u32)
             .unwrap_or(inner.cfg.page_size);
-        let (id, cookie, mut listing) = match &req.token {
-            None => {
-                let ldap = client::connect(&inner.cfg).await.map_err(Error::from)?;
-                let id = inner.next_listing.fetch_add(1, Ordering::Relaxed);
-                (
-                    id,
-                    Vec::new(),
-                    Listing {
-                        prefetch: None,
-                        ldap,
-                        seq: id,
-                        pages: 0,
-                        orgs: HashMap::new(),
-                        managers: HashMap::new(),
-                    },
-                )
-            }
-            Some(tok) => {
-                let (id, page, cookie) = parse_token(tok)?;
-                let listing = inner.listings.lock().await.remove(&id).ok_or_else(|| {
-                    Error::new(
-                        ErrorKind::Incomplete,
-                        "this page token's listing is gone (finished, evicted or from another process); start the listing again",
-                    )
-                    .with_provider(PROVIDER)
-                })?;
-                if listing.pages != page {
-                    return Err(Error::new(
-                        ErrorKind::Incomplete,
-                        format!(
-                            "page token for page {page} of a listing that is at page {}; start the listing again",
-                            listing.pages
-                        ),
-                    )
-                    .with_provider(PROVIDER));
-                }
-                (id, cookie, listing)
-            }
-        };
-        let (filter, attrs) = match kind {
-            Kind::Orgs => (
-                inner.cfg.org_filter().to_owned(),
-                mapping::org_attrs(&inner.cfg),
-            ),
-            Kind::Accounts => (
-                inner.cfg.account_filter().to_owned(),
-                mapping::account_attrs(&inner.cfg, &inner.map),
-            ),
-        };
-        let fetched = match listing.prefetch.take() {
-            Some(task) => task.await.map_err(|e| {
-                Error::unexpected(format!("reading the next page failed: {e}"))
-                    .with_provider(PROVIDER)
-            })?,
-            None => {
-                fetch_page(
-                    listing.ldap.clone(),
-                    inner.cfg.base_dn.clone(),
-                    filter.clone(),
-                    attrs.clone(),
-                    size,
-                    cookie,
-                )
+        let q = self.query(kind);
+        let anchor_attr = inner.cfg.anchor_attr();
+        let fail = |e: LdapError| Error::from(e).with_operation(kind_name(kind));
+        let Some(tok) = &req.token else {
+            // a new listing on a connection of its own
+            let ldap = client::connect(&inner.cfg).await.map_err(fail)?;
+            let (entries, next) = fetch_page(ldap.clone(), q.clone(), size, Vec::new())
                 .await
+                .map_err(fail)?;
+            let id = inner.next_listing.fetch_add(1, Ordering::Relaxed);
+            let key = rand::random::<u64>();
+            let mut listing = Listing::new(id, key, kind);
+            let (entries, next, finished) =
+                listing.advance(anchor_attr, q, size, (ldap, entries, next));
+            if let Some(mut ldap) = finished {
+                let _ = ldap.unbind().await;
+                return Ok(Served {
+                    entries,
+                    listing: None,
+                    next,
+                });
             }
-        };
-        let (entries, next) =
-            fetched.map_err(|e| Error::from(e).with_operation(kind_name(kind)))?;
-        if let Some(c) = &next {
-            listing.prefetch = Some(tokio::spawn(fetch_page(
-                listing.ldap.clone(),
-                inner.cfg.base_dn.clone(),
-                filter,
-                attrs,
-                size,
-                c.clone(),
-            )));
-        }
-        let items = entries;
-        let token = match next {
-            Some(c) => {
-                listing.pages += 1;
-                let tok = PageToken(format!("{id}.{}.{}", listing.pages, B64.encode(&c)));
-                Some(tok)
-            }
-            None => None,
-        };
-        // keep the listing's connection (and caches) for its next page
-        let out_items = items;
-        if token.is_some() {
+            let listing = Arc::new(Mutex::new(listing));
             let mut all = inner.listings.lock().await;
-            if all.len() >= MAX_LISTINGS
-                && let Some(oldest) = all.values().map(|l| l.seq).min()
-            {
-                all.retain(|_, l| l.seq != oldest);
+            while all.len() >= MAX_LISTINGS {
+                // the oldest goes (ids grow)
+                if all.pop_first().is_none() {
+                    break;
+                }
             }
-            all.insert(id, listing);
-        } else {
-            let _ = listing.ldap.unbind().await;
+            all.insert(
+                id,
+                Slot {
+                    key,
+                    listing: Arc::clone(&listing),
+                },
+            );
+            return Ok(Served {
+                entries,
+                listing: Some(listing),
+                next,
+            });
+        };
+        let (id, page, key) = parse_token(tok)?;
+        let gone = || {
+            Error::new(
+                ErrorKind::Incomplete,
+                "this page token's listing is gone (evicted, or from another process); start the listing again",
+            )
+            .with_provider(PROVIDER)
+            .with_operation(kind_name(kind))
+        };
+        let handle = {
+            let all = inner.listings.lock().await;
+            match all.get(&id) {
+                Some(slot) if slot.key == key => Arc::clone(&slot.listing),
+                _ => return Err(gone()),
+            }
+        };
+        // held across the fetch: a second caller of the same listing waits, and a caller
+        // that is cancelled (a timeout) leaves the listing in a state a retry can resume
+        let mut l = handle.lock().await;
+        if l.kind != kind {
+            return Err(gone());
         }
-        Ok((out_items, id, token))
+        if page.checked_add(1) == Some(l.pages)
+            && let Some((entries, next)) = &l.last
+        {
+            // a replay of the page served last (its answer was lost on the way up)
+            return Ok(Served {
+                entries: Arc::clone(entries),
+                listing: Some(Arc::clone(&handle)),
+                next: next.clone(),
+            });
+        }
+        if page != l.pages || l.done {
+            return Err(Error::new(
+                ErrorKind::Incomplete,
+                format!(
+                    "page token for page {page} of a listing that has served {} pages{}; start the listing again",
+                    l.pages,
+                    if l.done { " and is finished" } else { "" }
+                ),
+            )
+            .with_provider(PROVIDER)
+            .with_operation(kind_name(kind)));
+        }
+        let arrived = match l.conn.take() {
+            Some(conn) => {
+                let fetched = conn.next.await.map_err(|e| {
+                    Error::unexpected(format!("reading the next page failed: {e}"))
+                        .with_provider(PROVIDER)
+                        .with_operation(kind_name(kind))
+                })?;
+                // on an error the listing has no connection: the retry re-issues the search
+                let (entries, next) = fetched.map_err(fail)?;
+                (conn.ldap, entries, next)
+            }
+            None => self.resume(&l, &q, size).await?,
+        };
+        let (entries, next, finished) = l.advance(anchor_attr, q, size, arrived);
+        drop(l);
+        if let Some(mut ldap) = finished {
+            let _ = ldap.unbind().await;
+        }
+        Ok(Served {
+            entries,
+            listing: Some(handle),
+            next,
+        })
+    }
+
+    /// Re-issues a listing's search on a new connection after a failed or cancelled page
+    /// fetch: skips the entries already served, checks they are the same ones in the same
+    /// order (else the listing cannot be resumed and fails), and returns the next page.
+    async fn resume(&self, l: &Listing, q: &Query, size: u32) -> Result<Arrived> {
+        let kind = l.kind;
+        let fail = |e: LdapError| Error::from(e).with_operation(kind_name(kind));
+        let anchor_attr = self.inner.cfg.anchor_attr();
+        let ldap = client::connect(&self.inner.cfg).await.map_err(fail)?;
+        let changed = |why: &str| {
+            Error::new(
+                ErrorKind::Incomplete,
+                format!(
+                    "page {} could not be re-read: the {} entries served before it {why}, so the directory changed while the listing was interrupted; start the listing again",
+                    l.pages, l.served
+                ),
+            )
+            .with_provider(PROVIDER)
+            .with_operation(kind_name(kind))
+        };
+        let mut left = l.served;
+        let mut digest = DefaultHasher::new();
+        let mut verified = false;
+        let mut cookie = Vec::new();
+        loop {
+            let (mut entries, next) = fetch_page(ldap.clone(), q.clone(), size, cookie)
+                .await
+                .map_err(fail)?;
+            if !verified {
+                let n = usize::try_from(left)
+                    .unwrap_or(usize::MAX)
+                    .min(entries.len());
+                for e in &entries[..n] {
+                    digest_entry(&mut digest, anchor_attr, e);
+                }
+                left -= n as u64;
+                if left > 0 {
+                    match next {
+                        Some(c) => {
+                            cookie = c;
+                            continue;
+                        }
+                        None => return Err(changed("are no longer all there")),
+                    }
+                }
+                if digest.finish() != l.digest.finish() {
+                    return Err(changed("came back different"));
+                }
+                verified = true;
+                entries.drain(..n);
+            }
+            match next {
+                Some(c) if entries.is_empty() => cookie = c,
+                next => return Ok((ldap, entries, next)),
+            }
+        }
     }
 
     /// The ops connection, opened (again) when needed.
@@ -440,27 +620,32 @@ impl LdapDirectory {
             && Dn::parse(dn).is_ok_and(|d| d.key() == self.inner.base.key())
     }
 
+    /// Puts a listing's caches back after a page was mapped (a finished listing drops them).
     async fn restore_listing_caches(
-        &self,
-        id: u64,
+        listing: Option<&Arc<Mutex<Listing>>>,
         orgs: HashMap<String, Option<Anchor>>,
         managers: HashMap<String, Option<Anchor>>,
     ) {
-        if let Some(l) = self.inner.listings.lock().await.get_mut(&id) {
-            l.orgs = orgs;
-            l.managers = managers;
+        if let Some(l) = listing {
+            let mut l = l.lock().await;
+            if !l.done {
+                l.orgs = orgs;
+                l.managers = managers;
+            }
         }
     }
 
     async fn take_listing_caches(
-        &self,
-        id: u64,
+        listing: Option<&Arc<Mutex<Listing>>>,
     ) -> (
         HashMap<String, Option<Anchor>>,
         HashMap<String, Option<Anchor>>,
     ) {
-        match self.inner.listings.lock().await.get_mut(&id) {
-            Some(l) => (std::mem::take(&mut l.orgs), std::mem::take(&mut l.managers)),
+        match listing {
+            Some(l) => {
+                let mut l = l.lock().await;
+                (std::mem::take(&mut l.orgs), std::mem::take(&mut l.managers))
+            }
             None => (HashMap::new(), HashMap::new()),
         }
     }
@@ -500,19 +685,28 @@ fn kind_name(kind: Kind) -> &'static str {
     }
 }
 
-fn parse_token(tok: &PageToken) -> Result<(u64, u64, Vec<u8>)> {
+fn make_token(id: u64, page: u64, key: u64) -> PageToken {
+    PageToken(format!("{id}.{page}.{key:016x}"))
+}
+
+/// `"<listing id>.<pages served>.<random key>"`: the listing's state stays here; the key
+/// keeps a token of another instance or an earlier listing from naming this one.
+fn parse_token(tok: &PageToken) -> Result<(u64, u64, u64)> {
     let bad = || {
         Error::invalid_data(format!("malformed LDAP page token {:?}", tok.0))
             .with_provider(PROVIDER)
     };
     let mut parts = tok.0.splitn(3, '.');
-    let (Some(id), Some(page), Some(cookie)) = (parts.next(), parts.next(), parts.next()) else {
+    let (Some(id), Some(page), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
         return Err(bad());
     };
     let id = id.parse::<u64>().map_err(|_| bad())?;
     let page = page.parse::<u64>().map_err(|_| bad())?;
-    let cookie = B64.decode(cookie).map_err(|_| bad())?;
-    Ok((id, page, cookie))
+    if key.len() != 16 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad());
+    }
+    let key = u64::from_str_radix(key, 16).map_err(|_| bad())?;
+    Ok((id, page, key))
 }
 
 #[async_trait]
@@ -558,31 +752,49 @@ impl Source for LdapDirectory {
         if !self.inner.cfg.orgs {
             return Ok(Page::last(Vec::new()));
         }
-        let (entries, id, next) = self.list_page(Kind::Orgs, page).await?;
-        let (mut cache, managers) = self.take_listing_caches(id).await;
-        let mut items = Vec::with_capacity(entries.len());
-        for e in &entries {
+        let served = self.list_page(Kind::Orgs, page).await?;
+        let (mut cache, managers) = Self::take_listing_caches(served.listing.as_ref()).await;
+        let mut items = Vec::with_capacity(served.entries.len());
+        for e in served.entries.iter() {
             if self.is_base(&e.dn) {
                 continue;
             }
             items.push(self.to_org(e, &mut cache).await?);
         }
-        self.restore_listing_caches(id, cache, managers).await;
-        Ok(Page { items, next })
+        Self::restore_listing_caches(served.listing.as_ref(), cache, managers).await;
+        Ok(Page {
+            items,
+            next: served.next,
+        })
     }
 
     async fn accounts(&self, page: PageRequest) -> Result<Page<Account>> {
-        let (entries, id, next) = self.list_page(Kind::Accounts, page).await?;
-        let (mut orgs, mut managers) = self.take_listing_caches(id).await;
-        let mut items = Vec::with_capacity(entries.len());
-        for e in &entries {
+        let served = self.list_page(Kind::Accounts, page).await?;
+        let (mut orgs, mut managers) = Self::take_listing_caches(served.listing.as_ref()).await;
+        let mut items = Vec::with_capacity(served.entries.len());
+        for e in served.entries.iter() {
             if self.is_base(&e.dn) {
                 continue;
             }
             items.push(self.to_account(e, &mut orgs, &mut managers).await?);
         }
-        self.restore_listing_caches(id, orgs, managers).await;
-        Ok(Page { items, next })
+        Self::restore_listing_caches(served.listing.as_ref(), orgs, managers).await;
+        Ok(Page {
+            items,
+            next: served.next,
+        })
+    }
+
+    async fn org(&self, anchor: &Anchor) -> Result<Option<Org>> {
+        crate::lookup::org(self, anchor).await
+    }
+
+    async fn account(&self, anchor: &Anchor) -> Result<Option<Account>> {
+        crate::lookup::account(self, anchor).await
+    }
+
+    async fn find_accounts(&self, field: &str, value: &str) -> Result<Vec<Account>> {
+        crate::lookup::find_accounts(self, field, value).await
     }
 
     async fn current_cursor(&self) -> Result<SyncCursor> {
@@ -609,12 +821,21 @@ mod tests {
 
     #[test]
     fn page_tokens_round_trip_and_reject_garbage() {
-        let tok = PageToken(format!("7.2.{}", B64.encode(b"\x00cookie\xff")));
-        assert_eq!(
-            parse_token(&tok).unwrap(),
-            (7, 2, b"\x00cookie\xff".to_vec())
-        );
-        for bad in ["", "7", "7.AA", "x.1.AA", "7.x.AA", "7.1.!!"] {
+        let tok = make_token(7, 2, 0x00ab_cdef_0123_4567);
+        assert_eq!(tok.0, "7.2.00abcdef01234567");
+        assert_eq!(parse_token(&tok).unwrap(), (7, 2, 0x00ab_cdef_0123_4567));
+        for bad in [
+            "",
+            "7",
+            "7.2",
+            "x.1.00abcdef01234567",
+            "7.x.00abcdef01234567",
+            "7.1.abc",
+            "7.1.00abcdef0123456z",
+            "7.1.+0abcdef01234567",
+            "7.18446744073709551615.00abcdef01234567x",
+            "7.1.00abcdef01234567.9",
+        ] {
             assert!(parse_token(&PageToken(bad.into())).is_err(), "{bad}");
         }
     }

@@ -7,7 +7,9 @@ mod common;
 use std::collections::BTreeMap;
 
 use idsync_core::source::{collect_accounts, collect_orgs};
-use idsync_core::{Account, Anchor, ErrorKind, Op, Org, PageRequest, Sink, Source, Status};
+use idsync_core::{
+    Account, Anchor, ErrorKind, Op, Org, PageRequest, PageToken, Sink, Source, Status,
+};
 use idsync_ldap::{Dn, LdapDirectory, Rdn};
 use serde_json::json;
 
@@ -863,4 +865,434 @@ async fn generic_dialect_polls_modify_timestamp() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unsupported);
+}
+
+/// Subtree searches among `searches`: a listing is one per page, a lookup exactly one.
+fn subtree(searches: &[common::proxy::Search]) -> usize {
+    searches.iter().filter(|s| s.is_subtree()).count()
+}
+
+/// `org`, `account` and `find_accounts` are direct searches: each issues exactly one subtree
+/// search (counted by a proxy in front of slapd; a listing at page size 2 would need many),
+/// plus base-scope reads resolving the parent org and manager. Filter values are escaped:
+/// `*`, parentheses, backslash and NUL match only themselves.
+#[tokio::test]
+async fn lookups_are_single_searches_with_escaped_values() {
+    let s = openldap();
+    let ns = namespace(s).await;
+    let mut ldap = admin(s).await;
+    let dept = format!("ou=Dept,{ns}");
+    let team = format!("ou=Team,{dept}");
+    for dn in [&dept, &team] {
+        add(&mut ldap, dn, &[("objectClass", &["organizationalUnit"])]).await;
+    }
+    let boss_dn = format!("uid=boss,{dept}");
+    add_owned(
+        &mut ldap,
+        &boss_dn,
+        person(
+            "boss",
+            &[("mail", &[" Boss@Example.com"]), ("title", &["Lead"])],
+        ),
+    )
+    .await;
+    // employeeNumber values that are filter syntax, and decoys an unescaped filter matches
+    let tricky: &[(&str, &str)] = &[
+        ("star", "a*b"),
+        ("starx", "aZZb"),
+        ("inject", "x)(uid=*"),
+        ("backslash", "back\\slash"),
+        ("backhex", "back5cslash"),
+        ("nul", "nul\0byte"),
+        ("nulx", "nul"),
+    ];
+    for (uid, num) in tricky {
+        let mut attrs = vec![
+            ("objectClass", vec!["inetOrgPerson".to_owned()]),
+            ("uid", vec![(*uid).to_owned()]),
+            ("cn", vec![(*uid).to_owned()]),
+            ("sn", vec![(*uid).to_owned()]),
+            ("employeeNumber", vec![(*num).to_owned()]),
+            ("title", vec!["Engineer".to_owned()]),
+        ];
+        if *uid == "star" {
+            attrs.push(("displayName", vec!["Ärger Ölmann".to_owned()]));
+        }
+        add_owned(&mut ldap, &format!("uid={uid},{team}"), attrs).await;
+    }
+    modify(
+        &mut ldap,
+        &format!("uid=star,{team}"),
+        "manager",
+        &[&boss_dn],
+    )
+    .await;
+
+    let proxy = common::proxy::Proxy::start(&s.url()).await;
+    let mut cfg = s.config(&ns);
+    cfg.url = proxy.url.clone();
+    cfg.page_size = 2;
+    cfg.account_attributes
+        .insert("manager".into(), "manager".into());
+    let dir = LdapDirectory::new(cfg).unwrap();
+
+    let listed = by_username(&collect_accounts(&dir).await.unwrap());
+    let orgs = by_name(&collect_orgs(&dir).await.unwrap());
+    assert_eq!(listed.len(), 8);
+    assert!(
+        subtree(&proxy.searches()) >= 6,
+        "page size 2: a listing takes one search per page"
+    );
+
+    // by anchor: the same account as the listing shows, in one search
+    let mark = proxy.searches().len();
+    let star = dir
+        .account(&listed["star"].anchor)
+        .await
+        .unwrap()
+        .expect("found by entryUUID");
+    let used = proxy.searches_since(mark);
+    assert_eq!(star, listed["star"]);
+    assert_eq!(star.manager.as_ref(), Some(&listed["boss"].anchor));
+    assert_eq!(star.orgs, vec![orgs["Team"].anchor.clone()]);
+    assert_eq!(subtree(&used), 1, "one search, no listing: {used:?}");
+    assert!(
+        used.iter().all(|s| s.is_subtree() || s.scope == 0),
+        "{used:?}"
+    );
+    assert!(
+        used.len() <= 3,
+        "the search, the parent OU, the manager: {used:?}"
+    );
+
+    let mark = proxy.searches().len();
+    let t = dir.org(&orgs["Team"].anchor).await.unwrap().unwrap();
+    assert_eq!(t, orgs["Team"]);
+    assert_eq!(t.parent.as_ref(), Some(&orgs["Dept"].anchor));
+    assert_eq!(subtree(&proxy.searches_since(mark)), 1);
+
+    // anchors of other kinds, of the base entry, unknown or malformed: not found
+    let base = read(&mut ldap, &ns, &["entryUUID"]).await.unwrap();
+    let base_anchor = Anchor::new(base.attrs["entryUUID"][0].clone());
+    assert_eq!(
+        dir.org(&base_anchor).await.unwrap(),
+        None,
+        "the base is no org"
+    );
+    assert_eq!(dir.org(&listed["star"].anchor).await.unwrap(), None);
+    assert_eq!(dir.account(&orgs["Team"].anchor).await.unwrap(), None);
+    for missing in ["00000000-0000-0000-0000-000000000000", "not-a-uuid", "*"] {
+        assert_eq!(
+            dir.account(&Anchor::new(missing)).await.unwrap(),
+            None,
+            "{missing}"
+        );
+    }
+    let upper = Anchor::new(listed["boss"].anchor.as_str().to_uppercase());
+    assert_eq!(
+        dir.account(&upper).await.unwrap().map(|a| a.username),
+        Some("boss".into())
+    );
+
+    // by field: escaped equality, then compared trimmed and case-folded
+    let find = |field: &'static str, value: &'static str| {
+        let dir = dir.clone();
+        let proxy = proxy.clone();
+        async move {
+            let mark = proxy.searches().len();
+            let mut names: Vec<String> = dir
+                .find_accounts(field, value)
+                .await
+                .unwrap_or_else(|e| panic!("find {field}={value:?}: {e}"))
+                .into_iter()
+                .map(|a| a.username)
+                .collect();
+            let used = proxy.searches_since(mark);
+            assert!(
+                subtree(&used) <= 1,
+                "find {field}={value:?}: one search at most: {used:?}"
+            );
+            names.sort();
+            names
+        }
+    };
+    assert_eq!(find("employee_id", "a*b").await, ["star"]);
+    assert_eq!(find("employee_id", "a*").await, Vec::<String>::new());
+    assert_eq!(find("employee_id", "x)(uid=*").await, ["inject"]);
+    assert_eq!(find("employee_id", "back\\slash").await, ["backslash"]);
+    assert_eq!(
+        find("employee_id", "back\\5cslash").await,
+        Vec::<String>::new()
+    );
+    assert_eq!(find("employee_id", "nul\0byte").await, ["nul"]);
+    assert_eq!(find("employee_id", " NUL ").await, ["nulx"]);
+    assert_eq!(find("email", "  boss@EXAMPLE.com ").await, ["boss"]);
+    assert_eq!(find("display_name", " ärger ÖLMANN ").await, ["star"]);
+    assert_eq!(find("username", "STAR").await, ["star"]);
+    assert_eq!(find("email", "   ").await, Vec::<String>::new());
+    assert_eq!(
+        find("title", "engineer").await,
+        [
+            "backhex",
+            "backslash",
+            "inject",
+            "nul",
+            "nulx",
+            "star",
+            "starx"
+        ],
+        "seven matches at page size 2 are still one search"
+    );
+    let by_anchor = dir
+        .find_accounts("anchor", listed["boss"].anchor.as_str())
+        .await
+        .unwrap();
+    assert_eq!(by_anchor, vec![listed["boss"].clone()]);
+    for field in ["orgs", "status", "manager", "attrs.nope"] {
+        let err = dir.find_accounts(field, "x").await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unsupported, "{field}: {err}");
+    }
+}
+
+/// One `accounts` call: its token, and the number of items or the error's kind and whether
+/// it was temporary.
+type Call = (Option<PageToken>, Result<usize, (ErrorKind, bool)>);
+
+/// Records every `accounts` call of the directory it wraps.
+#[derive(Debug)]
+struct Recorder {
+    inner: std::sync::Arc<dyn Source>,
+    calls: std::sync::Mutex<Vec<Call>>,
+}
+
+impl Recorder {
+    fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+#[async_trait::async_trait]
+impl Source for Recorder {
+    fn describe(&self) -> idsync_core::Descriptor {
+        self.inner.describe()
+    }
+    fn capabilities(&self) -> idsync_core::Capabilities {
+        self.inner.capabilities()
+    }
+    async fn check(&self) -> idsync_core::Result<()> {
+        self.inner.check().await
+    }
+    async fn orgs(&self, page: PageRequest) -> idsync_core::Result<idsync_core::Page<Org>> {
+        self.inner.orgs(page).await
+    }
+    async fn accounts(&self, page: PageRequest) -> idsync_core::Result<idsync_core::Page<Account>> {
+        let token = page.token.clone();
+        let res = self.inner.accounts(page).await;
+        let outcome = match &res {
+            Ok(p) => Ok(p.items.len()),
+            Err(e) => Err((e.kind(), e.is_temporary())),
+        };
+        self.calls.lock().unwrap().push((token, outcome));
+        res
+    }
+    async fn org(&self, anchor: &Anchor) -> idsync_core::Result<Option<Org>> {
+        self.inner.org(anchor).await
+    }
+    async fn account(&self, anchor: &Anchor) -> idsync_core::Result<Option<Account>> {
+        self.inner.account(anchor).await
+    }
+    async fn find_accounts(&self, field: &str, value: &str) -> idsync_core::Result<Vec<Account>> {
+        self.inner.find_accounts(field, value).await
+    }
+    async fn current_cursor(&self) -> idsync_core::Result<idsync_core::SyncCursor> {
+        self.inner.current_cursor().await
+    }
+    async fn changes(
+        &self,
+        since: &idsync_core::SyncCursor,
+    ) -> idsync_core::Result<idsync_core::ChangeSet> {
+        self.inner.changes(since).await
+    }
+}
+
+/// 23 accounts in two OUs below a fresh namespace; returns the namespace and the DN of each
+/// account by uid.
+async fn paging_fixture(s: &common::Server) -> (String, BTreeMap<String, String>) {
+    let ns = namespace(s).await;
+    let mut ldap = admin(s).await;
+    let mut dns = BTreeMap::new();
+    for ou in ["A", "B"] {
+        add(
+            &mut ldap,
+            &format!("ou={ou},{ns}"),
+            &[("objectClass", &["organizationalUnit"])],
+        )
+        .await;
+    }
+    for i in 0..23 {
+        let uid = format!("u{i:02}");
+        let dn = format!("uid={uid},ou={},{ns}", if i % 2 == 0 { "A" } else { "B" });
+        add_owned(&mut ldap, &dn, person(&uid, &[])).await;
+        dns.insert(uid, dn);
+    }
+    (ns, dns)
+}
+
+/// The connection of a listing dies while one page is being fetched. The retry layer asks
+/// for that page again with the same token; the listing re-issues its search, skips what it
+/// already served and goes on: every account exactly once.
+#[tokio::test]
+async fn a_failed_page_fetch_is_re_read_by_the_retry_layer() {
+    use idsync_core::layers::{Layer, RetryLayer};
+    let s = openldap();
+    let (ns, dns) = paging_fixture(s).await;
+    let proxy = common::proxy::Proxy::start(&s.url()).await;
+    let mut cfg = s.config(&ns);
+    cfg.url = proxy.url.clone();
+    cfg.page_size = 4;
+    let rec = std::sync::Arc::new(Recorder {
+        inner: std::sync::Arc::new(LdapDirectory::new(cfg).unwrap()),
+        calls: Default::default(),
+    });
+    let src = RetryLayer::new()
+        .with_backoff(
+            std::time::Duration::from_millis(1),
+            std::time::Duration::from_millis(2),
+        )
+        .layer_source(rec.clone());
+    // search 1 is page 0, 2 the read-ahead of page 1, 3 the read-ahead of page 2: cut
+    proxy.cut_at_subtree_search(3);
+    let got: Vec<String> = collect_accounts(&*src)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.username)
+        .collect();
+    let mut sorted = got.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), got.len(), "no duplicates: {got:?}");
+    assert_eq!(
+        sorted,
+        dns.keys().cloned().collect::<Vec<_>>(),
+        "nothing missing"
+    );
+
+    assert_eq!(proxy.searches().iter().filter(|s| s.cut).count(), 1);
+    let calls = rec.calls();
+    let failed: Vec<usize> = (0..calls.len()).filter(|i| calls[*i].1.is_err()).collect();
+    assert_eq!(failed.len(), 1, "one failed page fetch: {calls:?}");
+    let f = failed[0];
+    assert_eq!(calls[f].1, Err((ErrorKind::Unavailable, true)), "{calls:?}");
+    assert!(calls[f].0.is_some(), "a later page failed: {calls:?}");
+    assert_eq!(
+        calls[f + 1].0,
+        calls[f].0,
+        "the retry re-read the same page"
+    );
+    assert_eq!(calls[f + 1].1, Ok(4), "{calls:?}");
+    assert_eq!(calls.len(), 7, "6 pages and one retry: {calls:?}");
+}
+
+/// A page fetch that never gets an answer is cancelled by the timeout layer (the call's
+/// future is dropped mid-fetch); the retry layer asks for the page again and the listing,
+/// left without a connection, re-issues its search: every account exactly once.
+#[tokio::test]
+async fn a_timed_out_page_fetch_is_re_read() {
+    use idsync_core::layers::{Layer, RetryLayer, TimeoutLayer};
+    let s = openldap();
+    let (ns, dns) = paging_fixture(s).await;
+    let proxy = common::proxy::Proxy::start(&s.url()).await;
+    let mut cfg = s.config(&ns);
+    cfg.url = proxy.url.clone();
+    cfg.page_size = 4;
+    let dir: std::sync::Arc<dyn Source> = std::sync::Arc::new(LdapDirectory::new(cfg).unwrap());
+    let rec = std::sync::Arc::new(Recorder {
+        inner: TimeoutLayer::new(std::time::Duration::from_secs(2)).layer_source(dir),
+        calls: Default::default(),
+    });
+    let src = RetryLayer::new()
+        .with_backoff(
+            std::time::Duration::from_millis(1),
+            std::time::Duration::from_millis(2),
+        )
+        .layer_source(rec.clone());
+    // search 4 is the read-ahead of page 3: it is never answered
+    proxy.stall_at_subtree_search(4);
+    let mut got: Vec<String> = collect_accounts(&*src)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.username)
+        .collect();
+    got.sort();
+    assert_eq!(got, dns.keys().cloned().collect::<Vec<_>>(), "each once");
+    assert_eq!(proxy.searches().iter().filter(|s| s.stalled).count(), 1);
+    let calls = rec.calls();
+    let failed: Vec<usize> = (0..calls.len()).filter(|i| calls[*i].1.is_err()).collect();
+    assert_eq!(failed.len(), 1, "one timed-out page fetch: {calls:?}");
+    let f = failed[0];
+    assert_eq!(calls[f].1, Err((ErrorKind::Unavailable, true)), "{calls:?}");
+    assert_eq!(
+        calls[f + 1].0,
+        calls[f].0,
+        "the retry re-read the same page"
+    );
+    assert_eq!(calls[f + 1].1, Ok(4), "{calls:?}");
+    assert_eq!(calls.len(), 7, "6 pages and one retry: {calls:?}");
+}
+
+/// A page token can be replayed: the same items and the same next token, and the listing
+/// goes on after it. A re-read after the directory changed under an interrupted listing
+/// fails (permanently) instead of skipping the wrong entries.
+#[tokio::test]
+async fn pages_replay_and_a_changed_directory_is_not_resumed() {
+    let s = openldap();
+    let (ns, dns) = paging_fixture(s).await;
+    let proxy = common::proxy::Proxy::start(&s.url()).await;
+    let mut cfg = s.config(&ns);
+    cfg.url = proxy.url.clone();
+    let dir = LdapDirectory::new(cfg).unwrap();
+
+    let p0 = dir.accounts(PageRequest::sized(5)).await.unwrap();
+    let mut req = PageRequest::sized(5);
+    req.token = p0.next.clone();
+    let p1 = dir.accounts(req.clone()).await.unwrap();
+    let again = dir.accounts(req.clone()).await.unwrap();
+    assert_eq!(p1, again, "a replayed token gives the same page");
+    assert_ne!(p1.next, req.token);
+    let mut names: Vec<String> = p0
+        .items
+        .iter()
+        .chain(&p1.items)
+        .map(|a| a.username.clone())
+        .collect();
+    req.token = p1.next.clone();
+    while req.token.is_some() {
+        let p = dir.accounts(req.clone()).await.unwrap();
+        names.extend(p.items.into_iter().map(|a| a.username));
+        req.token = p.next;
+    }
+    names.sort();
+    assert_eq!(names, dns.keys().cloned().collect::<Vec<_>>());
+
+    // interrupted at page 2; meanwhile an account served on page 0 is deleted
+    proxy.cut_at_subtree_search(3);
+    let p0 = dir.accounts(PageRequest::sized(5)).await.unwrap();
+    let mut req = PageRequest::sized(5);
+    req.token = p0.next.clone();
+    let p1 = dir.accounts(req.clone()).await.unwrap();
+    req.token = p1.next.clone();
+    let err = dir.accounts(req.clone()).await.unwrap_err();
+    assert!(err.is_temporary(), "the cut connection: {err}");
+    let mut ldap = admin(s).await;
+    ldap.delete(&dns[&p0.items[0].username])
+        .await
+        .unwrap()
+        .success()
+        .unwrap();
+    let err = dir.accounts(req.clone()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Incomplete, "{err}");
+    assert!(!err.is_temporary(), "{err}");
+    assert!(err.to_string().contains("changed"), "{err}");
 }

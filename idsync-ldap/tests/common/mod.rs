@@ -18,6 +18,8 @@ use std::sync::OnceLock;
 use idsync_ldap::{Dialect, LdapConfig, LdapDirectory};
 use ldap3::{LdapConnAsync, LdapConnSettings, Mod, Scope, SearchEntry};
 
+pub mod proxy;
+
 /// Connection facts of a running server.
 #[derive(Debug, Clone)]
 pub struct Server {
