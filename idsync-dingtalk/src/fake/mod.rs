@@ -43,11 +43,11 @@ use axum::http::{Method, Uri};
 use axum::response::{IntoResponse, Response};
 use idsync_core::Result;
 use idsync_http::Limit;
-use idsync_http::fake::{FailQueue, FakeServer, RateWindows, RawReply, Reply, Tally, TokenIssuer};
+use idsync_http::fake::{FailQueue, FakeServer, RateWindows, Reply, Tally, TokenIssuer};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
-pub use idsync_http::fake::{FakeStats, PathStats};
+pub use idsync_http::fake::{FakeStats, PathStats, RawReply};
 pub use state::{FakeDept, FakeUser};
 
 use crate::config::DingTalkConfig;
