@@ -86,6 +86,60 @@ pub struct DingTalkConfig {
     /// Event callback settings; absent when events are not used.
     #[serde(default)]
     pub callback: Option<CallbackConfig>,
+    /// Stream mode settings (events over a WebSocket the client opens); absent when
+    /// Stream mode is not used.
+    #[serde(default)]
+    pub stream: Option<StreamConfig>,
+}
+
+/// Base URL of the new API, where Stream connections are opened.
+pub const STREAM_BASE_URL: &str = "https://api.dingtalk.com";
+
+/// Stream mode (WebSocket) settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamConfig {
+    /// New-API base URL (`POST /v1.0/gateway/connections/open`).
+    #[serde(default = "default_stream_base")]
+    pub base_url: String,
+    /// Accept `http://` / `ws://` to a host that is not loopback. Off by default.
+    #[serde(default)]
+    pub allow_plaintext: bool,
+    /// Seconds between keep-alive pings; a connection silent for three of them is
+    /// replaced.
+    #[serde(default = "default_keepalive")]
+    pub keepalive_secs: u64,
+    /// First reconnect delay, in milliseconds (doubled up to `reconnect_max_secs`).
+    #[serde(default = "default_reconnect_min")]
+    pub reconnect_min_ms: u64,
+    /// Longest reconnect delay, in seconds.
+    #[serde(default = "default_reconnect_max")]
+    pub reconnect_max_secs: u64,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        StreamConfig {
+            base_url: default_stream_base(),
+            allow_plaintext: false,
+            keepalive_secs: default_keepalive(),
+            reconnect_min_ms: default_reconnect_min(),
+            reconnect_max_secs: default_reconnect_max(),
+        }
+    }
+}
+
+fn default_stream_base() -> String {
+    STREAM_BASE_URL.to_owned()
+}
+fn default_keepalive() -> u64 {
+    30
+}
+fn default_reconnect_min() -> u64 {
+    500
+}
+fn default_reconnect_max() -> u64 {
+    60
 }
 
 /// HTTP event subscription (事件订阅) settings.
@@ -160,6 +214,7 @@ impl std::fmt::Debug for DingTalkConfig {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("token_refresh_margin_secs", &self.token_refresh_margin_secs)
             .field("callback", &self.callback)
+            .field("stream", &self.stream)
             .finish()
     }
 }
@@ -209,6 +264,7 @@ impl DingTalkConfig {
             max_body_bytes: default_max_body(),
             token_refresh_margin_secs: default_margin(),
             callback: None,
+            stream: None,
         }
     }
 

@@ -31,6 +31,7 @@
 //! ```
 
 mod state;
+mod stream;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -49,8 +50,9 @@ use serde_json::{Value, json};
 
 pub use idsync_http::fake::{FakeStats, PathStats, RawReply};
 pub use state::{FakeDept, FakeUser};
+pub use stream::StreamAck;
 
-use crate::config::DingTalkConfig;
+use crate::config::{DingTalkConfig, StreamConfig};
 use crate::crypto::CallbackCrypto;
 use state::Directory;
 
@@ -125,6 +127,7 @@ struct Inner {
     stats: FakeStats,
     request_seq: u64,
     callback: Option<(String, Arc<CallbackCrypto>)>,
+    stream: stream::StreamHub,
 }
 
 type Shared = Arc<Mutex<Inner>>;
@@ -133,6 +136,13 @@ type Shared = Arc<Mutex<Inner>>;
 pub struct FakeDingTalk {
     server: FakeServer,
     inner: Shared,
+    stream_task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeDingTalk {
+    fn drop(&mut self) {
+        self.stream_task.abort();
+    }
 }
 
 impl std::fmt::Debug for FakeDingTalk {
@@ -162,10 +172,27 @@ impl FakeDingTalk {
             stats: FakeStats::default(),
             request_seq: 0,
             callback: None,
+            stream: stream::StreamHub::default(),
         }));
         let app = Router::new().fallback(handle).with_state(inner.clone());
         let server = FakeServer::start("DingTalk", app).await?;
-        Ok(FakeDingTalk { server, inner })
+        // the Stream gateway's WebSocket side
+        let ws = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| {
+                idsync_core::Error::new(
+                    idsync_core::ErrorKind::Unavailable,
+                    "fake DingTalk: cannot listen for Stream connections",
+                )
+                .with_source(e)
+            })?;
+        lock(&inner).stream.addr = ws.local_addr().ok();
+        let stream_task = tokio::spawn(stream::serve(ws, inner.clone()));
+        Ok(FakeDingTalk {
+            server,
+            inner,
+            stream_task,
+        })
     }
 
     /// `http://127.0.0.1:<port>`.
@@ -187,6 +214,69 @@ impl FakeDingTalk {
     /// with `crypto` (whose owner key is usually the AppKey).
     pub fn register_callback(&self, url: impl Into<String>, crypto: CallbackCrypto) {
         lock(&self.inner).callback = Some((url.into(), Arc::new(crypto)));
+    }
+
+    /// Stream mode settings pointing at this fake (quick reconnects, 1 s keep-alive).
+    pub fn stream_config(&self) -> StreamConfig {
+        StreamConfig {
+            base_url: self.base_url(),
+            keepalive_secs: 1,
+            reconnect_min_ms: 50,
+            reconnect_max_secs: 1,
+            ..StreamConfig::default()
+        }
+    }
+
+    /// Sends an `EVENT` frame (`data` holds the ids, e.g. `{"userId": ["u1"]}`) to every
+    /// connected Stream client; returns its `eventId`.
+    pub fn stream_event(&self, event_type: &str, data: &Value) -> String {
+        let mut r = [0u8; 8];
+        rand::Rng::fill(&mut rand::rng(), &mut r);
+        let event_id: String = r.iter().map(|b| format!("{b:02x}")).collect();
+        self.stream_event_with_id(&event_id, event_type, data);
+        event_id
+    }
+
+    /// [`stream_event`](FakeDingTalk::stream_event) with a given `eventId` (a redelivery);
+    /// returns the frame's `messageId`.
+    pub fn stream_event_with_id(&self, event_id: &str, event_type: &str, data: &Value) -> String {
+        let mut g = lock(&self.inner);
+        let mid = g.stream.message_id();
+        let frame = stream::event_frame(&mid, event_id, event_type, &g.cfg.app_key, data);
+        g.stream.broadcast(&frame);
+        mid
+    }
+
+    /// Sends a `SYSTEM` `ping` frame carrying `data`; returns its `messageId`.
+    pub fn stream_ping(&self, data: &Value) -> String {
+        let mut g = lock(&self.inner);
+        let mid = g.stream.message_id();
+        g.stream
+            .broadcast(&stream::system_frame(&mid, "ping", data));
+        mid
+    }
+
+    /// Sends a `SYSTEM` `disconnect` frame: clients should reconnect.
+    pub fn stream_disconnect(&self) {
+        let mut g = lock(&self.inner);
+        let mid = g.stream.message_id();
+        g.stream
+            .broadcast(&stream::system_frame(&mid, "disconnect", &json!({})));
+    }
+
+    /// The acks Stream clients sent so far.
+    pub fn stream_acks(&self) -> Vec<StreamAck> {
+        lock(&self.inner).stream.acks.clone()
+    }
+
+    /// Stream connections accepted so far.
+    pub fn stream_connections(&self) -> u64 {
+        lock(&self.inner).stream.connections
+    }
+
+    /// Stream clients connected now.
+    pub fn stream_clients(&self) -> usize {
+        lock(&self.inner).stream.clients()
     }
 
     /// Changes the QPS limit while running.
@@ -538,6 +628,9 @@ fn process(
         };
         return Outcome::Err(Tally::Throttled, body);
     }
+    if path == crate::stream::OPEN_PATH {
+        return stream_open(g, method, body, rid);
+    }
     if path == "/gettoken" {
         if method != Method::GET {
             return Outcome::Err(Tally::Api, api_err(rid, 22, None, "method not allowed"));
@@ -587,6 +680,32 @@ fn process(
         }
         Err((code, sub, msg)) => Outcome::Err(Tally::Api, api_err(rid, code, sub.as_deref(), &msg)),
     }
+}
+
+/// `POST /v1.0/gateway/connections/open`: the new API's shapes (HTTP 400 with `code`).
+fn stream_open(g: &mut Inner, method: &Method, body: &[u8], rid: &str) -> Outcome {
+    let bad = |code: &str, msg: &str| {
+        Outcome::Err(
+            Tally::Api,
+            Reply::JsonStatus(400, json!({"code": code, "message": msg, "requestid": rid})),
+        )
+    };
+    if method != Method::POST {
+        return bad("MethodNotAllowed", "POST only");
+    }
+    let Ok(req) = serde_json::from_slice::<Value>(body) else {
+        return bad("InvalidParameter", "body is not JSON");
+    };
+    let ok = req.get("clientId").and_then(Value::as_str) == Some(g.cfg.app_key.as_str())
+        && req.get("clientSecret").and_then(Value::as_str) == Some(g.cfg.app_secret.as_str());
+    if !ok {
+        return bad("invalidClientIdOrSecret", "无效的clientId或者clientSecret");
+    }
+    let Some(addr) = g.stream.addr else {
+        return bad("ServiceUnavailable", "no Stream gateway");
+    };
+    let ticket = g.stream.ticket();
+    Outcome::Ok(json!({"endpoint": format!("ws://{addr}/connect"), "ticket": ticket}))
 }
 
 fn gettoken(g: &mut Inner, query: &HashMap<String, String>, now: Instant, rid: &str) -> Outcome {
