@@ -70,6 +70,8 @@ impl StreamHub {
 pub(crate) async fn serve(listener: TcpListener, inner: Shared) {
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
+            // e.g. out of file descriptors: do not spin
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             continue;
         };
         let inner = inner.clone();
