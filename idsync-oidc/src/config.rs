@@ -294,3 +294,82 @@ fn check_url(s: &str) -> Result<(), String> {
         other => Err(format!("{s:?}: scheme {other} is not https")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> ProviderConfig {
+        let mut c = ProviderConfig::new(
+            "https://login.example.com",
+            "idsync",
+            "https://idsync.example.com/oidc/x/callback",
+        );
+        c.client_secret_env = Some("X_SECRET".into());
+        c
+    }
+
+    fn err_of(c: &ProviderConfig) -> String {
+        c.validate("x").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let e = toml::from_str::<ProviderConfig>(
+            "issuer = \"https://a\"\nclient_id = \"c\"\nredirect_uri = \"https://b\"\nclient_secret = \"inline\"\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("client_secret"), "{e}");
+    }
+
+    #[test]
+    fn the_secret_is_a_reference_exactly_once() {
+        let mut c = base();
+        c.client_secret_file = Some("/run/secret".into());
+        assert!(err_of(&c).contains("not both"));
+        c.client_secret_env = None;
+        c.client_secret_file = None;
+        assert!(err_of(&c).contains("client_secret_env or client_secret_file is required"));
+        let mut c = base();
+        c.client_secret_env = Some("IDSYNC_OIDC_TEST_SURELY_UNSET".into());
+        let e = c.client_secret("x").unwrap_err().to_string();
+        assert!(
+            e.contains("IDSYNC_OIDC_TEST_SURELY_UNSET is not set"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn plain_http_only_on_loopback() {
+        let mut c = base();
+        c.issuer = "http://login.example.com".into();
+        assert!(err_of(&c).contains("[oidc.x] issuer"), "{}", err_of(&c));
+        c.issuer = "http://127.0.0.1:9090".into();
+        assert!(c.validate("x").is_ok());
+        c.redirect_uri = "ftp://x".into();
+        assert!(err_of(&c).contains("redirect_uri"));
+    }
+
+    #[test]
+    fn claims_cannot_change_status_and_username_is_required() {
+        let mut c = base();
+        c.claims.insert("status".into(), "active".into());
+        assert!(err_of(&c).contains("\"status\""), "{}", err_of(&c));
+        let mut c = base();
+        c.claims.remove("username");
+        assert!(err_of(&c).contains("username must be mapped"));
+        let mut c = base();
+        c.link_on = vec!["employee_id".into()];
+        assert!(err_of(&c).contains("[oidc.x] link_on"));
+    }
+
+    #[test]
+    fn an_unverified_mapping_leaves_email_out() {
+        let c = base();
+        let owned = |m: Mapping| m.accounts.owned_fields::<idsync_core::Account>();
+        assert!(owned(c.mapping(true)).contains(&"email".to_owned()));
+        let unverified = owned(c.mapping(false));
+        assert!(!unverified.contains(&"email".to_owned()));
+        assert!(unverified.contains(&"username".to_owned()));
+    }
+}

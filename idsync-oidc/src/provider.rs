@@ -88,7 +88,8 @@ pub struct AuthStart {
     pub pkce_verifier: SecretString,
 }
 
-/// How long fetched signing keys are trusted before an unknown key makes us fetch again.
+/// After a refresh of the signing keys, an unknown key makes us fetch them again only this
+/// much later (a flood of forged tokens cannot make us hammer the JWKS endpoint).
 const JWKS_REFRESH_MIN: Duration = Duration::from_secs(10);
 
 /// A discovered provider.
@@ -98,7 +99,8 @@ pub struct OidcProvider {
     cfg: ProviderConfig,
     secret: SecretString,
     metadata: CoreProviderMetadata,
-    jwks: RwLock<(CoreJsonWebKeySet, Instant)>,
+    /// The keys, and when they were last fetched again after discovery.
+    jwks: RwLock<(CoreJsonWebKeySet, Option<Instant>)>,
     http: reqwest::Client,
 }
 
@@ -157,7 +159,7 @@ impl OidcProvider {
             cfg: cfg.clone(),
             secret,
             metadata,
-            jwks: RwLock::new((jwks, Instant::now())),
+            jwks: RwLock::new((jwks, None)),
             http,
         })
     }
@@ -246,7 +248,7 @@ impl OidcProvider {
     /// Fetch the JWKS again (key rotation), at most every few seconds.
     async fn refresh_jwks(&self) -> Result<bool, LoginError> {
         let fresh = match self.jwks.read() {
-            Ok(g) => g.1.elapsed() < JWKS_REFRESH_MIN,
+            Ok(g) => g.1.is_some_and(|t| t.elapsed() < JWKS_REFRESH_MIN),
             Err(_) => false,
         };
         if fresh {
@@ -264,7 +266,7 @@ impl OidcProvider {
                 .with_provider(&self.name)
             })?;
         if let Ok(mut g) = self.jwks.write() {
-            *g = (jwks, Instant::now());
+            *g = (jwks, Some(Instant::now()));
         }
         Ok(true)
     }

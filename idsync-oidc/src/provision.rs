@@ -325,7 +325,9 @@ impl Provisioner {
                     LoginErrorKind::AccountDisabled,
                     format!("hub account {t} is disabled"),
                 );
-                return self.refuse(&job.name, &[t.clone()], err, facts).await;
+                return self
+                    .refuse(&job.name, std::slice::from_ref(t), err, facts)
+                    .await;
             }
         } else if !verified && let Some(email) = &email {
             // Not a correlation key (the job has none), but an existing account with this
@@ -393,7 +395,7 @@ impl Provisioner {
                     format!("hub account {} is disabled", l.target),
                 );
                 return self
-                    .refuse(&job.name, &[l.target.clone()], err, facts)
+                    .refuse(&job.name, std::slice::from_ref(&l.target), err, facts)
                     .await;
             }
             target = Some(l.target.clone());

@@ -595,3 +595,30 @@ async fn an_unknown_provider_is_a_404() {
     assert_eq!(a.status, 404);
     assert_eq!(kind_of(&a.body), "unknown_provider");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_signing_key_is_fetched_again() {
+    let (op, dir) = common::start_own("rotate", 600);
+    let app = App::start(vec![("rot", &op, op.config())], Arc::new(JsonHandler)).await;
+    let old_jwks: serde_json::Value = reqwest::get(format!("{}/jwks", op.issuer()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    // the provider comes back with a new key (its keys live in DATADIR/keys.json)
+    common::stop_own(&dir);
+    std::fs::remove_file(dir.join("keys.json")).unwrap();
+    common::restart_own(&op, &dir);
+    let new_jwks: serde_json::Value = reqwest::get(format!("{}/jwks", op.issuer()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_ne!(old_jwks["keys"][0]["kid"], new_jwks["keys"][0]["kid"]);
+    let mut b = Browser::new();
+    let login = login_of(&b.login(&app, "rot", &op, "alice").await);
+    assert_eq!(login.account.username, "alice");
+    common::stop_own(&dir);
+}

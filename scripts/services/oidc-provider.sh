@@ -59,9 +59,29 @@ OIDC_PID_FILE=${PIDFILE}
 EOT
 }
 
+sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+install_node() {
+  # Debian's nodejs and npm; the package lists are updated only when missing or stale
+  local out; out="$(mktemp)"
+  if ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1 &&
+     sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm >"$out" 2>&1; then
+    rm -f "$out"; return 0
+  fi
+  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get update -q >"$out" 2>&1 \
+    || { cat "$out" >&2; rm -f "$out"; fail "apt-get update failed"; }
+  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm >"$out" 2>&1 \
+    || { cat "$out" >&2; rm -f "$out"; fail "apt-get install nodejs npm failed"; }
+  rm -f "$out"
+}
+
 ensure_installed() {
-  command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 \
-    || fail "node and npm are needed (Node.js 20 or later; apt-get install nodejs npm)"
+  if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    command -v apt-get >/dev/null 2>&1 || fail "node and npm are needed (Node.js 20 or later)"
+    install_node
+  fi
+  node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)' \
+    || fail "Node.js $(node --version) is too old: oidc-provider 9 needs 20 or later"
   mkdir -p "$NODE_DIR"
   # one installer at a time per node dir (test binaries may start in parallel)
   exec 8>"${NODE_DIR}/.install.lock"

@@ -8,7 +8,8 @@
     missing_docs,
     clippy::unwrap_used,
     clippy::expect_used,
-    clippy::panic
+    clippy::panic,
+    clippy::needless_pass_by_value
 )]
 
 use std::collections::HashMap;
@@ -134,6 +135,24 @@ pub fn start_own(tag: &str, code_ttl: u32) -> (Op, PathBuf) {
         ],
     );
     (Op { vars }, dir)
+}
+
+/// Start a stopped provider of our own again, on its port.
+pub fn restart_own(op: &Op, dir: &PathBuf) {
+    let port = op.issuer().rsplit(':').next().unwrap().to_owned();
+    run_script(
+        "start",
+        dir,
+        &[
+            ("OIDC_PORT", port),
+            ("OIDC_CODE_TTL", op.var("OIDC_CODE_TTL")),
+            (
+                "OIDC_NODE_DIR",
+                tmp().join("oidc-node").display().to_string(),
+            ),
+            ("OIDC_OWNER_PID", std::process::id().to_string()),
+        ],
+    );
 }
 
 pub fn stop_own(dir: &PathBuf) {
