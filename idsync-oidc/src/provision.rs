@@ -463,3 +463,50 @@ impl Provisioner {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(v: Value) -> Claims {
+        match v {
+            Value::Object(m) => m,
+            _ => Claims::new(),
+        }
+    }
+
+    #[test]
+    fn email_verified_takes_true_and_the_string_true_only() {
+        assert!(email_verified(&claims(json!({"email_verified": true}))));
+        assert!(email_verified(&claims(json!({"email_verified": "true"}))));
+        assert!(email_verified(&claims(json!({"email_verified": "TRUE"}))));
+        assert!(!email_verified(&claims(json!({"email_verified": "false"}))));
+        assert!(!email_verified(&claims(json!({"email_verified": 1}))));
+        assert!(!email_verified(&claims(json!({}))));
+    }
+
+    #[test]
+    fn anchors_from_iss_sub_or_tid_oid() {
+        let c = claims(
+            json!({"iss": "https://login.microsoftonline.com/t1/v2.0", "sub": "per-app",
+                              "tid": "t1", "oid": "o1"}),
+        );
+        assert_eq!(
+            subject_anchor(AnchorClaims::IssSub, &c)
+                .map(|a| a.into_string())
+                .ok(),
+            Some("https://login.microsoftonline.com/t1/v2.0|per-app".to_owned())
+        );
+        assert_eq!(
+            subject_anchor(AnchorClaims::TidOid, &c)
+                .map(|a| a.into_string())
+                .ok(),
+            Some("entra:t1:o1".to_owned())
+        );
+        let e = subject_anchor(
+            AnchorClaims::TidOid,
+            &claims(json!({"iss": "x", "sub": "y"})),
+        );
+        assert!(e.is_err_and(|e| e.message().contains("tid")));
+    }
+}

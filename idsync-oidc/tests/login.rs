@@ -622,3 +622,71 @@ async fn a_rotated_signing_key_is_fetched_again() {
     assert_eq!(login.account.username, "alice");
     common::stop_own(&dir);
 }
+
+/// Sign an ID token with the provider's own key (from its data dir), through node.
+fn sign_with_provider_key(dir: &std::path::Path, payload: &serde_json::Value) -> String {
+    let js = r#"
+const fs = require('fs'), c = require('crypto');
+const k = JSON.parse(fs.readFileSync(process.argv[1], 'utf8')).jwks.keys[0];
+const key = c.createPrivateKey({ key: k, format: 'jwk' });
+const b = (x) => Buffer.from(JSON.stringify(x)).toString('base64url');
+const input = b({ alg: 'RS256', typ: 'JWT', kid: k.kid }) + '.' + b(JSON.parse(process.argv[2]));
+process.stdout.write(input + '.' + c.sign('sha256', Buffer.from(input), key).toString('base64url'));
+"#;
+    let out = std::process::Command::new("node")
+        .arg("-e")
+        .arg(js)
+        .arg(dir.join("keys.json"))
+        .arg(payload.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iss_aud_exp_and_at_hash_are_checked_on_validly_signed_tokens() {
+    use sha2::Digest as _;
+    let (op, dir) = common::start_own("sign", 600);
+    let p = OidcProvider::discover_with_secret("sign", &op.config(), op.secret())
+        .await
+        .unwrap();
+    let now = chrono::Utc::now().timestamp();
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let hash = sha2::Sha256::digest(b"access-A");
+    let at_hash = b64.encode(&hash[..16]);
+    let claims = json!({"iss": op.issuer(), "aud": op.var("OIDC_CLIENT_ID"), "sub": "s1",
+                        "iat": now, "exp": now + 300, "nonce": "n", "at_hash": at_hash});
+    let good = sign_with_provider_key(&dir, &claims);
+    let ok = p
+        .verify_id_token(&good, "n", Some("access-A"))
+        .await
+        .unwrap();
+    assert_eq!(ok["sub"], "s1");
+    let e = p
+        .verify_id_token(&good, "n", Some("access-B"))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("at_hash"), "{e}");
+
+    let with = |k: &str, v: serde_json::Value| {
+        let mut c = claims.clone();
+        c[k] = v;
+        sign_with_provider_key(&dir, &c)
+    };
+    let cases = [
+        ("exp", json!(now - 3600), "expired"),
+        ("aud", json!("another-client"), "audience"),
+        ("iss", json!("http://127.0.0.1:1"), "issuer"),
+    ];
+    for (k, v, want) in cases {
+        let e = p.verify_id_token(&with(k, v), "n", None).await.unwrap_err();
+        assert_eq!(e.kind(), LoginErrorKind::InvalidIdToken, "{e}");
+        assert!(e.to_string().to_lowercase().contains(want), "{k}: {e}");
+    }
+    common::stop_own(&dir);
+}
