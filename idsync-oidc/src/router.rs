@@ -76,8 +76,7 @@ struct CallbackQuery {
 }
 
 impl OidcService {
-    /// A service provisioning into `hub` (the hub of `engine`'s store), answering logins
-    /// through `handler`.
+    /// A service without providers yet, answering logins through `handler`.
     pub fn new(handler: Arc<dyn LoginHandler>) -> Self {
         OidcService {
             entries: BTreeMap::new(),
