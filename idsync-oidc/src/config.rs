@@ -69,6 +69,7 @@ pub struct ProviderConfig {
     pub trust_email: bool,
     /// Target fields by which a login with a verified email links to an existing hub
     /// account that this provider never linked (default `["email"]`; empty: never link).
+    /// `username`, `display_name` and `phone` are refused: people can often choose them.
     #[serde(default = "default_link_on")]
     pub link_on: Vec<String>,
     /// What a login without a verified email does when its email belongs to an existing
@@ -228,6 +229,13 @@ impl ProviderConfig {
             )));
         }
         for f in &self.link_on {
+            if ["username", "display_name", "phone"].contains(&f.as_str()) {
+                return Err(LoginError::config(format!(
+                    "{}: {f:?} cannot link a login to an existing account (people can often \
+                     choose it at the provider; a verified email does not vouch for it)",
+                    at("link_on")
+                )));
+            }
             if !self.claims.contains_key(f) {
                 return Err(LoginError::config(format!(
                     "{}: {f:?} is not a mapped target field",
@@ -361,6 +369,8 @@ mod tests {
         let mut c = base();
         c.link_on = vec!["employee_id".into()];
         assert!(err_of(&c).contains("[oidc.x] link_on"));
+        c.link_on = vec!["username".into()];
+        assert!(err_of(&c).contains("cannot link"), "{}", err_of(&c));
     }
 
     #[test]
