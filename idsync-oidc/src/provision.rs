@@ -214,13 +214,12 @@ impl Provisioner {
 
     /// The hub account this provider's job linked to `source`, if any.
     async fn linked(&self, job: &str, source: &Anchor) -> Result<Option<Anchor>, LoginError> {
-        // The store has no lookup of one link; the engine's own planning reads them all
-        // the same way.
-        let links = self.engine.links(job, EntityKind::Account).await?;
-        Ok(links
-            .into_iter()
-            .find(|l| &l.source == source)
-            .map(|l| l.target))
+        let links = self
+            .engine
+            .store()
+            .links_of(job, EntityKind::Account, std::slice::from_ref(source))
+            .await?;
+        Ok(links.into_iter().next().map(|l| l.target))
     }
 
     async fn audit(
@@ -236,7 +235,7 @@ impl Provisioner {
             job: job.to_owned(),
             kind: EntityKind::Account,
             anchor: anchor.clone(),
-            op: op.to_owned(),
+            op: idsync_core::AuditAction::Event(op.to_owned()),
             before: None,
             after: Some(after),
             at: chrono::Utc::now(),

@@ -40,7 +40,7 @@ async fn audit_ops(app: &App, anchor: &str) -> Vec<(String, serde_json::Value)> 
         .await
         .unwrap()
         .into_iter()
-        .map(|e| (e.op, e.after.unwrap_or_default()))
+        .map(|e| (e.op.to_string(), e.after.unwrap_or_default()))
         .collect()
 }
 
