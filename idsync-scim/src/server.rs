@@ -95,6 +95,18 @@ impl ServerConfig {
         }
     }
 
+    /// Set the request body cap.
+    pub fn with_body_cap(mut self, bytes: usize) -> Self {
+        self.max_body_bytes = bytes;
+        self
+    }
+
+    /// Set what DELETE of a User does.
+    pub fn with_delete(mut self, policy: DeletePolicy) -> Self {
+        self.delete = policy;
+        self
+    }
+
     /// Allow a client with this bearer token (only its hash is kept).
     pub fn with_client(mut self, name: impl Into<String>, token: &str) -> Self {
         self.clients.push(ClientConfig {
