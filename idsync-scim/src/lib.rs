@@ -40,6 +40,7 @@
 #![forbid(unsafe_code)]
 #![warn(unreachable_pub, missing_debug_implementations)]
 
+pub mod client;
 pub mod error;
 pub mod filter;
 pub mod patch;
@@ -48,6 +49,7 @@ pub mod schema;
 pub mod server;
 pub mod target;
 
+pub use client::{AuthConfig, BreakerConfig, MatchBy, ScimClient, SecretRef, TargetConfig};
 pub use error::{ScimError, ScimResult};
 pub use server::{ClientConfig, DeletePolicy, ScimServer, ServerConfig, hash_token};
 pub use target::HubTarget;

@@ -147,3 +147,55 @@ pub fn scim2() -> &'static HashMap<String, String> {
             .collect()
     })
 }
+
+/// A scim2-server of its own (fresh, empty), sharing the installed venv.
+pub struct Peer {
+    pub url: String,
+    pub token: String,
+    dir: PathBuf,
+}
+
+impl Peer {
+    pub fn start() -> Peer {
+        let venv = scim2()["SCIM2_VENV"].clone();
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+            "scim2-peer-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        let out = Command::new("bash")
+            .arg(script())
+            .arg("start")
+            .arg(&dir)
+            .env("SCIM2_VENV", venv)
+            .env("SCIM2_PORT", free_port().to_string())
+            .env("SCIM2_TOKEN", "peer-token")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "scim2.sh start failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let facts: HashMap<String, String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        Peer {
+            url: facts["SCIM2_URL"].clone(),
+            token: facts["SCIM2_TOKEN"].clone(),
+            dir,
+        }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(script())
+            .arg("purge")
+            .arg(&self.dir)
+            .output();
+    }
+}
