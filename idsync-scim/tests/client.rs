@@ -137,7 +137,9 @@ async fn conformance_suite_as_a_sink() {
     let h = ScimHarness {
         live: Mutex::new(Vec::new()),
     };
-    run_all(&h).await.assert_passed();
+    let report = run_all(&h).await;
+    println!("{report}");
+    report.assert_passed();
 }
 
 fn hub_data() -> (Vec<Org>, Vec<Account>) {

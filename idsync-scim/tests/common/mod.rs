@@ -106,8 +106,9 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Facts of the scim2 service (scim2-server running, scim2-cli installed): from the
-/// environment when scripts/test.sh started it, else started here for this test binary.
+/// Facts of the scim2 service (scim2-cli and scim2-server installed in a venv): from the
+/// environment when scripts/test.sh started it, else installed here by the project's script
+/// (its `start`, then `stop`), failing loudly when that does not work.
 pub fn scim2() -> &'static HashMap<String, String> {
     static S: OnceLock<HashMap<String, String>> = OnceLock::new();
     S.get_or_init(|| {
@@ -140,6 +141,13 @@ pub fn scim2() -> &'static HashMap<String, String> {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
+        // The tests need the installed venv (scim2-cli, scim2-server); each starts servers
+        // of its own, so this one is stopped again and nothing outlives the tests.
+        let _ = Command::new("bash")
+            .arg(script())
+            .arg("stop")
+            .arg(&dir)
+            .output();
         String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter_map(|l| l.split_once('='))
