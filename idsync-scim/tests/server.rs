@@ -696,3 +696,37 @@ async fn quirk_inactive_users_still_returned() {
     assert_eq!(v["totalResults"], 1);
     assert_eq!(v["Resources"][0]["active"], false);
 }
+
+#[tokio::test]
+async fn search_by_post_on_users_and_at_the_root() {
+    let s = common::start(|c| c).await;
+    user(&s, "alice").await;
+    user(&s, "bob").await;
+    s.post("/Groups", &json!({"displayName": "alice-fans"}))
+        .send()
+        .await
+        .unwrap();
+    let search = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+                        "filter": "userName eq \"alice\"", "attributes": ["userName"]});
+    let r = s.post("/Users/.search", &search).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["totalResults"], 1);
+    assert_eq!(v["Resources"][0]["userName"], "alice");
+    assert!(v["Resources"][0].get("emails").is_none());
+    // At the root: a filter on displayName finds users and groups alike.
+    let r = s
+        .post("/.search", &json!({"filter": "displayName sw \"alice\""}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["totalResults"], 2, "{v}");
+    let r = s
+        .post("/.search", &json!({"filter": "displayName sw"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+}
