@@ -4,7 +4,8 @@
 #   bash scripts/test.sh
 #
 # It installs and starts what the tests need (OpenLDAP slapd, Samba as an AD domain
-# controller, PostgreSQL 15, oidc-provider on Node.js) through scripts/services/*.sh, exports their connection
+# controller, PostgreSQL 15, oidc-provider on Node.js, scim2-server with scim2-tester)
+# through scripts/services/*.sh, exports their connection
 # facts for the tests, then runs: cargo fmt --check, cargo clippy -D warnings, all tests,
 # and cargo doc with warnings denied. The services are stopped on exit.
 #
@@ -50,6 +51,7 @@ start_service openldap
 start_service samba-ad
 start_service postgres
 start_service oidc-provider
+start_service scim2
 
 step "cargo fmt --check"
 cargo fmt --all --check

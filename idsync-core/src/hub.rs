@@ -74,6 +74,11 @@ impl Source for Hub {
     }
 
     async fn find_accounts(&self, field: &str, value: &str) -> Result<Vec<Account>> {
+        // By anchor: a lookup (a job whose sources carry hub anchors correlates by them).
+        if field == "anchor" {
+            let anchor = Anchor::new(value.trim());
+            return Ok(self.store.hub_account(&anchor).await?.into_iter().collect());
+        }
         if HUB_KEY_FIELDS.contains(&field) {
             return self.store.hub_find_accounts(field, value).await;
         }

@@ -106,7 +106,9 @@ pub(crate) fn field_filter(
 
 /// A correlation key: core's one rule ([`idsync_core::correlation_key`]); blank is "".
 pub(crate) fn fold(s: &str) -> String {
-    idsync_core::correlation_key(s).map(|k| k.into_owned()).unwrap_or_default()
+    idsync_core::correlation_key(s)
+        .map(|k| k.into_owned())
+        .unwrap_or_default()
 }
 
 /// True when a mapped field value (a string, or a list of them) folds to `want`.
