@@ -57,6 +57,7 @@ pub mod mapping;
 pub mod memory;
 pub mod memory_store;
 pub mod model;
+pub mod secret;
 pub mod source;
 pub mod store;
 
