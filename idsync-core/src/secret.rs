@@ -52,7 +52,7 @@ impl SecretRef {
             (Some(_), Some(_)) => Err(Error::config(format!(
                 "{key}: give either `{key}_env` or `{key}_file`, not both"
             ))),
-            (Some(v), None) if v.is_empty() => Err(Error::config(format!(
+            (Some(""), None) => Err(Error::config(format!(
                 "{key}: `{key}_env` names no environment variable"
             ))),
             (Some(v), None) => Ok(Some(SecretRef::Env(v.to_owned()))),
@@ -139,7 +139,7 @@ mod tests {
         let both = SecretRef::from_keys("pw", Some("A"), Some(&p)).unwrap_err();
         assert!(both.message().contains("pw_env"), "{both}");
         std::fs::write(&p, "\n").unwrap();
-        assert!(SecretRef::File(p.clone()).read("pw").is_err());
+        assert!(SecretRef::File(p).read("pw").is_err());
         assert_eq!(
             SecretRef::File("s".into()).relative_to(Path::new("/etc/idsync")),
             SecretRef::File("/etc/idsync/s".into())

@@ -86,8 +86,7 @@ async fn verify_full_with_a_wrong_ca_fails() {
     let url = with_query(&common::pg_url(), &q);
     let e = sqlx::PgConnection::connect(&url)
         .await
-        .err()
-        .expect("a certificate of another CA must be refused");
+        .expect_err("a certificate of another CA must be refused");
     let text = e.to_string().to_lowercase();
     assert!(
         text.contains("certificate") || text.contains("tls"),
@@ -95,7 +94,6 @@ async fn verify_full_with_a_wrong_ca_fails() {
     );
     let e = PgStore::connect(&url)
         .await
-        .err()
-        .expect("the store refuses it too");
+        .expect_err("the store refuses it too");
     assert!(!e.to_string().is_empty());
 }
