@@ -9,13 +9,13 @@
 //! use idsync_core::secret::SecretRef;
 //! use secrecy::ExposeSecret;
 //!
-//! # fn main() -> idsync_core::Result<()> {
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let dir = std::env::temp_dir().join(format!("idsync-secret-doc-{}", std::process::id()));
 //! std::fs::create_dir_all(&dir)?;
 //! let path = dir.join("secret");
 //! std::fs::write(&path, "s3cr3t\n")?;
 //! // As a provider config holds it: `app_secret_env` / `app_secret_file`.
-//! let r = SecretRef::from_keys("app_secret", None, Some(path.as_path()))?.expect("given");
+//! let r = SecretRef::required("app_secret", None, Some(path.as_path()))?;
 //! assert_eq!(r.read("app_secret")?.expose_secret(), "s3cr3t");
 //! assert!(SecretRef::from_keys("app_secret", Some("A"), Some(path.as_path())).is_err());
 //! # std::fs::remove_dir_all(&dir)?;
