@@ -934,6 +934,7 @@ mod tests {
         }
     }
 
+    #[cfg(any(feature = "provider-ldap", feature = "provider-dingtalk"))]
     fn ctx() -> BuildContext {
         BuildContext {
             store: Arc::new(idsync_core::MemoryStore::new()),
