@@ -101,11 +101,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show a hub record and its audit trail.
+    /// Show a hub record and its audit trail, or a run and its stored plan.
     Show {
-        /// `account` or `org`.
+        /// `account`, `org` or `run`.
         kind: KindArg,
-        /// The hub anchor.
+        /// The hub anchor (for `run`: the run id).
         anchor: String,
         /// Print JSON.
         #[arg(long)]
@@ -122,6 +122,9 @@ pub enum Command {
         /// Write to this file instead of stdout.
         #[arg(short, long)]
         output: Option<PathBuf>,
+        /// Start the CSV with a UTF-8 byte order mark (Excel then reads it as UTF-8).
+        #[arg(long)]
+        bom: bool,
     },
 }
 
@@ -149,6 +152,8 @@ pub enum KindArg {
     Account,
     /// An org.
     Org,
+    /// A run: its status and stored plan (ANCHOR is the run id).
+    Run,
 }
 
 /// What `export` writes.
@@ -163,7 +168,8 @@ pub enum ExportWhat {
 /// Export formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ExportFormat {
-    /// CSV with a header row (orgs and list fields joined by `;`, attrs as JSON).
+    /// CSV as the csv provider reads it: a header row, list fields joined by `;`, one
+    /// `attrs.NAME` column per attribute, formula-like cells neutralised with a leading `'`.
     Csv,
     /// A JSON array of entities as the model serializes them.
     Json,

@@ -46,7 +46,8 @@ pub async fn dispatch(cli: Cli) -> Result<u8, CliError> {
             what,
             format,
             output,
-        } => export(&cli.config, *what, *format, output.as_deref()).await,
+            bom,
+        } => export(&cli.config, *what, *format, output.as_deref(), *bom).await,
     }
 }
 
@@ -126,39 +127,108 @@ async fn check(path: &Path, offline: bool) -> Result<u8, CliError> {
         store: opened.store,
         base_dir: cfg.base_dir.clone(),
     };
-    let mut failed = 0;
+    let mut failed: Vec<Verdict> = Vec::new();
     for name in &names {
         let Some(p) = cfg.provider(name) else {
             continue;
         };
-        let built = providers::build(name, &p, &ctx, role_of(&cfg, name)).await?;
+        let built = match providers::build(name, &p, &ctx, role_of(&cfg, name)).await {
+            Ok(b) => b,
+            Err(CliError::Core(e)) => {
+                let v = Verdict::of(&e);
+                println!(
+                    "provider {name}: FAILED ({}): {}: {e}",
+                    p.type_name(),
+                    v.text()
+                );
+                failed.push(v);
+                continue;
+            }
+            Err(other) => return Err(other),
+        };
         let d = built.source.describe();
         let res = tokio::time::timeout(Duration::from_secs(30), built.source.check()).await;
         match res {
             Ok(Ok(())) => println!("provider {name}: ok ({} {})", p.type_name(), d.instance),
             Ok(Err(e)) => {
-                failed += 1;
+                let v = Verdict::of(&e);
                 println!(
-                    "provider {name}: FAILED ({} {}): {e}",
+                    "provider {name}: FAILED ({} {}): {}: {e}",
                     p.type_name(),
-                    d.instance
+                    d.instance,
+                    v.text()
                 );
+                failed.push(v);
             }
             Err(_) => {
-                failed += 1;
                 println!(
-                    "provider {name}: FAILED ({} {}): no answer within 30 s",
+                    "provider {name}: FAILED ({} {}): {}: no answer within 30 s",
                     p.type_name(),
-                    d.instance
+                    d.instance,
+                    Verdict::Unreachable.text()
                 );
+                failed.push(Verdict::Unreachable);
             }
         }
     }
-    if failed > 0 {
-        eprintln!("{failed} provider(s) cannot be reached");
+    if !failed.is_empty() {
+        let mut parts = Vec::new();
+        for v in [
+            Verdict::Unreachable,
+            Verdict::Refused,
+            Verdict::BadData,
+            Verdict::BadConfig,
+            Verdict::Other,
+        ] {
+            let n = failed.iter().filter(|f| **f == v).count();
+            if n > 0 {
+                parts.push(format!("{n} {}", v.text()));
+            }
+        }
+        eprintln!("{} provider(s) failed: {}", failed.len(), parts.join(", "));
         return Ok(exit::ERROR);
     }
     Ok(exit::OK)
+}
+
+/// Why `check` failed a provider: whether it could not be reached, or answered with a
+/// refusal or bad data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// No answer: network, timeout, 5xx, throttled.
+    Unreachable,
+    /// It answered and refused the credentials or the access.
+    Refused,
+    /// It answered (or its files were read) and the data is bad.
+    BadData,
+    /// Its settings are wrong.
+    BadConfig,
+    /// Anything else.
+    Other,
+}
+
+impl Verdict {
+    fn of(e: &idsync_core::Error) -> Self {
+        match e.kind() {
+            ErrorKind::Unavailable | ErrorKind::RateLimited => Verdict::Unreachable,
+            ErrorKind::Unauthenticated | ErrorKind::PermissionDenied => Verdict::Refused,
+            ErrorKind::InvalidData | ErrorKind::Conflict | ErrorKind::Incomplete => {
+                Verdict::BadData
+            }
+            ErrorKind::ConfigInvalid => Verdict::BadConfig,
+            _ => Verdict::Other,
+        }
+    }
+
+    fn text(self) -> &'static str {
+        match self {
+            Verdict::Unreachable => "cannot be reached",
+            Verdict::Refused => "answered but refused access",
+            Verdict::BadData => "answered but its data is bad",
+            Verdict::BadConfig => "is misconfigured",
+            Verdict::Other => "failed",
+        }
+    }
 }
 
 /// How `check` builds a provider: as a sink when jobs only write to it, else as a source.
@@ -459,7 +529,10 @@ async fn run_locked(
                 plan.guard.reasons.join("; ")
             );
             println!("planned: {}", plan_counts(&plan));
-            println!("review:  idsync plan {}   (or: idsync runs)", plan.job);
+            println!(
+                "review:  idsync show run {}   (the stored plan that approve applies)",
+                plan.run_id
+            );
             println!("approve: idsync approve {}", plan.run_id);
         }
         return Ok(exit::GUARD);
@@ -699,8 +772,62 @@ fn compact(v: &Option<Value>) -> String {
     }
 }
 
+/// `show run RUN`: a run's status and the plan stored with it (what `approve` applies).
+async fn show_run(store: &Arc<dyn Store>, run_id: &str, json: bool) -> Result<u8, CliError> {
+    let rec = store.run(run_id).await?.ok_or_else(|| {
+        CliError::Core(idsync_core::Error::not_found(format!(
+            "no run {run_id} in the store (idsync runs lists them)"
+        )))
+    })?;
+    if json {
+        let v = serde_json::json!({
+            "id": rec.id, "job": rec.job, "status": rec.status,
+            "started_at": rec.started_at, "finished_at": rec.finished_at,
+            "summary": rec.summary, "plan": rec.plan,
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&v).map_err(idsync_core::Error::from)?
+        );
+        return Ok(exit::OK);
+    }
+    println!(
+        "run {} of job {}: {} (started {})",
+        rec.id,
+        rec.job,
+        rec.status.as_str(),
+        time(&rec.started_at)
+    );
+    let plan = rec
+        .plan
+        .clone()
+        .map(serde_json::from_value::<Plan>)
+        .transpose()
+        .map_err(|e| {
+            CliError::Other(format!("run {run_id}: the stored plan cannot be read: {e}"))
+        })?;
+    match plan {
+        Some(plan) => {
+            println!("stored plan:");
+            print_plan(&plan, 50);
+            if plan.ops.len() > 50 {
+                println!("(--json shows all {} operations)", plan.ops.len());
+            }
+            if rec.status == RunStatus::NeedsApproval {
+                println!();
+                println!("approve: idsync approve {}", rec.id);
+            }
+        }
+        None => println!("no plan is stored with this run"),
+    }
+    Ok(exit::OK)
+}
+
 async fn show(path: &Path, kind: KindArg, anchor: &str, json: bool) -> Result<u8, CliError> {
     let store = open_store(path).await?;
+    if kind == KindArg::Run {
+        return show_run(&store, anchor, json).await;
+    }
     let anchor = idsync_core::Anchor::from(anchor);
     let (ek, record) = match kind {
         KindArg::Account => (
@@ -711,7 +838,7 @@ async fn show(path: &Path, kind: KindArg, anchor: &str, json: bool) -> Result<u8
                 .map(|a| serde_json::to_value(a).map_err(idsync_core::Error::from))
                 .transpose()?,
         ),
-        KindArg::Org => (
+        KindArg::Org | KindArg::Run => (
             EntityKind::Org,
             store
                 .hub_org(&anchor)
@@ -767,79 +894,23 @@ async fn show(path: &Path, kind: KindArg, anchor: &str, json: bool) -> Result<u8
     Ok(exit::OK)
 }
 
-const ACCOUNT_COLUMNS: &[&str] = &[
-    "anchor",
-    "username",
-    "display_name",
-    "email",
-    "phone",
-    "employee_id",
-    "title",
-    "orgs",
-    "manager",
-    "status",
-    "attrs",
-];
-const ORG_COLUMNS: &[&str] = &["anchor", "parent", "name", "order", "attrs"];
-
-fn attrs_cell(attrs: &idsync_core::Attrs) -> String {
-    if attrs.is_empty() {
-        String::new()
-    } else {
-        serde_json::to_string(attrs).unwrap_or_default()
-    }
-}
-
-fn account_row(a: &Account) -> Vec<String> {
-    let o = |v: &Option<String>| v.clone().unwrap_or_default();
-    vec![
-        a.anchor.to_string(),
-        a.username.clone(),
-        o(&a.display_name),
-        o(&a.email),
-        o(&a.phone),
-        o(&a.employee_id),
-        o(&a.title),
-        a.orgs
-            .iter()
-            .map(|x| x.as_str())
-            .collect::<Vec<_>>()
-            .join(";"),
-        a.manager
-            .as_ref()
-            .map(ToString::to_string)
-            .unwrap_or_default(),
-        a.status.as_str().to_owned(),
-        attrs_cell(&a.attrs),
-    ]
-}
-
-fn org_row(o: &Org) -> Vec<String> {
-    vec![
-        o.anchor.to_string(),
-        o.parent
-            .as_ref()
-            .map(ToString::to_string)
-            .unwrap_or_default(),
-        o.name.clone(),
-        o.order.map(|n| n.to_string()).unwrap_or_default(),
-        attrs_cell(&o.attrs),
-    ]
-}
-
 async fn export(
     path: &Path,
     what: ExportWhat,
     format: ExportFormat,
     output: Option<&Path>,
+    bom: bool,
 ) -> Result<u8, CliError> {
+    if bom && format != ExportFormat::Csv {
+        return Err(CliError::Other("--bom applies to --format csv only".into()));
+    }
     let store = open_store(path).await?;
     let out: Box<dyn Write> = match output {
         Some(p) => Box::new(std::io::BufWriter::new(std::fs::File::create(p)?)),
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     };
     let n = match format {
-        ExportFormat::Csv => export_csv(&store, what, out).await?,
+        ExportFormat::Csv => export_csv(&store, what, bom, out).await?,
         ExportFormat::Json => export_json(&store, what, out).await?,
     };
     if let Some(p) = output {
@@ -896,27 +967,35 @@ enum Entity<'a> {
     Org(&'a Org),
 }
 
+/// CSV through idsync-csv's writer: the layout `CsvSource` reads back, every cell
+/// formula-neutralised, a BOM on request. The hub is listed into memory to sort it.
 async fn export_csv(
     store: &Arc<dyn Store>,
     what: ExportWhat,
-    out: Box<dyn Write>,
+    bom: bool,
+    mut out: Box<dyn Write>,
 ) -> Result<usize, CliError> {
-    let mut w = csv::Writer::from_writer(out);
-    let csv_err = |e: csv::Error| CliError::Other(format!("writing CSV: {e}"));
-    let header = match what {
-        ExportWhat::Accounts => ACCOUNT_COLUMNS,
-        ExportWhat::Orgs => ORG_COLUMNS,
-    };
-    w.write_record(header).map_err(csv_err)?;
+    let mut cfg = idsync_csv::CsvConfig::new("<output>", None);
+    cfg.bom = bom;
+    cfg.neutralize_formulas = true;
+    let mut accounts: Vec<Account> = Vec::new();
+    let mut orgs: Vec<Org> = Vec::new();
     let n = for_each_page(store, what, |e| {
-        let row = match e {
-            Entity::Account(a) => account_row(a),
-            Entity::Org(o) => org_row(o),
-        };
-        w.write_record(&row).map_err(csv_err)
+        match e {
+            Entity::Account(a) => accounts.push(a.clone()),
+            Entity::Org(o) => orgs.push(o.clone()),
+        }
+        Ok(())
     })
     .await?;
-    w.flush()?;
+    match what {
+        ExportWhat::Accounts => {
+            let refs: Vec<&Account> = accounts.iter().collect();
+            idsync_csv::write_accounts_to(&cfg, &mut out, &refs, &[])?;
+        }
+        ExportWhat::Orgs => idsync_csv::write_orgs_to(&cfg, &mut out, &orgs)?,
+    }
+    out.flush()?;
     Ok(n)
 }
 

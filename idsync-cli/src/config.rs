@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 
 use idsync_core::mapping::{EntityMapping, ValueSource};
 use idsync_core::model::{ACCOUNT_FIELDS, ATTR_PREFIX, ORG_FIELDS};
-use idsync_core::{Account, DeletionPolicy, FieldRule, Guard, Mapping, Org, Scope, Threshold};
+use idsync_core::{
+    Account, DeletionPolicy, FieldRule, Guard, Mapping, Org, Scope, Threshold, Transform,
+};
 use serde::Deserialize;
 use serde_json::Value;
 use toml::Spanned;
@@ -333,9 +335,11 @@ pub struct EntityMappingConfig {
     /// Field rules; absent means identity.
     #[serde(default)]
     pub rules: Option<Vec<Spanned<RuleConfig>>>,
-    /// Only source entities matching this are handled.
+    /// Only source entities matching this are handled, e.g.
+    /// `{ not_equals = { field = "attrs.type", value = "contractor" } }` or
+    /// `{ all = [ {...}, {...} ] }`.
     #[serde(default)]
-    pub scope: Option<ScopeConfig>,
+    pub scope: Option<Scope>,
 }
 
 /// `{ to = "email", template = "{username}@example.com", transforms = ["lowercase"] }`.
@@ -353,105 +357,10 @@ pub struct RuleConfig {
     /// A template: `{field}` is replaced by the source field.
     #[serde(default)]
     pub template: Option<String>,
-    /// Transforms, in order.
+    /// Transforms, in order: `"trim"`, `"lowercase"`, `"uppercase"`, `"empty_as_null"`,
+    /// or `{ replace = { from = " ", to = "." } }`.
     #[serde(default)]
-    pub transforms: Vec<TransformConfig>,
-}
-
-/// A transform: `"trim"`, `"lowercase"`, `"uppercase"`, `"empty_as_null"`, or
-/// `{ replace = { from = " ", to = "." } }`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum TransformConfig {
-    /// Trim white space.
-    Trim,
-    /// Lowercase.
-    Lowercase,
-    /// Uppercase.
-    Uppercase,
-    /// An empty string becomes absent.
-    EmptyAsNull,
-    /// Replace text.
-    Replace {
-        /// What to replace.
-        from: String,
-        /// The replacement.
-        to: String,
-    },
-}
-
-impl From<TransformConfig> for idsync_core::Transform {
-    fn from(t: TransformConfig) -> Self {
-        use idsync_core::Transform as T;
-        match t {
-            TransformConfig::Trim => T::Trim,
-            TransformConfig::Lowercase => T::Lowercase,
-            TransformConfig::Uppercase => T::Uppercase,
-            TransformConfig::EmptyAsNull => T::EmptyAsNull,
-            TransformConfig::Replace { from, to } => T::Replace { from, to },
-        }
-    }
-}
-
-/// A scoping filter, e.g. `{ not_equals = { field = "attrs.type", value = "contractor" } }`
-/// or `{ all = [ {...}, {...} ] }`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum ScopeConfig {
-    /// Field equals value.
-    Equals {
-        /// Field name.
-        field: String,
-        /// Value.
-        value: Value,
-    },
-    /// Field differs from value.
-    NotEquals {
-        /// Field name.
-        field: String,
-        /// Value.
-        value: Value,
-    },
-    /// Field present and not empty.
-    Present {
-        /// Field name.
-        field: String,
-    },
-    /// Field starts with prefix.
-    StartsWith {
-        /// Field name.
-        field: String,
-        /// Prefix.
-        prefix: String,
-    },
-    /// Field is one of the values.
-    In {
-        /// Field name.
-        field: String,
-        /// Values.
-        values: Vec<Value>,
-    },
-    /// All of these.
-    All(Vec<ScopeConfig>),
-    /// Any of these.
-    Any(Vec<ScopeConfig>),
-    /// Not this.
-    Not(Box<ScopeConfig>),
-}
-
-impl From<ScopeConfig> for Scope {
-    fn from(s: ScopeConfig) -> Self {
-        match s {
-            ScopeConfig::Equals { field, value } => Scope::Equals { field, value },
-            ScopeConfig::NotEquals { field, value } => Scope::NotEquals { field, value },
-            ScopeConfig::Present { field } => Scope::Present { field },
-            ScopeConfig::StartsWith { field, prefix } => Scope::StartsWith { field, prefix },
-            ScopeConfig::In { field, values } => Scope::In { field, values },
-            ScopeConfig::All(v) => Scope::All(v.into_iter().map(Into::into).collect()),
-            ScopeConfig::Any(v) => Scope::Any(v.into_iter().map(Into::into).collect()),
-            ScopeConfig::Not(s) => Scope::Not(Box::new((*s).into())),
-        }
-    }
+    pub transforms: Vec<Transform>,
 }
 
 /// A parsed configuration with its text, for error positions.
@@ -514,7 +423,7 @@ impl Config {
     pub fn provider(&self, name: &str) -> Option<ProviderConfig> {
         match self.file.providers.get(name) {
             Some(p) => Some(p.clone()),
-            None if name == HUB => Some(ProviderConfig::Hub(crate::providers::HubConfig {})),
+            None if name == HUB => Some(ProviderConfig::hub()),
             None => None,
         }
     }
@@ -745,7 +654,7 @@ fn entity_mapping(m: &EntityMappingConfig) -> EntityMapping {
             .rules
             .as_ref()
             .map(|rules| rules.iter().map(|r| field_rule(r.get_ref())).collect()),
-        scope: m.scope.clone().map(Into::into),
+        scope: m.scope.clone(),
     }
 }
 
@@ -760,7 +669,7 @@ fn field_rule(r: &RuleConfig) -> FieldRule {
     FieldRule {
         to: r.to.clone(),
         value,
-        transforms: r.transforms.iter().cloned().map(Into::into).collect(),
+        transforms: r.transforms.clone(),
     }
 }
 
@@ -805,6 +714,9 @@ fn check_rule(kind: &str, r: &RuleConfig) -> Result<(), String> {
 /// the key itself when it can be found in that table.
 fn refine_span(text: &str, message: &str, span: Option<Range<usize>>) -> Option<Range<usize>> {
     let span = span?;
+    if message.starts_with("unknown provider type `") {
+        return Some(find_value(text, span.start, "type").unwrap_or(span));
+    }
     let Some(rest) = message.strip_prefix("unknown field `") else {
         return Some(span);
     };
@@ -834,6 +746,28 @@ fn refine_span(text: &str, message: &str, span: Option<Range<usize>>) -> Option<
         offset += line.len();
     }
     Some(span)
+}
+
+/// The span of the value of `key = value` in the table starting at `from`.
+fn find_value(text: &str, from: usize, key: &str) -> Option<Range<usize>> {
+    let mut offset = from.min(text.len());
+    let mut first = true;
+    for line in text[offset..].split_inclusive('\n') {
+        let t = line.trim_start();
+        if !first && t.starts_with('[') {
+            break;
+        }
+        first = false;
+        if let Some(after) = t.strip_prefix(key)
+            && let Some(value) = after.trim_start().strip_prefix('=')
+        {
+            let v = value.trim_start();
+            let at = offset + (line.len() - v.len());
+            return Some(at..at + v.trim_end().len());
+        }
+        offset += line.len();
+    }
+    None
 }
 
 fn find_inline_key(line: &str, key: &str) -> Option<usize> {

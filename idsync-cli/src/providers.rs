@@ -1,40 +1,349 @@
 //! Providers: the `[providers.NAME]` tables, selected by `type`, and how each is built.
+//!
+//! Every provider type is one registration in [`registry`]: its `type` name and its config
+//! type, which implements [`Provider`] (validation and a build function). The table is
+//! deserialized straight into that config type, so unknown keys are errors with their
+//! line and column. Secrets are named in the config (`KEY_env`, `KEY_file`) and read
+//! through the one shared [`SecretRef`](idsync_core::secret::SecretRef).
+//!
+//! Adding a provider:
+//!
+//! ```text
+//! #[async_trait]
+//! impl Provider for idsync_acme::AcmeConfig {
+//!     const TYPE: &'static str = "acme";
+//!     async fn build(&self, name: &str, ctx: &BuildContext, role: Role) -> Result<Built, CliError> {
+//!         Ok(Built::both(idsync_acme::AcmeDirectory::new(self.clone())?))
+//!     }
+//! }
+//! // and in `registry()`: Registration::of::<idsync_acme::AcmeConfig>(),
+//! ```
+//!
+//! Every remote provider is wrapped in the recommended layer stack (see
+//! [`RequestConfig`]), configurable per provider in `[providers.NAME.request]`.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
-use idsync_core::{Account, Anchor, Hub, MemoryAdapter, Org, Sink, Source, Status, Store, Target};
-use serde::Deserialize;
+use async_trait::async_trait;
+use idsync_core::layers::{
+    ConcurrencyLimitLayer, RateLimitLayer, RetryLayer, Stack, TimeoutLayer, TracingLayer,
+};
+use idsync_core::{
+    Account, Anchor, Hub, MemoryAdapter, Org, RateLimit, Sink, Source, Status, Store, Target,
+};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
 use crate::config::ConfigError;
 use crate::error::CliError;
 
-/// A `[providers.NAME]` table; `type` says which provider it is.
+/// A provider type: its config (deserialized from the `[providers.NAME]` table, without
+/// `type` and `request`) and how it is built.
+#[async_trait]
+pub trait Provider: DeserializeOwned + fmt::Debug + Send + Sync + 'static {
+    /// The `type` name in the config.
+    const TYPE: &'static str;
+    /// Whether the layer stack of `[providers.NAME.request]` wraps it. Local providers
+    /// (memory, the hub) are not wrapped.
+    const LAYERED: bool = true;
+
+    /// Problems serde cannot see, found without reading secrets or reaching the provider.
+    fn validate(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Whether it can be a job's sink.
+    fn can_sink(&self) -> bool {
+        true
+    }
+
+    /// Build it for a role. Secrets are read here.
+    async fn build(&self, name: &str, ctx: &BuildContext, role: Role) -> Result<Built, CliError>;
+}
+
+/// A provider's settings behind a pointer: what the registry hands out.
+#[async_trait]
+pub trait ProviderSettings: fmt::Debug + Send + Sync {
+    /// The `type` name.
+    fn type_name(&self) -> &'static str;
+    /// See [`Provider::LAYERED`].
+    fn layered(&self) -> bool;
+    /// See [`Provider::validate`].
+    fn validate(&self) -> Vec<String>;
+    /// See [`Provider::can_sink`].
+    fn can_sink(&self) -> bool;
+    /// See [`Provider::build`].
+    async fn build(&self, name: &str, ctx: &BuildContext, role: Role) -> Result<Built, CliError>;
+}
+
+#[async_trait]
+impl<T: Provider> ProviderSettings for T {
+    fn type_name(&self) -> &'static str {
+        T::TYPE
+    }
+    fn layered(&self) -> bool {
+        T::LAYERED
+    }
+    fn validate(&self) -> Vec<String> {
+        Provider::validate(self)
+    }
+    fn can_sink(&self) -> bool {
+        Provider::can_sink(self)
+    }
+    async fn build(&self, name: &str, ctx: &BuildContext, role: Role) -> Result<Built, CliError> {
+        Provider::build(self, name, ctx, role).await
+    }
+}
+
+type Parse = fn(toml::Table) -> Result<Arc<dyn ProviderSettings>, String>;
+
+/// One provider type of the registry.
+#[derive(Clone, Copy)]
+pub struct Registration {
+    /// The `type` name.
+    pub type_name: &'static str,
+    parse: Parse,
+}
+
+impl fmt::Debug for Registration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registration")
+            .field("type_name", &self.type_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Registration {
+    /// The registration of config type `T`.
+    pub fn of<T: Provider>() -> Self {
+        fn parse<T: Provider>(t: toml::Table) -> Result<Arc<dyn ProviderSettings>, String> {
+            let cfg: T = toml::Value::Table(t)
+                .try_into()
+                .map_err(|e: toml::de::Error| e.message().trim_end().to_owned())?;
+            Ok(Arc::new(cfg))
+        }
+        Registration {
+            type_name: T::TYPE,
+            parse: parse::<T>,
+        }
+    }
+
+    /// A type this build was compiled without (its cargo feature is off).
+    #[cfg_attr(
+        all(
+            feature = "provider-csv",
+            feature = "provider-ldap",
+            feature = "provider-dingtalk"
+        ),
+        allow(dead_code)
+    )]
+    fn missing(type_name: &'static str) -> Self {
+        fn parse(_t: toml::Table) -> Result<Arc<dyn ProviderSettings>, String> {
+            Err(
+                "this idsync was built without this provider type's cargo feature \
+                 (cargo build -p idsync-cli --features provider-TYPE)"
+                    .into(),
+            )
+        }
+        Registration { type_name, parse }
+    }
+}
+
+/// Every provider type this binary knows.
+pub fn registry() -> Vec<Registration> {
+    vec![
+        Registration::of::<MemoryConfig>(),
+        Registration::of::<HubConfig>(),
+        #[cfg(feature = "provider-csv")]
+        Registration::of::<idsync_csv::CsvConfig>(),
+        #[cfg(not(feature = "provider-csv"))]
+        Registration::missing("csv"),
+        #[cfg(feature = "provider-ldap")]
+        Registration::of::<LdapSettings>(),
+        #[cfg(not(feature = "provider-ldap"))]
+        Registration::missing("ldap"),
+        #[cfg(feature = "provider-dingtalk")]
+        Registration::of::<DingTalkSettings>(),
+        #[cfg(not(feature = "provider-dingtalk"))]
+        Registration::missing("dingtalk"),
+    ]
+}
+
+/// A `[providers.NAME]` table: its `type`'s settings and the request layers.
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    /// The settings of the provider type.
+    pub settings: Arc<dyn ProviderSettings>,
+    /// `[providers.NAME.request]`.
+    pub request: RequestConfig,
+}
+
+impl<'de> Deserialize<'de> for ProviderConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let mut t = toml::Table::deserialize(d)?;
+        let ty = match t.remove("type") {
+            Some(toml::Value::String(s)) => s,
+            Some(other) => {
+                return Err(D::Error::custom(format!(
+                    "`type` must be a string, not a {}",
+                    other.type_str()
+                )));
+            }
+            None => return Err(D::Error::custom("missing field `type`")),
+        };
+        let request = match t.remove("request") {
+            Some(v) => v
+                .try_into::<RequestConfig>()
+                .map_err(|e| D::Error::custom(format!("request: {}", e.message().trim_end())))?,
+            None => RequestConfig::default(),
+        };
+        let reg = registry();
+        let Some(r) = reg.iter().find(|r| r.type_name == ty) else {
+            let names: Vec<&str> = reg.iter().map(|r| r.type_name).collect();
+            return Err(D::Error::custom(format!(
+                "unknown provider type `{ty}`, expected one of {}",
+                names.join(", ")
+            )));
+        };
+        let settings = (r.parse)(t).map_err(D::Error::custom)?;
+        Ok(ProviderConfig { settings, request })
+    }
+}
+
+impl ProviderConfig {
+    /// The implicit hub.
+    pub fn hub() -> Self {
+        ProviderConfig {
+            settings: Arc::new(HubConfig {}),
+            request: RequestConfig::default(),
+        }
+    }
+
+    /// The `type` name.
+    pub fn type_name(&self) -> &'static str {
+        self.settings.type_name()
+    }
+
+    /// Whether it can be a job's sink.
+    pub fn can_sink(&self) -> bool {
+        self.settings.can_sink()
+    }
+
+    /// Whether it can be a job's source.
+    pub fn can_source(&self) -> bool {
+        true
+    }
+
+    /// Problems serde cannot see.
+    pub fn validate(&self) -> Vec<String> {
+        let mut out = self.settings.validate();
+        out.extend(self.request.validate());
+        if !self.settings.layered() && self.request != RequestConfig::default() {
+            out.push(format!(
+                "`request` does not apply to {} providers (they are local)",
+                self.type_name()
+            ));
+        }
+        out
+    }
+}
+
+/// `[providers.NAME.request]`: the layers every call to a remote provider goes through.
 ///
-/// LDAP and DingTalk tables are kept as TOML until they are built, because their secrets
-/// are named (`bind_password_env`, `app_secret_file`, ...) rather than written, and are
-/// read only then.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum ProviderConfig {
-    /// In-memory data: inline, or generated sample data.
-    Memory(MemoryConfig),
-    /// The hub directory in the configured store.
-    Hub(HubConfig),
-    /// CSV files (`idsync_csv::CsvConfig`; paths relative to the config file's folder).
-    #[cfg(feature = "provider-csv")]
-    Csv(Box<idsync_csv::CsvConfig>),
-    /// CSV files (this build lacks the `provider-csv` feature).
-    #[cfg(not(feature = "provider-csv"))]
-    Csv(toml::Table),
-    /// OpenLDAP or Active Directory (`idsync_ldap::LdapConfig`, with `bind_password_env`
-    /// or `bind_password_file` instead of `bind_password`).
-    Ldap(toml::Table),
-    /// DingTalk (`idsync_dingtalk::DingTalkConfig`, with `app_secret_env` or
-    /// `app_secret_file`; callback `token_env`/`token_file`, `aes_key_env`/`aes_key_file`).
-    Dingtalk(toml::Table),
+/// Inside out: a timeout per attempt, the rate limit (by default the one the adapter
+/// declares), retries of temporary errors with exponential backoff and full jitter
+/// (honouring the provider's `retry_after`), a bound on calls in flight, and tracing.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestConfig {
+    /// Seconds one attempt may take (default 30).
+    #[serde(default)]
+    pub timeout_secs: Option<f64>,
+    /// Attempts in all, the first included (default 4; 1 turns retries off).
+    #[serde(default)]
+    pub attempts: Option<u32>,
+    /// The first backoff in milliseconds, doubled per retry (default 200).
+    #[serde(default)]
+    pub backoff_ms: Option<u64>,
+    /// The longest backoff in milliseconds (default 30000).
+    #[serde(default)]
+    pub max_backoff_ms: Option<u64>,
+    /// `{ requests = 20, per_secs = 1 }`; default: what the adapter declares.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
+    /// Calls in flight at most (default 8).
+    #[serde(default)]
+    pub concurrency: Option<usize>,
+}
+
+/// `rate_limit = { requests = 20, per_secs = 1 }`.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Requests allowed...
+    pub requests: u32,
+    /// ...per this many seconds (default 1).
+    #[serde(default = "one_sec")]
+    pub per_secs: f64,
+}
+
+fn one_sec() -> f64 {
+    1.0
+}
+
+impl RequestConfig {
+    fn validate(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(t) = self.timeout_secs
+            && !(t.is_finite() && t > 0.0)
+        {
+            out.push("request.timeout_secs must be a positive number".into());
+        }
+        if self.attempts == Some(0) {
+            out.push("request.attempts must be at least 1".into());
+        }
+        if self.concurrency == Some(0) {
+            out.push("request.concurrency must be at least 1".into());
+        }
+        if let Some(r) = self.rate_limit
+            && (r.requests == 0 || !(r.per_secs.is_finite() && r.per_secs > 0.0))
+        {
+            out.push("request.rate_limit needs requests >= 1 and per_secs > 0".into());
+        }
+        out
+    }
+
+    /// The layer stack, inside out: timeout, rate limit, retry, concurrency, tracing.
+    pub fn stack(&self) -> Stack {
+        let timeout = Duration::from_secs_f64(self.timeout_secs.unwrap_or(30.0).max(0.001));
+        let rate = match self.rate_limit {
+            Some(r) => RateLimitLayer::new(RateLimit {
+                requests: r.requests.max(1),
+                per: Duration::from_secs_f64(r.per_secs.max(0.001)),
+            }),
+            None => RateLimitLayer::from_capabilities(),
+        };
+        let initial = Duration::from_millis(self.backoff_ms.unwrap_or(200));
+        let max = Duration::from_millis(self.max_backoff_ms.unwrap_or(30_000));
+        let mut retry = RetryLayer::new().with_backoff(initial, max);
+        if let Some(n) = self.attempts {
+            retry = retry.with_max_attempts(n);
+        }
+        Stack::new()
+            .push(TimeoutLayer::new(timeout))
+            .push(rate)
+            .push(retry)
+            .push(ConcurrencyLimitLayer::new(
+                self.concurrency.unwrap_or(8).max(1),
+            ))
+            .push(TracingLayer::new())
+    }
 }
 
 /// What a job needs a provider for.
@@ -50,6 +359,19 @@ pub enum Role {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HubConfig {}
+
+#[async_trait]
+impl Provider for HubConfig {
+    const TYPE: &'static str = "hub";
+    const LAYERED: bool = false;
+    async fn build(&self, _: &str, ctx: &BuildContext, _: Role) -> Result<Built, CliError> {
+        let hub = Arc::new(Hub::new(ctx.store.clone()));
+        Ok(Built {
+            source: hub.clone(),
+            sink: Some(Target::Hub(hub)),
+        })
+    }
+}
 
 /// `type = "memory"`: a directory held in memory for the length of one command.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -168,101 +490,94 @@ impl From<&InlineAccount> for Account {
     }
 }
 
-impl ProviderConfig {
-    /// The `type` name.
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            ProviderConfig::Memory(_) => "memory",
-            ProviderConfig::Hub(_) => "hub",
-            ProviderConfig::Csv(_) => "csv",
-            ProviderConfig::Ldap(_) => "ldap",
-            ProviderConfig::Dingtalk(_) => "dingtalk",
-        }
-    }
+#[async_trait]
+impl Provider for MemoryConfig {
+    const TYPE: &'static str = "memory";
+    const LAYERED: bool = false;
 
-    /// Whether it can be a job's sink.
-    pub fn can_sink(&self) -> bool {
-        true
-    }
-
-    /// Whether it can be a job's source.
-    pub fn can_source(&self) -> bool {
-        true
-    }
-
-    /// Problems serde cannot see.
-    pub fn validate(&self) -> Vec<String> {
+    fn validate(&self) -> Vec<String> {
+        let m = self;
         let mut out = Vec::new();
-        match self {
-            ProviderConfig::Memory(m) => {
-                if m.generate.is_some() && (!m.orgs.is_empty() || !m.accounts.is_empty()) {
-                    out.push("give either `generate` or inline `orgs`/`accounts`, not both".into());
-                }
-                if let Some(g) = m.generate
-                    && g.orgs == 0
-                    && g.accounts > 0
-                {
-                    out.push("generate: accounts need at least one org".into());
-                }
-                if m.max_page_size == Some(0) {
-                    out.push("max_page_size must be at least 1".into());
-                }
-                if m.generate.is_none() {
-                    let orgs: Vec<Org> = m.orgs.iter().map(Org::from).collect();
-                    let accounts: Vec<Account> = m.accounts.iter().map(Account::from).collect();
-                    for p in idsync_core::model::check(&orgs, &accounts) {
-                        out.push(p.to_string());
-                    }
-                }
-            }
-            ProviderConfig::Hub(_) => {}
-            #[cfg(feature = "provider-csv")]
-            ProviderConfig::Csv(c) => {
-                if c.page_size == 0 {
-                    out.push("page_size must be at least 1".into());
-                }
-            }
-            #[cfg(not(feature = "provider-csv"))]
-            ProviderConfig::Csv(_) => out.push(missing_feature("csv")),
-            ProviderConfig::Ldap(t) => {
-                if let Err(e) = typed_ldap(t, false) {
-                    out.push(e.message);
-                }
-            }
-            ProviderConfig::Dingtalk(t) => {
-                if let Err(e) = typed_dingtalk(t, false) {
-                    out.push(e.message);
-                }
+        if m.generate.is_some() && (!m.orgs.is_empty() || !m.accounts.is_empty()) {
+            out.push("give either `generate` or inline `orgs`/`accounts`, not both".into());
+        }
+        if let Some(g) = m.generate
+            && g.orgs == 0
+            && g.accounts > 0
+        {
+            out.push("generate: accounts need at least one org".into());
+        }
+        if m.max_page_size == Some(0) {
+            out.push("max_page_size must be at least 1".into());
+        }
+        if m.generate.is_none() {
+            let orgs: Vec<Org> = m.orgs.iter().map(Org::from).collect();
+            let accounts: Vec<Account> = m.accounts.iter().map(Account::from).collect();
+            for p in idsync_core::model::check(&orgs, &accounts) {
+                out.push(p.to_string());
             }
         }
         out
     }
+
+    async fn build(&self, name: &str, _: &BuildContext, _: Role) -> Result<Built, CliError> {
+        let (orgs, accounts) = match self.generate {
+            Some(g) => sample_directory(g.orgs, g.accounts),
+            None => (
+                self.orgs.iter().map(Org::from).collect(),
+                self.accounts.iter().map(Account::from).collect(),
+            ),
+        };
+        let mut a = MemoryAdapter::with_data(name, orgs, accounts);
+        if self.assign_anchors {
+            a = a.assigning_anchors();
+        }
+        if let Some(n) = self.max_page_size {
+            a = a.with_max_page_size(n);
+        }
+        Ok(Built::both(a))
+    }
 }
 
-#[cfg_attr(
-    all(
-        feature = "provider-csv",
-        feature = "provider-ldap",
-        feature = "provider-dingtalk"
-    ),
-    allow(dead_code)
-)]
-fn missing_feature(provider: &str) -> String {
-    format!(
-        "this idsync was built without the `provider-{provider}` feature \
-         (cargo build -p idsync-cli --features provider-{provider})"
-    )
+/// `type = "csv"`: paths are relative to the config file's folder.
+#[cfg(feature = "provider-csv")]
+#[async_trait]
+impl Provider for idsync_csv::CsvConfig {
+    const TYPE: &'static str = "csv";
+
+    fn validate(&self) -> Vec<String> {
+        match idsync_csv::CsvConfig::validate(self) {
+            Ok(()) => Vec::new(),
+            Err(e) => vec![e.message().to_owned()],
+        }
+    }
+
+    async fn build(&self, _: &str, ctx: &BuildContext, role: Role) -> Result<Built, CliError> {
+        let mut c = self.clone();
+        c.accounts = ctx.resolve(&c.accounts);
+        c.orgs = c.orgs.as_deref().map(|p| ctx.resolve(p));
+        match role {
+            Role::Source => Ok(Built {
+                source: Arc::new(idsync_csv::CsvSource::open(c)?),
+                sink: None,
+            }),
+            Role::Sink => Ok(Built::both(idsync_csv::CsvSink::open(c)?)),
+        }
+    }
 }
 
 /// Take a secret named by `KEY_env` / `KEY_file` out of a table. With `resolve` false
 /// (offline validation) only the names are checked and a placeholder is returned.
+#[cfg(any(feature = "provider-ldap", feature = "provider-dingtalk"))]
 fn take_secret(
     t: &mut toml::Table,
+    ctx_dir: Option<&Path>,
     key: &str,
     what: &str,
     required: bool,
     resolve: bool,
 ) -> Result<Option<secrecy::SecretString>, ConfigError> {
+    use idsync_core::secret::SecretRef;
     if t.contains_key(key) {
         return Err(ConfigError::new(format!(
             "{what}: secrets are not written in the config; name an environment variable \
@@ -282,27 +597,29 @@ fn take_secret(
     };
     let env = name("env")?;
     let file = name("file")?;
-    if env.is_none() && file.is_none() && !required {
+    let cfg_err = |e: idsync_core::Error| ConfigError::new(format!("{what}: {}", e.message()));
+    let r = if required {
+        Some(
+            SecretRef::required(key, env.as_deref(), file.as_deref().map(Path::new))
+                .map_err(cfg_err)?,
+        )
+    } else {
+        SecretRef::from_keys(key, env.as_deref(), file.as_deref().map(Path::new))
+            .map_err(cfg_err)?
+    };
+    let Some(r) = r else {
         return Ok(None);
-    }
+    };
     if !resolve {
-        return match (&env, &file) {
-            (Some(_), Some(_)) => Err(ConfigError::new(format!(
-                "{what}: give either `{key}_env` or `{key}_file`, not both"
-            ))),
-            (None, None) => Err(ConfigError::new(format!(
-                "{what}: missing; set `{key}_env` (an environment variable name) or \
-                 `{key}_file` (a file path)"
-            ))),
-            _ => Ok(Some(secrecy::SecretString::from("placeholder"))),
-        };
+        return Ok(Some(secrecy::SecretString::from("placeholder")));
     }
-    crate::secret::resolve(
-        &format!("{what} ({key})"),
-        env.as_deref(),
-        file.as_deref().map(Path::new),
-    )
-    .map(Some)
+    let r = match ctx_dir {
+        Some(d) => r.relative_to(d),
+        None => r,
+    };
+    r.read(&format!("{what} ({key})"))
+        .map(Some)
+        .map_err(|e| ConfigError::new(e.message().to_owned()))
 }
 
 #[cfg(any(feature = "provider-ldap", feature = "provider-dingtalk"))]
@@ -310,65 +627,123 @@ fn serde_msg(e: &toml::de::Error) -> ConfigError {
     ConfigError::new(e.message().trim_end().to_owned())
 }
 
-/// The LDAP config of a `type = "ldap"` table; the password is read when `resolve`.
+/// `type = "ldap"`: `idsync_ldap::LdapConfig`, with `bind_password_env` or
+/// `bind_password_file` instead of `bind_password`. Kept as TOML until built, because the
+/// password is read only then.
 #[cfg(feature = "provider-ldap")]
-fn typed_ldap(t: &toml::Table, resolve: bool) -> Result<idsync_ldap::LdapConfig, ConfigError> {
-    let mut t = t.clone();
-    let pw = take_secret(&mut t, "bind_password", "ldap", false, resolve)?;
-    let mut cfg: idsync_ldap::LdapConfig = t.try_into().map_err(|e| serde_msg(&e))?;
-    cfg.bind_password = pw;
-    cfg.validate()
-        .map_err(|e| ConfigError::new(e.message().to_owned()))?;
-    Ok(cfg)
-}
+#[derive(Debug, Clone, Deserialize)]
+#[serde(transparent)]
+pub struct LdapSettings(toml::Table);
 
-#[cfg(not(feature = "provider-ldap"))]
-fn typed_ldap(_t: &toml::Table, _resolve: bool) -> Result<(), ConfigError> {
-    Err(ConfigError::new(missing_feature("ldap")))
-}
-
-/// The DingTalk config of a `type = "dingtalk"` table; secrets are read when `resolve`.
-#[cfg(feature = "provider-dingtalk")]
-fn typed_dingtalk(
-    t: &toml::Table,
-    resolve: bool,
-) -> Result<idsync_dingtalk::DingTalkConfig, ConfigError> {
-    let mut t = t.clone();
-    let app_secret = take_secret(&mut t, "app_secret", "dingtalk", true, resolve)?;
-    let callback = match t.get_mut("callback") {
-        Some(toml::Value::Table(cb)) => {
-            let token = take_secret(cb, "token", "dingtalk callback", true, resolve)?;
-            let aes = take_secret(cb, "aes_key", "dingtalk callback", true, resolve)?;
-            // Placeholders satisfy serde; the real secrets are set on the typed config.
-            cb.insert("token".into(), toml::Value::String("placeholder".into()));
-            cb.insert("aes_key".into(), toml::Value::String("placeholder".into()));
-            token.zip(aes)
-        }
-        Some(_) => return Err(ConfigError::new("dingtalk: `callback` must be a table")),
-        None => None,
-    };
-    t.insert(
-        "app_secret".into(),
-        toml::Value::String("placeholder".into()),
-    );
-    let mut cfg: idsync_dingtalk::DingTalkConfig = t.try_into().map_err(|e| serde_msg(&e))?;
-    if let Some(secret) = app_secret {
-        cfg.app_secret = secret;
-    }
-    if let (Some(cb), Some((token, aes))) = (cfg.callback.as_mut(), callback) {
-        cb.token = token;
-        cb.aes_key = aes;
-    }
-    if resolve {
+#[cfg(feature = "provider-ldap")]
+impl LdapSettings {
+    fn typed(
+        &self,
+        dir: Option<&Path>,
+        resolve: bool,
+    ) -> Result<idsync_ldap::LdapConfig, ConfigError> {
+        let mut t = self.0.clone();
+        let pw = take_secret(&mut t, dir, "bind_password", "ldap", false, resolve)?;
+        let mut cfg: idsync_ldap::LdapConfig = t.try_into().map_err(|e| serde_msg(&e))?;
+        cfg.bind_password = pw;
         cfg.validate()
             .map_err(|e| ConfigError::new(e.message().to_owned()))?;
+        Ok(cfg)
     }
-    Ok(cfg)
 }
 
-#[cfg(not(feature = "provider-dingtalk"))]
-fn typed_dingtalk(_t: &toml::Table, _resolve: bool) -> Result<(), ConfigError> {
-    Err(ConfigError::new(missing_feature("dingtalk")))
+#[cfg(feature = "provider-ldap")]
+#[async_trait]
+impl Provider for LdapSettings {
+    const TYPE: &'static str = "ldap";
+
+    fn validate(&self) -> Vec<String> {
+        match self.typed(None, false) {
+            Ok(_) => Vec::new(),
+            Err(e) => vec![e.message],
+        }
+    }
+
+    async fn build(&self, name: &str, ctx: &BuildContext, _: Role) -> Result<Built, CliError> {
+        let cfg = self
+            .typed(Some(&ctx.base_dir), true)
+            .map_err(|e| prefix(name, e))?;
+        Ok(Built::both(idsync_ldap::LdapDirectory::new(cfg)?))
+    }
+}
+
+/// `type = "dingtalk"`: `idsync_dingtalk::DingTalkConfig`, with `app_secret_env` or
+/// `app_secret_file`; callback `token_env`/`token_file`, `aes_key_env`/`aes_key_file`.
+#[cfg(feature = "provider-dingtalk")]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(transparent)]
+pub struct DingTalkSettings(toml::Table);
+
+#[cfg(feature = "provider-dingtalk")]
+impl DingTalkSettings {
+    fn typed(
+        &self,
+        dir: Option<&Path>,
+        resolve: bool,
+    ) -> Result<idsync_dingtalk::DingTalkConfig, ConfigError> {
+        let mut t = self.0.clone();
+        let app_secret = take_secret(&mut t, dir, "app_secret", "dingtalk", true, resolve)?;
+        let callback = match t.get_mut("callback") {
+            Some(toml::Value::Table(cb)) => {
+                let token = take_secret(cb, dir, "token", "dingtalk callback", true, resolve)?;
+                let aes = take_secret(cb, dir, "aes_key", "dingtalk callback", true, resolve)?;
+                // DingTalkConfig holds the secrets themselves: placeholders satisfy serde,
+                // the real secrets are set on the typed config.
+                cb.insert("token".into(), toml::Value::String("placeholder".into()));
+                cb.insert("aes_key".into(), toml::Value::String("placeholder".into()));
+                token.zip(aes)
+            }
+            Some(_) => return Err(ConfigError::new("dingtalk: `callback` must be a table")),
+            None => None,
+        };
+        t.insert(
+            "app_secret".into(),
+            toml::Value::String("placeholder".into()),
+        );
+        let mut cfg: idsync_dingtalk::DingTalkConfig = t.try_into().map_err(|e| serde_msg(&e))?;
+        if let Some(secret) = app_secret {
+            cfg.app_secret = secret;
+        }
+        if let (Some(cb), Some((token, aes))) = (cfg.callback.as_mut(), callback) {
+            cb.token = token;
+            cb.aes_key = aes;
+        }
+        if resolve {
+            cfg.validate()
+                .map_err(|e| ConfigError::new(e.message().to_owned()))?;
+        }
+        Ok(cfg)
+    }
+}
+
+#[cfg(feature = "provider-dingtalk")]
+#[async_trait]
+impl Provider for DingTalkSettings {
+    const TYPE: &'static str = "dingtalk";
+
+    fn validate(&self) -> Vec<String> {
+        match self.typed(None, false) {
+            Ok(_) => Vec::new(),
+            Err(e) => vec![e.message],
+        }
+    }
+
+    async fn build(&self, name: &str, ctx: &BuildContext, _: Role) -> Result<Built, CliError> {
+        let cfg = self
+            .typed(Some(&ctx.base_dir), true)
+            .map_err(|e| prefix(name, e))?;
+        let source = idsync_dingtalk::DingTalkSource::new(cfg.clone())?;
+        let sink = idsync_dingtalk::DingTalkSink::new(cfg)?;
+        Ok(Built {
+            source: Arc::new(source),
+            sink: Some(Arc::new(sink).into()),
+        })
+    }
 }
 
 /// A built provider: always a source, a sink when it takes writes.
@@ -381,7 +756,8 @@ pub struct Built {
 }
 
 impl Built {
-    fn both<T: Sink + 'static>(t: T) -> Built {
+    /// A provider that is both source and sink.
+    pub fn both<T: Sink + 'static>(t: T) -> Built {
         let t = Arc::new(t);
         Built {
             source: t.clone(),
@@ -410,92 +786,33 @@ impl BuildContext {
     }
 }
 
-/// Build a provider for a role. Secrets are read here, from the environment or files.
+/// Build a provider for a role and wrap it in its layers. Secrets are read here, from the
+/// environment or files.
 pub async fn build(
     name: &str,
     cfg: &ProviderConfig,
     ctx: &BuildContext,
     role: Role,
 ) -> Result<Built, CliError> {
-    #[cfg(not(feature = "provider-csv"))]
-    let _ = role;
-    match cfg {
-        ProviderConfig::Memory(m) => {
-            let (orgs, accounts) = match m.generate {
-                Some(g) => sample_directory(g.orgs, g.accounts),
-                None => (
-                    m.orgs.iter().map(Org::from).collect(),
-                    m.accounts.iter().map(Account::from).collect(),
-                ),
-            };
-            let mut a = MemoryAdapter::with_data(name, orgs, accounts);
-            if m.assign_anchors {
-                a = a.assigning_anchors();
-            }
-            if let Some(n) = m.max_page_size {
-                a = a.with_max_page_size(n);
-            }
-            Ok(Built::both(a))
-        }
-        ProviderConfig::Hub(_) => {
-            let hub = Arc::new(Hub::new(ctx.store.clone()));
-            Ok(Built {
-                source: hub.clone(),
-                sink: Some(Target::Hub(hub)),
-            })
-        }
-        #[cfg(feature = "provider-csv")]
-        ProviderConfig::Csv(c) => {
-            let mut c = (**c).clone();
-            c.accounts = ctx.resolve(&c.accounts);
-            c.orgs = c.orgs.as_deref().map(|p| ctx.resolve(p));
-            match role {
-                Role::Source => {
-                    let src = idsync_csv::CsvSource::open(c)?;
-                    Ok(Built {
-                        source: Arc::new(src),
-                        sink: None,
-                    })
-                }
-                Role::Sink => Ok(Built::both(idsync_csv::CsvSink::open(c)?)),
-            }
-        }
-        #[cfg(not(feature = "provider-csv"))]
-        ProviderConfig::Csv(_) => Err(CliError::config_msg(missing_feature("csv"))),
-        ProviderConfig::Ldap(t) => build_ldap(name, t),
-        ProviderConfig::Dingtalk(t) => build_dingtalk(name, t),
+    let built = cfg.settings.build(name, ctx, role).await?;
+    if !cfg.settings.layered() {
+        return Ok(built);
     }
-}
-
-#[cfg(feature = "provider-ldap")]
-fn build_ldap(name: &str, t: &toml::Table) -> Result<Built, CliError> {
-    let cfg = typed_ldap(t, true).map_err(|e| prefix(name, e))?;
-    Ok(Built::both(idsync_ldap::LdapDirectory::new(cfg)?))
-}
-
-#[cfg(not(feature = "provider-ldap"))]
-fn build_ldap(name: &str, t: &toml::Table) -> Result<Built, CliError> {
-    typed_ldap(t, true).map_err(|e| prefix(name, e))?;
-    Err(CliError::config_msg(missing_feature("ldap")))
-}
-
-#[cfg(feature = "provider-dingtalk")]
-fn build_dingtalk(name: &str, t: &toml::Table) -> Result<Built, CliError> {
-    let cfg = typed_dingtalk(t, true).map_err(|e| prefix(name, e))?;
-    let source = idsync_dingtalk::DingTalkSource::new(cfg.clone())?;
-    let sink = idsync_dingtalk::DingTalkSink::new(cfg)?;
+    let stack = cfg.request.stack();
     Ok(Built {
-        source: Arc::new(source),
-        sink: Some(Arc::new(sink).into()),
+        source: stack.source(built.source),
+        sink: built.sink.map(|t| match t {
+            Target::Sink(s) => Target::Sink(stack.sink(s)),
+            // The hub is written by the engine with its records: never wrapped.
+            hub => hub,
+        }),
     })
 }
 
-#[cfg(not(feature = "provider-dingtalk"))]
-fn build_dingtalk(name: &str, t: &toml::Table) -> Result<Built, CliError> {
-    typed_dingtalk(t, true).map_err(|e| prefix(name, e))?;
-    Err(CliError::config_msg(missing_feature("dingtalk")))
-}
-
+#[cfg_attr(
+    not(any(feature = "provider-ldap", feature = "provider-dingtalk")),
+    allow(dead_code)
+)]
 fn prefix(name: &str, mut e: ConfigError) -> CliError {
     e.message = format!("provider {name}: {}", e.message);
     CliError::config(e)
@@ -625,6 +942,7 @@ mod tests {
         }
     }
 
+    #[cfg(any(feature = "provider-ldap", feature = "provider-dingtalk"))]
     fn ctx() -> BuildContext {
         BuildContext {
             store: Arc::new(idsync_core::MemoryStore::new()),
@@ -640,7 +958,7 @@ mod tests {
         std::fs::write(&pw, "sekrit-ldap-pw\n").unwrap();
         let text = format!(
             "[providers.ad]\ntype = \"ldap\"\nurl = \"ldap://127.0.0.1:9\"\n\
-             base_dn = \"dc=example,dc=org\"\nbind_dn = \"cn=admin\"\n\
+             base_dn = \"dc=example,dc=org\"\nbind_dn = \"cn=admin\"\nallow_plaintext = true\n\
              bind_password_file = {:?}\n",
             pw.display().to_string()
         );

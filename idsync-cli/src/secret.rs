@@ -1,9 +1,11 @@
 //! Secrets come from environment variables or files named in the config, never from the
-//! config itself, and are held as [`SecretString`] so they never reach `Debug` output,
-//! logs or error messages.
+//! config itself, through the one reference type every provider shares,
+//! [`idsync_core::secret::SecretRef`], and are held as [`SecretString`] so they never reach
+//! `Debug` output, logs or error messages.
 
 use std::path::Path;
 
+use idsync_core::secret::SecretRef;
 use secrecy::SecretString;
 
 use crate::config::ConfigError;
@@ -18,41 +20,9 @@ pub fn resolve(
     env: Option<&str>,
     file: Option<&Path>,
 ) -> Result<SecretString, ConfigError> {
-    match (env, file) {
-        (Some(_), Some(_)) => Err(ConfigError::new(format!(
-            "{what}: give either the `_env` or the `_file` setting, not both"
-        ))),
-        (None, None) => Err(ConfigError::new(format!(
-            "{what}: missing; set the `_env` (an environment variable name) or the `_file` \
-             (a file path) setting"
-        ))),
-        (Some(var), None) => match std::env::var(var) {
-            Ok(v) if !v.is_empty() => Ok(SecretString::from(v)),
-            Ok(_) => Err(ConfigError::new(format!(
-                "{what}: environment variable {var} is empty"
-            ))),
-            Err(std::env::VarError::NotPresent) => Err(ConfigError::new(format!(
-                "{what}: environment variable {var} is not set"
-            ))),
-            Err(std::env::VarError::NotUnicode(_)) => Err(ConfigError::new(format!(
-                "{what}: environment variable {var} is not valid UTF-8"
-            ))),
-        },
-        (None, Some(path)) => {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                // io errors carry no file content
-                ConfigError::new(format!("{what}: cannot read {}: {e}", path.display()))
-            })?;
-            let v = text.trim_end_matches(['\r', '\n']);
-            if v.is_empty() {
-                return Err(ConfigError::new(format!(
-                    "{what}: file {} is empty",
-                    path.display()
-                )));
-            }
-            Ok(SecretString::from(v.to_owned()))
-        }
-    }
+    SecretRef::required(what, env, file)
+        .and_then(|r| r.read(what))
+        .map_err(|e| ConfigError::new(e.message().to_owned()))
 }
 
 #[cfg(test)]

@@ -242,6 +242,16 @@ mapping.accounts.rules = [
     assert!(r.stderr.contains("no job named \"nope\""), "{}", r.all());
 }
 
+/// The `review:` line of a guard stop's output saved in `path`.
+fn r_stop_review(path: &Path) -> String {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("review:"))
+        .unwrap_or_default()
+        .to_owned()
+}
+
 fn guarded_config(accounts: usize) -> String {
     format!(
         r#"[providers.hr]
@@ -267,6 +277,8 @@ fn guard_stops_with_exit_3_and_approve_applies() {
     let r = idsync(d, &["run", "people"]);
     assert_eq!(r.code, 3, "{}", r.all());
     assert!(r.stdout.contains("STOPPED"), "{}", r.all());
+    std::fs::write(d.join("stop.txt"), &r.stdout).unwrap();
+    assert!(!r.stdout.contains("idsync plan"), "{}", r.all());
     let id = run_id(&r.stdout, "idsync approve ");
     assert!(id.starts_with("people-"), "{id}");
 
@@ -277,6 +289,39 @@ fn guard_stops_with_exit_3_and_approve_applies() {
     assert_eq!(v["record"]["status"], "active");
     let r = idsync(d, &["runs"]);
     assert!(r.stdout.contains("needs_approval"), "{}", r.all());
+
+    // The review hint points at the stored plan of that run, not at a new plan: with the
+    // source back to 200 people a new plan would be empty, the stored one still holds the
+    // 100 disables that approve applies.
+    assert!(
+        r_stop_review(&d.join("stop.txt")).contains(&format!("idsync show run {id}")),
+        "{}",
+        std::fs::read_to_string(d.join("stop.txt")).unwrap()
+    );
+    write(d, "idsync.toml", &guarded_config(200));
+    let r = idsync(d, &["show", "run", &id]);
+    ok(&r);
+    assert!(r.stdout.contains("stored plan"), "{}", r.all());
+    assert!(r.stdout.contains("disable_account"), "{}", r.all());
+    assert!(r.stdout.contains("u0150"), "{}", r.all());
+    let r = idsync(d, &["show", "run", &id, "--json"]);
+    ok(&r);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(
+        v["plan"]["ops"].as_array().unwrap().len(),
+        100,
+        "{}",
+        r.stdout
+    );
+    assert_eq!(v["status"], "needs_approval", "{}", r.stdout);
+    assert!(
+        idsync(d, &["show", "run", &id])
+            .stdout
+            .contains(&format!("idsync approve {id}"))
+    );
+    let r = idsync(d, &["show", "run", "people-nope"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    write(d, "idsync.toml", &guarded_config(100));
 
     let r = idsync(d, &["approve", &id]);
     ok(&r);
@@ -408,6 +453,7 @@ base_dn = "dc=example,dc=org"
 bind_dn = "cn=admin,dc=example,dc=org"
 {pw}
 timeout_secs = 2
+allow_plaintext = true
 
 [jobs.j]
 source = "ad"
@@ -451,6 +497,29 @@ sink = "hub"
     let r = idsync(d, &["check"]);
     assert_eq!(r.code, 2, "{}", r.all());
     assert!(r.stderr.contains("IDSYNC_TEST_UNSET_PW"), "{}", r.all());
+
+    // Without `allow_plaintext`, a password over ldap:// without StartTLS is refused, and
+    // the error says why.
+    let plain = config(&format!(
+        "bind_password_file = {:?}",
+        pw_file.display().to_string()
+    ))
+    .replace("allow_plaintext = true\n", "");
+    write(d, "idsync.toml", &plain);
+    for args in [&["check", "--offline"][..], &["run", "j"]] {
+        let r = idsync(d, args);
+        assert_eq!(r.code, 2, "{args:?}\n{}", r.all());
+        assert!(r.stderr.contains("clear text"), "{}", r.all());
+        assert!(r.stderr.contains("allow_plaintext"), "{}", r.all());
+        assert!(!r.all().contains(SECRET), "{}", r.all());
+    }
+    write(
+        d,
+        "idsync.toml",
+        &plain.replace("timeout_secs = 2", "timeout_secs = 2\nstarttls = true"),
+    );
+    let r = idsync(d, &["check", "--offline"]);
+    ok(&r);
 }
 
 #[test]
@@ -562,4 +631,358 @@ sink = "hub"
     );
     assert_eq!(r.code, 5, "{}", r.all());
     assert!(r.stderr.contains("lease"), "{}", r.all());
+}
+
+/// Cells a spreadsheet would run as a formula.
+fn formula_like(cell: &str) -> bool {
+    cell.starts_with(['=', '+', '-', '@', '\t', '\r'])
+}
+
+#[test]
+fn csv_export_neutralises_formulas_in_every_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(
+        d,
+        "idsync.toml",
+        r#"store = { sqlite = "idsync.db" }
+
+[providers.hr]
+type = "memory"
+orgs = [
+  { anchor = "-d1", name = "@Sales", attrs = { code = "+1" } },
+]
+accounts = [
+  { anchor = "u1", username = "=cmd|' /C calc'!A0", display_name = '=HYPERLINK("http://x","a")', title = "+SUM(1)", employee_id = "-5", phone = "@x", orgs = ["-d1"], attrs = { note = "\tx", cr = "\rx" } },
+  { anchor = "u2", username = "plain", display_name = "Plain Name", orgs = ["-d1"] },
+]
+
+[jobs.j]
+source = "hr"
+sink = "hub"
+"#,
+    );
+    ok(&idsync(d, &["run", "j"]));
+
+    for what in ["accounts", "orgs"] {
+        let r = idsync(d, &["export", "--what", what]);
+        ok(&r);
+        assert!(!r.stdout.starts_with('\u{feff}'), "no BOM unless asked");
+        let mut rdr = csv::Reader::from_reader(r.stdout.as_bytes());
+        let headers = rdr.headers().unwrap().clone();
+        let rows: Vec<csv::StringRecord> = rdr.records().map(Result::unwrap).collect();
+        assert!(!rows.is_empty(), "{what}: {}", r.stdout);
+        for row in &rows {
+            for (h, cell) in headers.iter().zip(row.iter()) {
+                assert!(
+                    !formula_like(cell),
+                    "{what}: column {h}: {cell:?}\n{}",
+                    r.stdout
+                );
+            }
+        }
+        if what == "accounts" {
+            let col = |name: &str| headers.iter().position(|h| h == name).unwrap();
+            let u1 = rows.iter().find(|r| &r[0] == "u1").unwrap();
+            assert_eq!(&u1[col("display_name")], "'=HYPERLINK(\"http://x\",\"a\")");
+            assert_eq!(&u1[col("username")], "'=cmd|' /C calc'!A0");
+            assert_eq!(&u1[col("title")], "'+SUM(1)");
+            assert_eq!(&u1[col("employee_id")], "'-5");
+            assert_eq!(&u1[col("phone")], "'@x");
+            assert_eq!(&u1[col("departments")], "'-d1");
+            assert_eq!(&u1[col("attrs.note")], "'\tx");
+            assert_eq!(&u1[col("attrs.cr")], "'\rx");
+            let u2 = rows.iter().find(|r| &r[0] == "u2").unwrap();
+            assert_eq!(
+                &u2[col("display_name")],
+                "Plain Name",
+                "plain text is untouched"
+            );
+        } else {
+            assert_eq!(&rows[0][0], "'-d1");
+            assert!(rows[0].iter().any(|c| c == "'@Sales"), "{:?}", rows[0]);
+            assert!(rows[0].iter().any(|c| c == "'+1"), "{:?}", rows[0]);
+        }
+    }
+
+    // --bom, to a file; the csv provider reads the export back unchanged.
+    let r = idsync(d, &["export", "--bom", "-o", "out.csv"]);
+    ok(&r);
+    let bytes = std::fs::read(d.join("out.csv")).unwrap();
+    assert!(bytes.starts_with(b"\xEF\xBB\xBF"), "{:?}", &bytes[..8]);
+    #[cfg(feature = "provider-csv")]
+    read_back(d);
+    let r = idsync(d, &["export", "--format", "json", "--bom"]);
+    assert_ne!(r.code, 0, "--bom is for CSV\n{}", r.all());
+}
+
+/// The csv provider reads an export back with the guard stripped again.
+#[cfg(feature = "provider-csv")]
+fn read_back(d: &Path) {
+    write(
+        d,
+        "back.toml",
+        r#"store = { memory = true }
+
+[providers.back]
+type = "csv"
+accounts = "out.csv"
+
+[jobs.j]
+source = "back"
+sink = "hub"
+sync_orgs = false
+"#,
+    );
+    let r = idsync(d, &["--config", "back.toml", "plan", "j", "--json"]);
+    ok(&r);
+    assert!(
+        r.stdout.contains(r#"=HYPERLINK(\"http://x\",\"a\")"#) && !r.stdout.contains("'=HYPERLINK"),
+        "the import strips the guard again\n{}",
+        r.stdout
+    );
+}
+
+#[cfg(feature = "provider-csv")]
+#[test]
+fn csv_paths_in_the_id_layout_are_an_error_naming_file_line_and_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(
+        d,
+        "people.csv",
+        "id,username,departments\nu1,zhang.san,总部\nu2,li.si,总部/研发中心/后端组\n",
+    );
+    let config = |layout: &str| {
+        format!(
+            r#"store = {{ sqlite = "idsync.db" }}
+
+[providers.hr]
+type = "csv"
+accounts = "people.csv"
+{layout}
+
+[jobs.j]
+source = "hr"
+sink = "hub"
+"#
+        )
+    };
+    write(d, "idsync.toml", &config(""));
+    for args in [&["check", "--offline"][..], &["run", "j"]] {
+        let r = idsync(d, args);
+        assert_eq!(r.code, 2, "{args:?}\n{}", r.all());
+        assert!(r.stderr.contains("people.csv:3"), "{}", r.all());
+        assert!(r.stderr.contains("layout = \"paths\""), "{}", r.all());
+    }
+    // With the path layout the departments arrive.
+    write(d, "idsync.toml", &config("layout = \"paths\""));
+    ok(&idsync(d, &["run", "j"]));
+    let r = idsync(d, &["show", "account", "u2", "--json"]);
+    ok(&r);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(
+        v["record"]["orgs"].as_array().unwrap().len(),
+        1,
+        "{}",
+        r.stdout
+    );
+    let r = idsync(d, &["export", "--what", "orgs", "--format", "json"]);
+    assert!(r.stdout.contains("后端组"), "{}", r.stdout);
+}
+
+#[cfg(feature = "provider-csv")]
+#[test]
+fn an_oversized_csv_record_fails_with_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // An unterminated quote on line 3 swallows the rest of a large file.
+    let mut text = String::from("id,username,display_name\nu1,a,A\nu2,b,\"never closed\n");
+    for i in 0..40_000 {
+        text.push_str(&format!("u{i},name{i},Display {i}\n"));
+    }
+    assert!(text.len() > 1 << 20);
+    write(d, "people.csv", &text);
+    let config = |extra: &str| {
+        format!(
+            "store = {{ memory = true }}\n\n[providers.hr]\ntype = \"csv\"\naccounts = \"people.csv\"\n{extra}\n\n[jobs.j]\nsource = \"hr\"\nsink = \"hub\"\n"
+        )
+    };
+    for (extra, limit) in [("", "1048576"), ("max_record_bytes = 4096", "4096")] {
+        write(d, "idsync.toml", &config(extra));
+        let r = idsync(d, &["run", "j"]);
+        assert_ne!(r.code, 0, "{}", r.all());
+        assert!(r.stderr.contains("people.csv"), "{}", r.all());
+        assert!(r.stderr.contains("line 3"), "{}", r.all());
+        assert!(r.stderr.contains(limit), "{}", r.all());
+        assert!(r.stderr.contains("max_record_bytes"), "{}", r.all());
+    }
+    // Under the cap the same record is fine.
+    write(
+        d,
+        "small.csv",
+        "id,username,display_name\nu1,a,\"multi\nline\"\n",
+    );
+    write(
+        d,
+        "idsync.toml",
+        &config("max_record_bytes = 64").replace("people.csv", "small.csv"),
+    );
+    ok(&idsync(d, &["run", "j"]));
+}
+
+#[cfg(feature = "provider-csv")]
+#[test]
+fn check_says_bad_data_rather_than_unreachable() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(d, "people.csv", "id,username,email\nu1,a,not-an-email\n");
+    write(
+        d,
+        "idsync.toml",
+        "store = { memory = true }\n\n[providers.hr]\ntype = \"csv\"\naccounts = \"people.csv\"\n\n[jobs.j]\nsource = \"hr\"\nsink = \"hub\"\n",
+    );
+    let r = idsync(d, &["check"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stdout.contains("provider hr: FAILED"), "{}", r.all());
+    assert!(
+        r.all().contains("answered but its data is bad"),
+        "{}",
+        r.all()
+    );
+    assert!(!r.all().contains("cannot be reached"), "{}", r.all());
+    assert!(r.all().contains("people.csv:2"), "{}", r.all());
+}
+
+#[cfg(feature = "provider-dingtalk")]
+mod layers {
+    use super::*;
+    use idsync_dingtalk::fake::{FakeConfig, FakeDingTalk};
+
+    const SECRET_VAR: &str = "IDSYNC_TEST_FAKE_DT_SECRET";
+
+    fn config(base_url: &str, request: &str) -> String {
+        format!(
+            r#"store = {{ sqlite = "idsync.db" }}
+
+[providers.dt]
+type = "dingtalk"
+base_url = "{base_url}"
+app_key = "dingfakeappkey"
+app_secret_env = "{SECRET_VAR}"
+page_size = 5
+qps = 100
+
+[providers.dt.request]
+{request}
+
+[jobs.j]
+source = "dt"
+sink = "hub"
+"#
+        )
+    }
+
+    /// Runs the binary off the runtime, so the fake keeps serving meanwhile.
+    async fn run(dir: &Path, args: &[&str]) -> Run {
+        let dir = dir.to_owned();
+        let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            idsync_env(&dir, &args, &[(SECRET_VAR, "fake-app-secret")])
+        })
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn transient_failures_and_throttling_mid_listing_still_sync_everything() {
+        // The fake allows 10 calls per API per second; the adapter is told 100: it is
+        // throttled again and again in the middle of the listing.
+        let fake = FakeDingTalk::start(FakeConfig {
+            qps: Some(10),
+            ..FakeConfig::default()
+        })
+        .await
+        .expect("the fake DingTalk must start");
+        fake.seed(6, 40);
+        // Once the org tree is read, the user listing fails twice with a temporary
+        // "system busy" (-1), then is throttled outright (88/90018, whatever the rate).
+        fake.fail_next("/topapi/v2/user/list", 2, -1, None);
+        fake.fail_next("/topapi/v2/user/list", 1, 88, Some("90018"));
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        write(
+            d,
+            "idsync.toml",
+            &config(
+                &fake.base_url(),
+                "attempts = 30\nbackoff_ms = 20\nmax_backoff_ms = 300\ntimeout_secs = 10",
+            ),
+        );
+        let r = run(d, &["run", "j"]).await;
+        ok(&r);
+        let stats = fake.stats();
+        assert_eq!(stats.path("/topapi/v2/user/list").injected, 3, "{stats:?}");
+
+        let r = run(d, &["export", "--format", "json"]).await;
+        ok(&r);
+        let got: Vec<serde_json::Value> = serde_json::from_str(&r.stdout).unwrap();
+        let mut got: Vec<String> = got
+            .iter()
+            .map(|a| a["username"].as_str().unwrap().to_owned())
+            .collect();
+        got.sort();
+        let mut want: Vec<String> = fake.users().into_iter().map(|u| u.userid).collect();
+        want.sort();
+        assert_eq!(got.len(), 40);
+        assert_eq!(got, want, "every person arrived once");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_permanent_error_is_not_retried() {
+        let fake = FakeDingTalk::start(FakeConfig::default())
+            .await
+            .expect("the fake DingTalk must start");
+        fake.seed(2, 5);
+        // 60011: no permission, a permanent answer
+        fake.fail_next("/topapi/v2/user/list", 5, 88, Some("60011"));
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        write(
+            d,
+            "idsync.toml",
+            &config(&fake.base_url(), "attempts = 5\nbackoff_ms = 10"),
+        );
+        let r = run(d, &["run", "j"]).await;
+        assert_eq!(r.code, 1, "{}", r.all());
+        assert!(r.stderr.contains("permission_denied"), "{}", r.all());
+        assert!(r.stderr.contains("60011"), "{}", r.all());
+        let calls = fake.stats().path("/topapi/v2/user/list");
+        assert_eq!(calls.calls, 1, "one call, no retry: {calls:?}");
+        assert!(!r.all().contains("fake-app-secret"), "{}", r.all());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn without_retries_the_same_failure_ends_the_run() {
+        let fake = FakeDingTalk::start(FakeConfig::default())
+            .await
+            .expect("the fake DingTalk must start");
+        fake.seed(2, 5);
+        fake.fail_next("/topapi/v2/user/list", 1, -1, None);
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        write(d, "idsync.toml", &config(&fake.base_url(), "attempts = 1"));
+        let r = run(d, &["run", "j"]).await;
+        assert_eq!(r.code, 1, "{}", r.all());
+        assert!(r.stderr.contains("unavailable"), "{}", r.all());
+        // the default stack retries it
+        fake.fail_next("/topapi/v2/user/list", 1, -1, None);
+        write(
+            d,
+            "idsync.toml",
+            &config(&fake.base_url(), "backoff_ms = 10"),
+        );
+        ok(&run(d, &["run", "j"]).await);
+    }
 }

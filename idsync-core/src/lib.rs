@@ -60,6 +60,7 @@ pub mod memory;
 pub mod memory_store;
 pub mod model;
 pub mod op;
+pub mod secret;
 pub mod source;
 pub mod store;
 

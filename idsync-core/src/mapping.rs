@@ -36,7 +36,7 @@ use crate::model::{ATTR_PREFIX, Account, Entity, Org};
 
 /// A string transform applied to a mapped value (strings only; other values pass through).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Transform {
     /// Trim white space at both ends.
     Trim,
@@ -200,7 +200,7 @@ fn render<E: Entity>(template: &str, src: &E) -> Result<Value> {
 
 /// Which source entities a job handles.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Scope {
     /// The field equals the value (strings compared as text).
     Equals {

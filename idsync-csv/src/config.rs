@@ -192,6 +192,11 @@ pub struct CsvConfig {
     /// Default page size of listings (default 1000).
     #[serde(default = "default_page")]
     pub page_size: usize,
+    /// The most bytes one record may take (default 1 MiB). A longer record fails the
+    /// import with its file and line instead of growing without bound (an unterminated
+    /// quote near the top of a large file would otherwise swallow the rest of it).
+    #[serde(default = "default_max_record")]
+    pub max_record_bytes: usize,
 }
 
 fn default_path_sep() -> String {
@@ -205,6 +210,11 @@ fn yes() -> bool {
 }
 fn default_page() -> usize {
     1000
+}
+/// 1 MiB.
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 1 << 20;
+fn default_max_record() -> usize {
+    DEFAULT_MAX_RECORD_BYTES
 }
 
 impl CsvConfig {
@@ -226,6 +236,7 @@ impl CsvConfig {
             neutralize_formulas: true,
             bom: true,
             page_size: default_page(),
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
         }
     }
 
@@ -272,7 +283,15 @@ impl CsvConfig {
         }
     }
 
-    pub(crate) fn validate(&self) -> Result<()> {
+    /// Check the settings (separators, column names, encoding, delimiter, sizes) without
+    /// touching the files.
+    pub fn validate(&self) -> Result<()> {
+        if self.page_size == 0 {
+            return Err(Error::config("csv: page_size must be at least 1"));
+        }
+        if self.max_record_bytes == 0 {
+            return Err(Error::config("csv: max_record_bytes must be at least 1"));
+        }
         if self.path_separator.is_empty() || self.multi_separator.is_empty() {
             return Err(Error::config("csv: separators must not be empty"));
         }

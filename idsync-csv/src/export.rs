@@ -35,6 +35,63 @@ fn attr_text(v: &Value) -> String {
     }
 }
 
+/// Write a header and rows as CSV to `out`: the BOM when `cfg.bom`, RFC 4180 with CRLF,
+/// every cell formula-neutralised when `cfg.neutralize_formulas`. `place` names the
+/// destination in errors.
+fn write_csv(
+    cfg: &CsvConfig,
+    out: &mut dyn Write,
+    place: &Path,
+    header: &[String],
+    rows: &mut dyn Iterator<Item = Vec<String>>,
+) -> Result<()> {
+    if cfg.bom {
+        out.write_all(b"\xEF\xBB\xBF")
+            .map_err(|e| io_err(place, e))?;
+    }
+    let delimiter = cfg.delimiter_byte()?.unwrap_or(b',');
+    let mut w = csv::WriterBuilder::new()
+        .delimiter(delimiter)
+        .terminator(csv::Terminator::CRLF)
+        .quote_style(csv::QuoteStyle::Necessary)
+        .from_writer(out);
+    let cell = |s: &str| -> String {
+        if cfg.neutralize_formulas {
+            neutralize(s).into_owned()
+        } else {
+            s.to_owned()
+        }
+    };
+    w.write_record(header.iter().map(|h| cell(h)))
+        .map_err(|e| io_err(place, e))?;
+    for row in rows {
+        w.write_record(row.iter().map(|c| cell(c)))
+            .map_err(|e| io_err(place, e))?;
+    }
+    w.flush().map_err(|e| io_err(place, e))?;
+    Ok(())
+}
+
+/// Where a table goes.
+enum Dest<'a> {
+    /// Replace this file atomically.
+    File(&'a Path),
+    /// Stream to a writer (stdout, a pipe).
+    Writer(&'a mut dyn Write),
+}
+
+fn write_table(
+    cfg: &CsvConfig,
+    dest: Dest<'_>,
+    header: &[String],
+    rows: &mut dyn Iterator<Item = Vec<String>>,
+) -> Result<()> {
+    match dest {
+        Dest::File(p) => write_atomic(cfg, p, header, rows),
+        Dest::Writer(w) => write_csv(cfg, w, Path::new("<output>"), header, rows),
+    }
+}
+
 /// Write rows to `path` atomically: a temp file in the same directory, synced, renamed.
 fn write_atomic(
     cfg: &CsvConfig,
@@ -53,31 +110,7 @@ fn write_atomic(
         .map_err(|e| io_err(path, e))?;
     {
         let mut out = std::io::BufWriter::with_capacity(256 * 1024, tmp.as_file());
-        if cfg.bom {
-            out.write_all(b"\xEF\xBB\xBF")
-                .map_err(|e| io_err(path, e))?;
-        }
-        let delimiter = cfg.delimiter_byte()?.unwrap_or(b',');
-        let mut w = csv::WriterBuilder::new()
-            .delimiter(delimiter)
-            .terminator(csv::Terminator::CRLF)
-            .quote_style(csv::QuoteStyle::Necessary)
-            .from_writer(&mut out);
-        let cell = |s: &str| -> String {
-            if cfg.neutralize_formulas {
-                neutralize(s).into_owned()
-            } else {
-                s.to_owned()
-            }
-        };
-        w.write_record(header.iter().map(|h| cell(h)))
-            .map_err(|e| io_err(path, e))?;
-        for row in rows {
-            w.write_record(row.iter().map(|c| cell(c)))
-                .map_err(|e| io_err(path, e))?;
-        }
-        w.flush().map_err(|e| io_err(path, e))?;
-        drop(w);
+        write_csv(cfg, &mut out, path, header, rows)?;
         out.flush().map_err(|e| io_err(path, e))?;
     }
     tmp.as_file().sync_all().map_err(|e| io_err(path, e))?;
@@ -109,6 +142,19 @@ fn org_paths(cfg: &CsvConfig, orgs: &[Org]) -> HashMap<Anchor, String> {
 
 /// Write an org file (sorted by anchor).
 pub(crate) fn write_orgs(cfg: &CsvConfig, path: &Path, orgs: &[Org]) -> Result<()> {
+    orgs_table(cfg, Dest::File(path), orgs)
+}
+
+/// Write orgs as CSV to `out`, in the layout of `cfg` (`layout`, `org_columns`,
+/// `delimiter`), sorted by anchor: one `attrs.NAME` column per attribute, a UTF-8 BOM
+/// when `cfg.bom`, and every cell formula-neutralised unless `cfg.neutralize_formulas` is
+/// off (a cell starting with `=`, `+`, `-`, `@`, tab or CR gets a leading `'`, which
+/// [`CsvSource`](crate::CsvSource) strips again on import).
+pub fn write_orgs_to(cfg: &CsvConfig, out: &mut dyn Write, orgs: &[Org]) -> Result<()> {
+    orgs_table(cfg, Dest::Writer(out), orgs)
+}
+
+fn orgs_table(cfg: &CsvConfig, dest: Dest<'_>, orgs: &[Org]) -> Result<()> {
     let mut orgs: Vec<&Org> = orgs.iter().collect();
     orgs.sort_by(|a, b| a.anchor.cmp(&b.anchor));
     let keys: BTreeSet<&String> = orgs.iter().flat_map(|o| o.attrs.keys()).collect();
@@ -144,13 +190,36 @@ pub(crate) fn write_orgs(cfg: &CsvConfig, path: &Path, orgs: &[Org]) -> Result<(
         );
         row
     });
-    write_atomic(cfg, path, &header, &mut rows)
+    write_table(cfg, dest, &header, &mut rows)
 }
 
 /// Write an accounts file (sorted by anchor). `orgs` is needed for the path layout.
 pub(crate) fn write_accounts(
     cfg: &CsvConfig,
     path: &Path,
+    accounts: &[&Account],
+    orgs: &[Org],
+) -> Result<()> {
+    accounts_table(cfg, Dest::File(path), accounts, orgs)
+}
+
+/// Write accounts as CSV to `out`, in the layout of `cfg` (`account_columns`, `layout`,
+/// `multi_separator`, status words), sorted by anchor: list fields joined, one
+/// `attrs.NAME` column per attribute, a UTF-8 BOM when `cfg.bom`, and every cell
+/// formula-neutralised unless `cfg.neutralize_formulas` is off. `orgs` is needed for the
+/// path layout only.
+pub fn write_accounts_to(
+    cfg: &CsvConfig,
+    out: &mut dyn Write,
+    accounts: &[&Account],
+    orgs: &[Org],
+) -> Result<()> {
+    accounts_table(cfg, Dest::Writer(out), accounts, orgs)
+}
+
+fn accounts_table(
+    cfg: &CsvConfig,
+    dest: Dest<'_>,
     accounts: &[&Account],
     orgs: &[Org],
 ) -> Result<()> {
@@ -219,7 +288,7 @@ pub(crate) fn write_accounts(
         );
         row
     });
-    write_atomic(cfg, path, &header, &mut rows)
+    write_table(cfg, dest, &header, &mut rows)
 }
 
 /// What [`export`] wrote.

@@ -110,9 +110,12 @@ mod text;
 
 use std::path::PathBuf;
 
-pub use config::{AccountColumns, CsvConfig, ErrorPolicy, OrgColumns, OrgLayout, StatusWords};
+pub use config::{
+    AccountColumns, CsvConfig, DEFAULT_MAX_RECORD_BYTES, ErrorPolicy, OrgColumns, OrgLayout,
+    StatusWords,
+};
 pub use error::{RowError, RowErrorKind};
-pub use export::{ExportSummary, export};
+pub use export::{ExportSummary, export, write_accounts_to, write_orgs_to};
 pub use sink::{CsvSink, FlushPolicy};
 pub use source::CsvSource;
 pub use text::TextEncoding;

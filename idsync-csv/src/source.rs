@@ -68,7 +68,7 @@ pub(crate) fn open_file<C>(
 ) -> Result<DataFile<C>> {
     let name = display(path);
     let format = detect(path, cfg.text_encoding()?, cfg.delimiter_byte()?)?;
-    let mut r = RecordReader::open(path, format, 0, 0)?;
+    let mut r = RecordReader::open(path, format, 0, 0)?.with_max_record(cfg.max_record_bytes);
     let mut rec = Record::default();
     let has_header = r
         .next_record(&mut rec)
@@ -198,7 +198,8 @@ impl CsvSource {
         let derive = self.orgs.is_none() && self.cfg.layout == OrgLayout::Paths;
         let mut seen: HashMap<u128, u64> = HashMap::new();
         let mut managers: Vec<(u128, u64)> = Vec::new();
-        let mut r = RecordReader::open(&f.path, f.format, f.data_offset, f.data_line)?;
+        let mut r = RecordReader::open(&f.path, f.format, f.data_offset, f.data_line)?
+            .with_max_record(self.cfg.max_record_bytes);
         let mut rec = Record::default();
         let mut errs = Vec::new();
         let mut count = 0usize;
@@ -226,6 +227,26 @@ impl CsvSource {
                     }
                 }
                 for o in &a.orgs {
+                    // Ids without an org file: a path here would name no org, and the
+                    // account would silently lose its department.
+                    if known.is_none()
+                        && self.cfg.layout == OrgLayout::Ids
+                        && o.as_str().contains(self.cfg.path_separator.as_str())
+                    {
+                        return Err(Error::config(format!(
+                            "{}:{}: department {:?} (column {:?}) looks like a path, but \
+                             the layout is \"ids\" and there is no org file; set \
+                             `layout = \"paths\"` to build the org tree from the paths, or \
+                             name an org file with `orgs`",
+                            f.name,
+                            rec.line,
+                            o.as_str(),
+                            f.cols.orgs.map(|i| f.cols.header(i)).unwrap_or_default()
+                        ))
+                        .with_provider(PROVIDER)
+                        .with_context("file", f.name.clone())
+                        .with_context("line", rec.line.to_string()));
+                    }
                     if let Some(known) = &known
                         && !known.contains(o.as_str())
                     {
@@ -431,7 +452,8 @@ impl CsvSource {
             cfg: &self.cfg,
             file: &f.name,
         };
-        let mut r = RecordReader::open(&f.path, f.format, offset, line)?;
+        let mut r = RecordReader::open(&f.path, f.format, offset, line)?
+            .with_max_record(self.cfg.max_record_bytes);
         let mut rec = Record::default();
         let mut errs = Vec::new();
         let mut items = Vec::with_capacity(size.min(4096));
@@ -494,7 +516,8 @@ impl CsvSource {
 fn load_orgs(cfg: &CsvConfig, path: &Path, findings: &mut Findings) -> Result<Vec<Org>> {
     let f = open_file(cfg, path, OrgCols::resolve)?;
     let mapper = Mapper { cfg, file: &f.name };
-    let mut r = RecordReader::open(&f.path, f.format, f.data_offset, f.data_line)?;
+    let mut r = RecordReader::open(&f.path, f.format, f.data_offset, f.data_line)?
+        .with_max_record(cfg.max_record_bytes);
     let mut rec = Record::default();
     let mut errs = Vec::new();
     let mut orgs: Vec<(Org, u64)> = Vec::new();

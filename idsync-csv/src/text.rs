@@ -257,6 +257,8 @@ pub(crate) struct RecordReader {
     /// Physical number of the next unread line.
     line: u64,
     eof: bool,
+    /// The most raw bytes one record may take.
+    max_record: u64,
 }
 
 impl std::fmt::Debug for RecordReader {
@@ -289,7 +291,15 @@ impl RecordReader {
             offset,
             line,
             eof: false,
+            max_record: u64::MAX,
         })
+    }
+
+    /// Fail a record longer than `n` raw bytes (an unterminated quote would otherwise
+    /// read the rest of the file into one record).
+    pub(crate) fn with_max_record(mut self, n: usize) -> Self {
+        self.max_record = u64::try_from(n).unwrap_or(u64::MAX).max(1);
+        self
     }
 
     /// Raw offset and physical line number of the next unread line.
@@ -297,17 +307,26 @@ impl RecordReader {
         (self.offset, self.line)
     }
 
-    /// Read one raw line (terminator included) into `self.raw`; false at end of file.
-    fn read_raw_line(&mut self) -> std::io::Result<bool> {
+    /// Read one raw line (terminator included) into `self.raw`, at most `limit` bytes;
+    /// false at end of file. A longer line leaves `self.raw` longer than `limit`.
+    fn read_raw_line(&mut self, limit: u64) -> std::io::Result<bool> {
         self.raw.clear();
         let t = self.format.terminator;
         if self.format.encoding.unit() == 1 {
-            let n = self.input.read_until(t, &mut self.raw)?;
+            let n = (&mut self.input)
+                .take(limit.saturating_add(1))
+                .read_until(t, &mut self.raw)?;
             return Ok(n > 0);
         }
         let le = self.format.encoding == TextEncoding::UTF_16LE;
         loop {
-            let n = self.input.read_until(t, &mut self.raw)?;
+            let room = limit
+                .saturating_add(1)
+                .saturating_sub(self.raw.len() as u64);
+            if room == 0 {
+                return Ok(true);
+            }
+            let n = (&mut self.input).take(room).read_until(t, &mut self.raw)?;
             if n == 0 {
                 return Ok(!self.raw.is_empty());
             }
@@ -337,13 +356,29 @@ impl RecordReader {
 
     /// Read and decode the next physical line into `self.line_buf` (terminator stripped);
     /// returns the terminator text, or `None` at end of file.
-    fn next_line(&mut self) -> std::io::Result<Option<(&'static str, bool)>> {
+    ///
+    /// Past `limit` raw bytes it fails, naming `record_line`, where the record began.
+    fn next_line(
+        &mut self,
+        limit: u64,
+        record_line: u64,
+    ) -> std::io::Result<Option<(&'static str, bool)>> {
         if self.eof {
             return Ok(None);
         }
-        if !self.read_raw_line()? {
+        if !self.read_raw_line(limit)? {
             self.eof = true;
             return Ok(None);
+        }
+        if self.raw.len() as u64 > limit {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "line {record_line}: the record is longer than {} bytes \
+                     (max_record_bytes); an unterminated quote?",
+                    self.max_record
+                ),
+            ));
         }
         self.offset += self.raw.len() as u64;
         self.line += 1;
@@ -382,10 +417,18 @@ impl RecordReader {
         let d = self.format.delimiter;
         let mut st = St::FieldStart;
         let mut started = false;
+        let mut first_line = self.line + 1;
+        let mut first_offset = self.offset;
         loop {
             let start_offset = self.offset;
             let start_line = self.line + 1;
-            let Some((term, had_errors)) = self.next_line()? else {
+            if !started {
+                first_line = start_line;
+                first_offset = start_offset;
+            }
+            let used = self.offset - first_offset;
+            let limit = self.max_record.saturating_sub(used);
+            let Some((term, had_errors)) = self.next_line(limit, first_line)? else {
                 if started {
                     // End of file inside a quoted field.
                     rec.unterminated = st == St::Quoted;

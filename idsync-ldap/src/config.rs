@@ -61,6 +61,10 @@ pub struct LdapConfig {
     /// Upgrade an `ldap://` connection with StartTLS.
     #[serde(default)]
     pub starttls: bool,
+    /// Allow a bind password over `ldap://` without StartTLS, i.e. in clear text on the
+    /// network. Off by default: such a config is refused.
+    #[serde(default)]
+    pub allow_plaintext: bool,
     /// PEM file with the CA certificate(s) that sign the server's certificate. Without it
     /// the system's roots are used. Verification is always on.
     #[serde(default)]
@@ -121,6 +125,14 @@ pub struct LdapConfig {
     /// org. E.g. `departmentNumber` (inetOrgPerson), `url` (AD `user`).
     #[serde(default)]
     pub secondary_orgs_attribute: Option<String>,
+    /// The attribute an account's display name is read from when its display name
+    /// attribute (`displayName`) is absent; default `cn`, empty for none.
+    #[serde(default = "default_display_name_fallback")]
+    pub display_name_fallback: String,
+}
+
+fn default_display_name_fallback() -> String {
+    "cn".to_owned()
 }
 
 fn default_page_size() -> u32 {
@@ -171,6 +183,7 @@ impl LdapConfig {
         LdapConfig {
             url: url.into(),
             starttls: false,
+            allow_plaintext: false,
             tls_ca_file: None,
             bind_dn: None,
             bind_password: None,
@@ -189,6 +202,7 @@ impl LdapConfig {
             disable_marker: None,
             incremental: None,
             secondary_orgs_attribute: None,
+            display_name_fallback: default_display_name_fallback(),
         }
     }
 
@@ -372,6 +386,18 @@ impl LdapConfig {
         if self.bind_dn.is_some() != self.bind_password.is_some() {
             return Err(Error::config("bind_dn and bind_password go together"));
         }
+        if self.bind_password.is_some()
+            && lower.starts_with("ldap://")
+            && !self.starttls
+            && !self.allow_plaintext
+        {
+            return Err(Error::config(format!(
+                "url {:?}: the bind password would cross the network in clear text (ldap:// \
+                 without StartTLS); use an ldaps:// URL or `starttls = true`, or set \
+                 `allow_plaintext = true` to accept that",
+                self.url
+            )));
+        }
         self.account_map()?;
         Ok(())
     }
@@ -403,6 +429,29 @@ mod tests {
         assert!(!dbg.contains("s3cret"), "{dbg}");
         assert!(dbg.contains("[redacted]"));
         assert_eq!(cfg.password(), "s3cret-Pa55");
+    }
+
+    #[test]
+    fn a_password_in_clear_text_needs_allow_plaintext() {
+        let mut cfg = LdapConfig::new("ldap://ldap.example.test", "dc=x", Dialect::Openldap)
+            .with_bind("cn=admin,dc=x", "pw");
+        let e = cfg.validate().unwrap_err();
+        assert_eq!(e.kind(), idsync_core::ErrorKind::ConfigInvalid);
+        assert!(e.message().contains("clear text"), "{e}");
+        assert!(e.message().contains("allow_plaintext"), "{e}");
+        assert!(!e.message().contains("pw\""), "{e}");
+        cfg.starttls = true;
+        cfg.validate().unwrap();
+        cfg.starttls = false;
+        cfg.allow_plaintext = true;
+        cfg.validate().unwrap();
+        let tls = LdapConfig::new("LDAPS://ldap.example.test", "dc=x", Dialect::Openldap)
+            .with_bind("cn=admin,dc=x", "pw");
+        tls.validate().unwrap();
+        // anonymous binds send no password
+        LdapConfig::new("ldap://ldap.example.test", "dc=x", Dialect::Openldap)
+            .validate()
+            .unwrap();
     }
 
     #[test]

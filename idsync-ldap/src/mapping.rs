@@ -141,6 +141,10 @@ pub(crate) fn account_attrs(cfg: &LdapConfig, map: &BTreeMap<String, String>) ->
     if let Some(a) = &cfg.secondary_orgs_attribute {
         v.push(a.clone());
     }
+    let fallback = &cfg.display_name_fallback;
+    if !fallback.is_empty() && !v.iter().any(|a| a.eq_ignore_ascii_case(fallback)) {
+        v.push(fallback.clone());
+    }
     match cfg.dialect {
         Dialect::Ad => v.push("userAccountControl".into()),
         _ => {
@@ -233,6 +237,12 @@ pub(crate) fn entry_to_account(
                 _ => {}
             }
         }
+    }
+    if acc.display_name.is_none() && !cfg.display_name_fallback.is_empty() {
+        acc.display_name = e
+            .values(&cfg.display_name_fallback)
+            .first()
+            .map(|v| String::from_utf8_lossy(v).into_owned());
     }
     acc.orgs = org.into_iter().collect();
     if let Some(attr) = &cfg.secondary_orgs_attribute {
@@ -425,6 +435,39 @@ mod tests {
         assert_eq!(a.attrs["telephone_number"], serde_json::json!(["1", "2"]));
         let missing = entry("uid=q,dc=x", &[("uid", &["q"])]);
         assert!(entry_to_account(&cfg, &map, &missing, None, None).is_err());
+    }
+
+    #[test]
+    fn display_name_falls_back_to_cn() {
+        let mut cfg = LdapConfig::new("ldap://x", "dc=x", Dialect::Openldap);
+        let map = cfg.account_map().unwrap();
+        assert!(account_attrs(&cfg, &map).iter().any(|a| a == "cn"));
+        let e = entry(
+            "uid=ls,dc=x",
+            &[
+                ("entryUUID", &["7a5ac338-7e93-1041-97fe-d3b4790f5d5e"]),
+                ("uid", &["ls"]),
+                ("cn", &["李四"]),
+            ],
+        );
+        let a = entry_to_account(&cfg, &map, &e, None, None).unwrap();
+        assert_eq!(a.display_name.as_deref(), Some("李四"));
+        // displayName wins when present
+        let both = entry(
+            "uid=ls,dc=x",
+            &[
+                ("entryUUID", &["7a5ac338-7e93-1041-97fe-d3b4790f5d5e"]),
+                ("uid", &["ls"]),
+                ("cn", &["李四"]),
+                ("displayName", &["Li Si"]),
+            ],
+        );
+        let a = entry_to_account(&cfg, &map, &both, None, None).unwrap();
+        assert_eq!(a.display_name.as_deref(), Some("Li Si"));
+        // configurable, and off when empty
+        cfg.display_name_fallback = String::new();
+        let a = entry_to_account(&cfg, &map, &e, None, None).unwrap();
+        assert_eq!(a.display_name, None);
     }
 
     #[test]

@@ -838,8 +838,9 @@ async fn generic_dialect_polls_modify_timestamp() {
     let ns = namespace(s).await;
     let mut ldap = admin(s).await;
     add_owned(&mut ldap, &format!("uid=old,{ns}"), person("old", &[])).await;
-    let cfg = idsync_ldap::LdapConfig::new(s.url(), &ns, idsync_ldap::Dialect::Generic)
+    let mut cfg = idsync_ldap::LdapConfig::new(s.url(), &ns, idsync_ldap::Dialect::Generic)
         .with_bind(s.bind_dn(), s.bind_pw());
+    cfg.allow_plaintext = true;
     let dir = LdapDirectory::new(cfg).unwrap();
     assert!(!dir.capabilities().disable, "no disable marker configured");
     assert!(dir.capabilities().changes);

@@ -22,8 +22,11 @@
 #     (the Rust test harness uses this so no server outlives `cargo test`).
 #
 # The cluster: trust authentication on 127.0.0.1 only (no password: the data is disposable),
-# fsync, synchronous_commit and full_page_writes off, UTF8 without locale.
-# Printed: DATABASE_URL=postgres://postgres@127.0.0.1:PORT/DB, PGHOST, PGPORT, PGUSER, PGDATABASE.
+# fsync, synchronous_commit and full_page_writes off, UTF8 without locale. TLS is on: a test
+# CA and a server certificate for 127.0.0.1 and localhost are made with openssl in
+# DATADIR/tls on first use; clients may connect with or without TLS.
+# Printed: DATABASE_URL=postgres://postgres@127.0.0.1:PORT/DB, PGHOST, PGPORT, PGUSER, PGDATABASE,
+# POSTGRES_CA_FILE (the test CA, for sslmode=verify-full&sslrootcert=...).
 set -euo pipefail
 
 CMD="${1:-start}"
@@ -35,6 +38,7 @@ SOCKDIR="${DATADIR}/sock"
 LOG="${DATADIR}/postgres.log"
 PORTFILE="${DATADIR}/port"
 MARKER="${DATADIR}/.idsync-postgres"
+TLSDIR="${DATADIR}/tls"
 PGUSER_NAME="postgres"
 
 fail() { echo "postgres.sh: $*" >&2; exit 1; }
@@ -113,6 +117,7 @@ PGPORT=${PORT}
 PGUSER=${PGUSER_NAME}
 PGDATABASE=${DB}
 POSTGRES_DATADIR=${DATADIR}
+POSTGRES_CA_FILE=${TLSDIR}/ca.pem
 EOT
 }
 
@@ -146,6 +151,38 @@ EOT
   echo "$PORT" >"$PORTFILE"
 }
 
+# A test CA and a server certificate (SAN 127.0.0.1, localhost) signed by it, and TLS on in
+# the cluster's configuration. Idempotent: kept across restarts.
+ensure_tls() {
+  command -v openssl >/dev/null 2>&1 || fail "openssl is needed to make the test TLS certificate"
+  if [ ! -s "$TLSDIR/server.crt" ] || [ ! -s "$TLSDIR/server.key" ] || [ ! -s "$TLSDIR/ca.pem" ]; then
+    mkdir -p "$TLSDIR"
+    local log="$TLSDIR/openssl.log"
+    {
+      openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 \
+        -subj "/CN=idsync test CA" -keyout "$TLSDIR/ca.key" -out "$TLSDIR/ca.pem" \
+        -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" &&
+      openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+        -subj "/CN=localhost" -keyout "$TLSDIR/server.key" -out "$TLSDIR/server.csr" &&
+      printf '%s\n' "subjectAltName=IP:127.0.0.1,DNS:localhost" "basicConstraints=critical,CA:FALSE" \
+        "keyUsage=critical,digitalSignature" "extendedKeyUsage=serverAuth" >"$TLSDIR/server.ext" &&
+      openssl x509 -req -in "$TLSDIR/server.csr" -CA "$TLSDIR/ca.pem" -CAkey "$TLSDIR/ca.key" \
+        -CAcreateserial -days 3650 -extfile "$TLSDIR/server.ext" -out "$TLSDIR/server.crt"
+    } >"$log" 2>&1 || { cat "$log" >&2; fail "could not make the test TLS certificate"; }
+    chmod 600 "$TLSDIR/server.key" "$TLSDIR/ca.key"
+    chmod 644 "$TLSDIR/ca.pem" "$TLSDIR/server.crt"
+    if [ "$(id -u)" -eq 0 ]; then chown -R "$PGUSER_NAME" "$TLSDIR"; fi
+  fi
+  if ! grep -q "^# idsync test cluster: TLS" "$CLUSTER/postgresql.conf"; then
+    cat >>"$CLUSTER/postgresql.conf" <<EOT
+# idsync test cluster: TLS with the test CA of ${TLSDIR}
+ssl = on
+ssl_cert_file = '${TLSDIR}/server.crt'
+ssl_key_file = '${TLSDIR}/server.key'
+EOT
+  fi
+}
+
 watch_owner() {
   # stop the server once the owner process is gone; detached so it survives this script
   local owner="$1"
@@ -163,6 +200,7 @@ start() {
     free_port
   fi
   [ -e "$CLUSTER/PG_VERSION" ] || create_cluster
+  ensure_tls
   echo "$PORT" >"$PORTFILE"
   as_owner "$BIN/pg_ctl" -D "$CLUSTER" -l "$LOG" -o "-p ${PORT}" -w -t "$WAIT_S" start \
     >/dev/null 2>&1 || { tail -n 30 "$LOG" >&2 || true; fail "the server did not start"; }

@@ -50,11 +50,14 @@ impl Server {
     pub fn ca_file(&self) -> String {
         self.var("TLS_CA_FILE")
     }
-    /// A config for `base_dn` with admin credentials and the test CA.
+    /// A config for `base_dn` with admin credentials and the test CA. The test servers
+    /// listen on loopback, so a password over plain `ldap://` is allowed here.
     pub fn config(&self, base_dn: &str) -> LdapConfig {
-        LdapConfig::new(self.url(), base_dn, self.dialect)
+        let mut cfg = LdapConfig::new(self.url(), base_dn, self.dialect)
             .with_bind(self.bind_dn(), self.bind_pw())
-            .with_ca_file(self.ca_file())
+            .with_ca_file(self.ca_file());
+        cfg.allow_plaintext = true;
+        cfg
     }
     pub fn directory(&self, base_dn: &str) -> LdapDirectory {
         LdapDirectory::new(self.config(base_dn)).unwrap()

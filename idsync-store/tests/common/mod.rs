@@ -5,17 +5,23 @@
 use std::process::Command;
 use std::sync::OnceLock;
 
-/// The admin URL of a PostgreSQL server for tests: `IDSYNC_TEST_PG_URL` or `DATABASE_URL`
-/// when set, else a server started through `scripts/services/postgres.sh` (stopped when
-/// this test process exits). Panics loudly when none can be had: tests never skip.
-pub fn pg_url() -> String {
-    static URL: OnceLock<String> = OnceLock::new();
-    URL.get_or_init(|| {
+/// The test server: its admin URL, and the CA file of its TLS certificate when known.
+struct Server {
+    url: String,
+    ca_file: Option<String>,
+}
+
+fn server() -> &'static Server {
+    static SERVER: OnceLock<Server> = OnceLock::new();
+    SERVER.get_or_init(|| {
         for var in ["IDSYNC_TEST_PG_URL", "DATABASE_URL"] {
             if let Ok(u) = std::env::var(var)
                 && u.starts_with("postgres")
             {
-                return u;
+                return Server {
+                    url: u,
+                    ca_file: std::env::var("POSTGRES_CA_FILE").ok(),
+                };
             }
         }
         let script = concat!(
@@ -38,12 +44,33 @@ pub fn pg_url() -> String {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .find_map(|l| l.strip_prefix("DATABASE_URL=").map(str::to_owned))
-            .expect("postgres.sh printed no DATABASE_URL")
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let var = |k: &str| {
+            stdout
+                .lines()
+                .find_map(|l| l.strip_prefix(k).map(str::to_owned))
+        };
+        Server {
+            url: var("DATABASE_URL=").expect("postgres.sh printed no DATABASE_URL"),
+            ca_file: var("POSTGRES_CA_FILE="),
+        }
     })
-    .clone()
+}
+
+/// The admin URL of a PostgreSQL server for tests: `IDSYNC_TEST_PG_URL` or `DATABASE_URL`
+/// when set, else a server started through `scripts/services/postgres.sh` (stopped when
+/// this test process exits). Panics loudly when none can be had: tests never skip.
+pub fn pg_url() -> String {
+    server().url.clone()
+}
+
+/// The CA file of the test server's TLS certificate: `POSTGRES_CA_FILE` next to a URL
+/// from the environment, else what `postgres.sh` printed. Panics when unknown.
+pub fn pg_ca_file() -> String {
+    server().ca_file.clone().expect(
+        "the CA file of the test PostgreSQL is unknown: set POSTGRES_CA_FILE (printed by \
+         scripts/services/postgres.sh) next to DATABASE_URL",
+    )
 }
 
 /// `url` with its database replaced by `db`.
