@@ -133,7 +133,7 @@ pub(crate) fn classify(errcode: i64) -> Class {
         // department still has members / sub-departments
         60005 | 60006 => class(K::Conflict, P),
         // parent department not found, invalid parameters, invalid userid / name / mobile / email
-        60004 | 40058 | 40003 | 60112 | 60103 | 60105 | 60009 => class(K::InvalidData, P),
+        60004 | 40058 | 40003 | 60112 | 60103 | 60105 | 60009 | 60129 => class(K::InvalidData, P),
         _ => class(K::Unexpected, P),
     }
 }

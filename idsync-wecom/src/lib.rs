@@ -6,6 +6,8 @@
 pub mod crypto;
 mod error;
 pub mod event;
+#[cfg(feature = "fake")]
+pub mod fake;
 pub mod mapping;
 
 pub use crypto::MsgCrypt;
