@@ -7,31 +7,21 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use idsync_core::{Error, ErrorKind, ErrorStatus};
+use idsync_http::{ApiError, Class as HttpClass, int_of};
+use serde_json::Value;
 
 use crate::PROVIDER;
 
-/// Everything that can go wrong inside this crate. Converted once into
-/// [`idsync_core::Error`]; never shown with secrets (the access token travels in the query
-/// string, so errors name the API path only).
+/// What can go wrong inside this crate besides API answers (those are
+/// [`ApiError`]s of the toolkit, classified by [`classify`]).
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum WeComError {
-    /// An answer with `errcode != 0`.
-    #[error("WeCom errcode {errcode} on {path}: {errmsg}")]
-    Api {
-        errcode: i64,
-        errmsg: String,
-        /// The API path, e.g. `user/get` (never the query string).
-        path: String,
-    },
     /// The answer could not be understood.
     #[error("unexpected WeCom answer: {0}")]
     Decode(String),
     /// Callback signature, encryption or replay problem.
     #[error("callback: {0}")]
     Crypto(String),
-    /// The configuration is wrong.
-    #[error("configuration: {0}")]
-    Config(String),
 }
 
 /// How long to wait before a retry may succeed.
@@ -126,8 +116,8 @@ pub(crate) fn classify(errcode: i64) -> Class {
             K::PermissionDenied,
             "the API is forbidden for this secret: enable API access for the app or use the contact-sync secret",
         ),
-        // user / department not found, invalid party id
-        60111 | 60003 | 60123 => class(K::NotFound, P),
+        // user / department not found, invalid party id, no member with that mobile / email
+        60111 | 60003 | 60123 | 46004 => class(K::NotFound, P),
         // userid / mobile / email / department name already exist
         60102 | 60104 | 60106 | 60008 => class(K::AlreadyExists, P),
         // department still has members / sub-departments
@@ -162,51 +152,50 @@ pub(crate) fn until_window_ends(now: SystemTime, window: Duration) -> Duration {
     Duration::from_millis(u64::try_from(left).unwrap_or(u64::MAX).max(1))
 }
 
-impl WeComError {
-    /// True when the token should be refreshed and the call retried once.
-    pub(crate) fn is_token_error(&self) -> bool {
-        matches!(self, WeComError::Api { errcode, .. } if classify(*errcode).token_bad)
+/// The error-body check of every WeCom answer: `errcode != 0` (on HTTP 200, as WeCom
+/// answers everything) becomes a classified [`ApiError`]; the `45009` wait is measured
+/// from `now` to the end of the current `window`.
+pub(crate) fn check_body(
+    body: Value,
+    now: SystemTime,
+    window: Duration,
+) -> std::result::Result<Value, ApiError> {
+    let errcode = body.get("errcode").and_then(int_of).unwrap_or(0);
+    if errcode == 0 {
+        return Ok(body);
     }
+    let errmsg = body
+        .get("errmsg")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    Err(api_error(errcode, errmsg, now, window))
+}
 
-    /// The core error, with `45009` waits measured from `now` over `window`.
-    pub(crate) fn into_error_at(self, now: SystemTime, window: Duration) -> Error {
-        let (class, code) = match &self {
-            WeComError::Api { errcode, .. } => (classify(*errcode), Some(errcode.to_string())),
-            WeComError::Decode(_) | WeComError::Crypto(_) => {
-                (class(ErrorKind::InvalidData, ErrorStatus::Permanent), None)
-            }
-            WeComError::Config(_) => (
-                class(ErrorKind::ConfigInvalid, ErrorStatus::Permanent),
-                None,
-            ),
-        };
-        let message = match (&self, class.hint) {
-            (WeComError::Api { .. }, Some(hint)) => format!("{self} — {hint}"),
-            _ => self.to_string(),
-        };
-        let mut out = Error::new(class.kind, message)
-            .with_status(class.status)
-            .with_provider(PROVIDER);
-        if let Some(after) = class.retry_after(now, window) {
-            out = out.with_retry_after(after);
-        }
-        if let Some(code) = code {
-            out = out.with_provider_code(code);
-        }
-        if let WeComError::Api { path, .. } = &self {
-            out = out.with_context("path", path.clone());
-        }
-        // A throttled request provably did nothing: creates may be retried.
-        if class.kind == ErrorKind::RateLimited {
-            out = out.with_context("request_sent", "no");
-        }
-        out
+/// The classified error of one `errcode`.
+pub(crate) fn api_error(errcode: i64, errmsg: &str, now: SystemTime, window: Duration) -> ApiError {
+    let c = classify(errcode);
+    let message = match c.hint {
+        Some(hint) => format!("WeCom errcode {errcode}: {errmsg} — {hint}"),
+        None => format!("WeCom errcode {errcode}: {errmsg}"),
+    };
+    let mut class = HttpClass::new(c.kind, c.status);
+    if let Some(after) = c.retry_after(now, window) {
+        class = class.after(after);
     }
+    let e = ApiError::new(Some(errcode.to_string()), message, class);
+    if c.token_bad { e.token_bad() } else { e }
+}
+
+/// True when `e` carries WeCom's `errcode`.
+pub(crate) fn has_code(e: &Error, errcode: i64) -> bool {
+    e.provider_code() == Some(errcode.to_string().as_str())
 }
 
 impl From<WeComError> for Error {
     fn from(e: WeComError) -> Self {
-        e.into_error_at(SystemTime::now(), Duration::from_secs(60))
+        Error::new(ErrorKind::InvalidData, e.to_string())
+            .with_status(ErrorStatus::Permanent)
+            .with_provider(PROVIDER)
     }
 }
 
@@ -215,6 +204,7 @@ mod tests {
     use super::*;
     use ErrorKind as K;
     use ErrorStatus::{Permanent as P, Temporary as T};
+    use idsync_http::HttpError;
 
     #[test]
     fn classify_table() {
@@ -299,6 +289,7 @@ mod tests {
             (60111, K::NotFound, P, Wait::None, false, None),
             (60003, K::NotFound, P, Wait::None, false, None),
             (60123, K::NotFound, P, Wait::None, false, None),
+            (46004, K::NotFound, P, Wait::None, false, None),
             (60102, K::AlreadyExists, P, Wait::None, false, None),
             (60104, K::AlreadyExists, P, Wait::None, false, None),
             (60106, K::AlreadyExists, P, Wait::None, false, None),
@@ -335,12 +326,13 @@ mod tests {
             until_window_ends(at(1_700_000_039_500), minute),
             Duration::from_millis(500)
         );
-        let e = WeComError::Api {
-            errcode: 45009,
-            errmsg: "api freq out of limit".into(),
-            path: "user/get".into(),
-        }
-        .into_error_at(at(1_700_000_030_000), minute);
+        let e = HttpError::Api(api_error(
+            45009,
+            "api freq out of limit",
+            at(1_700_000_030_000),
+            minute,
+        ))
+        .into_error(PROVIDER, "/user/get");
         assert_eq!(e.kind(), K::RateLimited);
         assert!(e.is_temporary());
         assert_eq!(e.retry_after(), Some(Duration::from_secs(10)));
@@ -350,24 +342,27 @@ mod tests {
                 .iter()
                 .any(|(k, v)| k == "request_sent" && v == "no")
         );
+        assert!(api_error(42001, "expired", at(0), minute).token_bad);
+        assert!(!api_error(60111, "no", at(0), minute).token_bad);
     }
 
     #[test]
     fn forbidden_says_what_to_configure_and_names_the_path() {
-        let e: Error = WeComError::Api {
-            errcode: 60020,
-            errmsg: "not allow to access from your ip, from ip: 203.0.113.10".into(),
-            path: "department/simplelist".into(),
-        }
-        .into();
+        let body = serde_json::json!({
+            "errcode": 60020,
+            "errmsg": "not allow to access from your ip, hint: [1718003600_21_x], from ip: 203.0.113.10"
+        });
+        let api = check_body(body, SystemTime::now(), Duration::from_secs(60)).unwrap_err();
+        let e = HttpError::Api(api).into_error(PROVIDER, "/department/simplelist");
         assert_eq!(e.kind(), K::PermissionDenied);
         assert!(!e.is_temporary());
         assert!(e.message().contains("trusted IP list"), "{}", e.message());
-        assert!(e.message().contains("department/simplelist"));
-        assert!(
-            e.context()
-                .iter()
-                .any(|(k, v)| k == "path" && v == "department/simplelist")
+        assert_eq!(e.operation(), Some("/department/simplelist"));
+        assert_eq!(e.provider_code(), Some("60020"));
+        let ok = serde_json::json!({"errcode": 0, "errmsg": "ok", "x": 1});
+        assert_eq!(
+            check_body(ok.clone(), SystemTime::now(), Duration::from_secs(60)),
+            Ok(ok)
         );
         assert_eq!(e.provider(), Some("wecom"));
     }

@@ -3,14 +3,33 @@
 #![forbid(unsafe_code)]
 #![warn(unreachable_pub, missing_debug_implementations)]
 
+pub mod callback;
+mod client;
+pub mod config;
 pub mod crypto;
 mod error;
 pub mod event;
 #[cfg(feature = "fake")]
 pub mod fake;
 pub mod mapping;
+mod sink;
+mod source;
 
+pub use callback::callback_router;
+pub use config::{CallbackConfig, CallbackKeys, Connection, WeComConfig};
 pub use crypto::MsgCrypt;
+pub use sink::WeComSink;
+pub use source::{Target, WeComEventLog, WeComSource};
 
 /// The provider name in descriptors and errors.
 pub const PROVIDER: &str = "wecom";
+
+/// A source for a config: reads the referenced secrets (the CLI's entry point).
+pub fn source_from_config(cfg: &WeComConfig) -> idsync_core::Result<WeComSource> {
+    WeComSource::new(cfg.resolve()?)
+}
+
+/// A sink for a config: reads the referenced secrets (the CLI's entry point).
+pub fn sink_from_config(cfg: &WeComConfig) -> idsync_core::Result<WeComSink> {
+    WeComSink::new(cfg.resolve()?)
+}

@@ -7,6 +7,7 @@
 //! | `email` | `email` |
 //! | `phone` | `mobile` |
 //! | `title` | `position` |
+//! | `employee_id` | the `extattr` text attribute named by `employee_id_attr` (WeCom has no employee-number field) |
 //! | `orgs` | `department`, with `main_department` moved first |
 //! | `manager` | `direct_leader[0]` |
 //! | `status` | `status`: 1 active, 4 not activated → `Active`; 2 disabled, 5 left → `Disabled` |
@@ -40,6 +41,46 @@ use serde_json::{Map, Value, json};
 
 /// The largest WeCom `order` (`2^32 - 1`).
 pub const MAX_ORDER: i64 = 4_294_967_295;
+
+/// How members are mapped: the corp's own department, whether extra attributes are
+/// carried, and which custom text attribute (`extattr`, defined in the admin console,
+/// e.g. `工号`) holds the employee number (WeCom has no such field of its own).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserMapping {
+    /// The department that is the corp itself (1).
+    pub root: i64,
+    /// Fill `attrs` (see the table above).
+    pub extra_attrs: bool,
+    /// The `extattr` text attribute that is `employee_id` (`None`: no employee numbers).
+    pub employee_id_attr: Option<String>,
+}
+
+impl UserMapping {
+    /// The mapping with root `root`, extra attributes and no employee-number attribute.
+    pub fn new(root: i64) -> Self {
+        UserMapping {
+            root,
+            extra_attrs: true,
+            employee_id_attr: None,
+        }
+    }
+}
+
+/// The text value of the `extattr` attribute `name`.
+fn extattr_text(v: &Value, name: &str) -> Option<String> {
+    v.get("extattr")?
+        .get("attrs")?
+        .as_array()?
+        .iter()
+        .find(|a| a.get("name").and_then(Value::as_str) == Some(name))
+        .and_then(|a| a.get("text")?.get("value")?.as_str())
+        .filter(|s| !s.trim().is_empty())
+        .map(str::to_owned)
+}
+
+fn extattr_body(name: &str, value: &str) -> Value {
+    json!({"attrs": [{"type": 0, "name": name, "text": {"value": value}}]})
+}
 
 /// An integer from a JSON number or a numeric string.
 pub(crate) fn int_of(v: &Value) -> Option<i64> {
@@ -78,7 +119,8 @@ pub fn order_to_wecom(order: Option<i64>) -> i64 {
 
 /// An account from a `user/get` (or `user/list` item) object. `root` is the department
 /// that is the tenant itself: membership in it is no org membership.
-pub fn account_from_user(v: &Value, root: i64, extra_attrs: bool) -> Result<Account> {
+pub fn account_from_user(v: &Value, m: &UserMapping) -> Result<Account> {
+    let (root, extra_attrs) = (m.root, m.extra_attrs);
     let userid =
         text(v, "userid").ok_or_else(|| Error::invalid_data("WeCom user without userid"))?;
     let mut a = Account::new(userid.clone(), userid);
@@ -87,6 +129,10 @@ pub fn account_from_user(v: &Value, root: i64, extra_attrs: bool) -> Result<Acco
     a.email = text(v, "email");
     a.phone = text(v, "mobile");
     a.title = text(v, "position");
+    a.employee_id = m
+        .employee_id_attr
+        .as_deref()
+        .and_then(|name| extattr_text(v, name));
 
     let depts = int_list(v, "department");
     let main = v.get("main_department").and_then(int_of).filter(|m| *m > 0);
@@ -291,7 +337,8 @@ fn dept_ids(orgs: &[Anchor], root: i64) -> Result<Vec<i64>> {
 
 /// The `user/create` body for an account (the anchor is the proposed `userid`; WeCom keeps
 /// it). One of mobile or email is required.
-pub fn user_create_body(a: &Account, root: i64) -> Result<Value> {
+pub fn user_create_body(a: &Account, map: &UserMapping) -> Result<Value> {
+    let root = map.root;
     if a.phone.is_none() && a.email.is_none() {
         return Err(Error::invalid_data(format!(
             "account {}: WeCom needs a mobile or an email to create a member",
@@ -329,6 +376,18 @@ pub fn user_create_body(a: &Account, root: i64) -> Result<Value> {
     }
     if a.status == Status::Disabled {
         m.insert("enable".into(), json!(0));
+    }
+    match (&a.employee_id, &map.employee_id_attr) {
+        (Some(id), Some(name)) => {
+            m.insert("extattr".into(), extattr_body(name, id));
+        }
+        (Some(_), None) => {
+            return Err(Error::unsupported(format!(
+                "account {}: WeCom has no employee number field; set employee_id_attr to the custom attribute that holds it",
+                a.anchor
+            )));
+        }
+        _ => {}
     }
     for (k, v) in &a.attrs {
         if let Some(field) = writable_attr(k) {
@@ -371,7 +430,8 @@ pub fn check_userid(userid: &str) -> Result<()> {
 }
 
 /// The `user/update` body for a patch of idsync field names.
-pub fn user_update_body(userid: &str, changes: &Attrs, root: i64) -> Result<Value> {
+pub fn user_update_body(userid: &str, changes: &Attrs, map: &UserMapping) -> Result<Value> {
+    let root = map.root;
     let mut m = Map::new();
     m.insert("userid".into(), json!(userid));
     let str_or_empty = |v: &Value| v.as_str().map(str::to_owned).unwrap_or_default();
@@ -412,6 +472,16 @@ pub fn user_update_body(userid: &str, changes: &Attrs, root: i64) -> Result<Valu
                     !matches!(value.as_str(), Some(s) if s.eq_ignore_ascii_case("disabled"));
                 m.insert("enable".into(), json!(i32::from(active)));
             }
+            "employee_id" => match &map.employee_id_attr {
+                Some(name) => {
+                    m.insert("extattr".into(), extattr_body(name, &str_or_empty(value)));
+                }
+                None => {
+                    return Err(Error::unsupported(format!(
+                        "account {userid}: WeCom has no employee number field; set employee_id_attr to the custom attribute that holds it"
+                    )));
+                }
+            },
             "username" => {
                 return Err(Error::unsupported(format!(
                     "account {userid}: WeCom changes a userid only once and only for system-generated ones; it is the anchor here"
@@ -506,7 +576,7 @@ mod tests {
 
     #[test]
     fn golden_user_get() {
-        let a = account_from_user(&v(USER_GET), 1, true).unwrap();
+        let a = account_from_user(&v(USER_GET), &UserMapping::new(1)).unwrap();
         let mut want = Account::new("zhangsan", "zhangsan");
         want.display_name = Some("张三".into());
         want.email = Some("zhangsan@gzdev.com".into());
@@ -531,14 +601,25 @@ mod tests {
         want.attrs = serde_json::from_value(attrs).unwrap();
         assert_eq!(a, want);
         // with another root, both departments are orgs, the main one first
-        let b = account_from_user(&v(USER_GET), 100, false).unwrap();
+        let b = account_from_user(
+            &v(USER_GET),
+            &UserMapping {
+                root: 100,
+                extra_attrs: false,
+                employee_id_attr: Some("文本名称".into()),
+            },
+        )
+        .unwrap();
         assert_eq!(b.orgs, vec![Anchor::new("2"), Anchor::new("1")]);
         assert!(b.attrs.is_empty());
+        // the employee number from the configured custom attribute
+        assert_eq!(b.employee_id.as_deref(), Some("文本"));
+        assert_eq!(a.employee_id, None);
     }
 
     #[test]
     fn withheld_fields_are_absent_not_empty() {
-        let a = account_from_user(&v(USER_GET_RESTRICTED), 1, true).unwrap();
+        let a = account_from_user(&v(USER_GET_RESTRICTED), &UserMapping::new(1)).unwrap();
         assert_eq!(a.email, None);
         assert_eq!(a.phone, None);
         assert_eq!(a.title, None);
@@ -562,7 +643,7 @@ mod tests {
         ] {
             let mut u = v(USER_GET);
             u["status"] = json!(status);
-            let a = account_from_user(&u, 1, true).unwrap();
+            let a = account_from_user(&u, &UserMapping::new(1)).unwrap();
             assert_eq!(a.status, want, "{status}");
             assert_eq!(
                 a.attrs.get("wecom_status").and_then(Value::as_str),
@@ -570,7 +651,7 @@ mod tests {
                 "{status}"
             );
         }
-        assert!(account_from_user(&json!({"name": "x"}), 1, true).is_err());
+        assert!(account_from_user(&json!({"name": "x"}), &UserMapping::new(1)).is_err());
     }
 
     #[test]
@@ -631,7 +712,7 @@ mod tests {
         a.orgs = vec![Anchor::new("3"), Anchor::new("2")];
         a.manager = Some(Anchor::new("zhangsan"));
         a.status = Status::Disabled;
-        let b = user_create_body(&a, 1).unwrap();
+        let b = user_create_body(&a, &UserMapping::new(1)).unwrap();
         assert_eq!(
             b,
             json!({"userid": "wangwu", "name": "王五", "department": [3, 2], "main_department": 3,
@@ -639,8 +720,20 @@ mod tests {
                    "direct_leader": ["zhangsan"], "enable": 0})
         );
         a.email = None;
-        let e = user_create_body(&a, 1).unwrap_err();
+        let e = user_create_body(&a, &UserMapping::new(1)).unwrap_err();
         assert!(e.message().contains("mobile or an email"), "{e}");
+        a.email = Some("wangwu@example.com".into());
+        a.employee_id = Some("E001".into());
+        assert!(user_create_body(&a, &UserMapping::new(1)).is_err());
+        let with_attr = UserMapping {
+            employee_id_attr: Some("工号".into()),
+            ..UserMapping::new(1)
+        };
+        let b = user_create_body(&a, &with_attr).unwrap();
+        assert_eq!(
+            b["extattr"],
+            json!({"attrs": [{"type": 0, "name": "工号", "text": {"value": "E001"}}]})
+        );
         assert!(check_userid("_bad").is_err());
         assert!(check_userid("good.user-1@x").is_ok());
 
@@ -649,12 +742,12 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(
-            user_update_body("wangwu", &patch, 1).unwrap(),
+            user_update_body("wangwu", &patch, &UserMapping::new(1)).unwrap(),
             json!({"userid": "wangwu", "enable": 0, "department": [1], "main_department": 1,
                    "mobile": "", "alias": "ww"})
         );
         let bad: Attrs = serde_json::from_value(json!({"attrs.unknown": 1})).unwrap();
-        assert!(user_update_body("wangwu", &bad, 1).is_err());
+        assert!(user_update_body("wangwu", &bad, &UserMapping::new(1)).is_err());
 
         let mut o = Org::new("x", None, "研发");
         o.order = Some(MAX_ORDER - 7);

@@ -92,6 +92,8 @@ pub struct FakeUser {
     pub direct_leader: Vec<String>,
     /// `status`: 1 active, 2 disabled, 4 not activated, 5 left.
     pub status: i64,
+    /// `extattr` text attributes, by name.
+    pub extattr: BTreeMap<String, String>,
 }
 
 impl FakeUser {
@@ -135,6 +137,14 @@ impl FakeUser {
             } else if let Some(s) = val {
                 v[k] = json!(s);
             }
+        }
+        if !self.extattr.is_empty() {
+            let attrs: Vec<Value> = self
+                .extattr
+                .iter()
+                .map(|(n, t)| json!({"type": 0, "name": n, "text": {"value": t}}))
+                .collect();
+            v["extattr"] = json!({ "attrs": attrs });
         }
         if withhold {
             v["gender"] = json!("0");
@@ -229,6 +239,17 @@ impl State {
             "user/create" => self.user_create(body),
             "user/update" => self.user_update(body),
             "user/delete" => self.user_delete(&q("userid")),
+            "user/getuserid" => {
+                self.userid_by(|u| u.mobile.as_deref() == s(body, "mobile").as_deref())
+            }
+            "user/get_userid_by_email" => {
+                let want = s(body, "email").unwrap_or_default().to_lowercase();
+                let biz = body.get("email_type").and_then(int_of) != Some(2);
+                self.userid_by(|u| {
+                    let have = if biz { &u.biz_mail } else { &u.email };
+                    have.as_deref().is_some_and(|e| e.to_lowercase() == want)
+                })
+            }
             other => err(404, format!("invalid url {other}")),
         };
         match answer {
@@ -395,6 +416,13 @@ impl State {
             .ok_or((60111, format!("userid not found: {userid}")))
     }
 
+    fn userid_by(&self, pred: impl Fn(&FakeUser) -> bool) -> Answer {
+        match self.users.values().find(|u| pred(u)) {
+            Some(u) => Ok(json!({"errcode": 0, "errmsg": "ok", "userid": u.userid})),
+            None => err(46004, "user not exists"),
+        }
+    }
+
     fn user_get(&self, userid: &str) -> Answer {
         Ok(ok_with(
             self.user(userid)?.to_json(self.withhold_fields),
@@ -530,6 +558,27 @@ impl State {
         ] {
             if let Some(v) = s(body, key) {
                 *field = opt(v);
+            }
+        }
+        if let Some(attrs) = body
+            .get("extattr")
+            .and_then(|e| e.get("attrs"))
+            .and_then(Value::as_array)
+        {
+            for a in attrs {
+                let name = s(a, "name").unwrap_or_default();
+                let text = a
+                    .get("text")
+                    .and_then(|t| s(t, "value"))
+                    .unwrap_or_default();
+                if name.is_empty() {
+                    continue;
+                }
+                if text.is_empty() {
+                    u.extattr.remove(&name);
+                } else {
+                    u.extattr.insert(name, text);
+                }
             }
         }
         if let Some(l) = strs(body, "direct_leader") {
