@@ -1,0 +1,473 @@
+//! The JSON client: one provider's base URL, pacing, body cap and error-body hook.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use idsync_core::Result;
+use reqwest::Method;
+use reqwest::header::{HeaderName, HeaderValue};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+
+use crate::error::{ApiError, HttpError, parse_retry_after};
+use crate::pace::{Limit, Pacer};
+use crate::token::{IssuedToken, Token, TokenCache};
+use crate::url::check_base_url;
+
+/// Default cap of an answer body: 8 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+
+/// The provider hook that finds error bodies in answers, **also on HTTP 200**.
+///
+/// Called with every answer that is JSON. Return `Err` with a classified [`ApiError`] when
+/// the body is a provider error (DingTalk/WeCom `errcode != 0`, Lark `code != 0`), `Ok`
+/// with the body otherwise. A non-2xx answer for which the hook returns `Ok` becomes a
+/// transport error ([`HttpError::Status`]), never "not found".
+pub trait BodyCheck: Send + Sync + 'static {
+    /// Checks one decoded answer.
+    fn check(&self, http_status: u16, body: Value) -> std::result::Result<Value, ApiError>;
+}
+
+/// A [`BodyCheck`] from a function.
+impl<F> BodyCheck for F
+where
+    F: Fn(u16, Value) -> std::result::Result<Value, ApiError> + Send + Sync + 'static,
+{
+    fn check(&self, http_status: u16, body: Value) -> std::result::Result<Value, ApiError> {
+        self(http_status, body)
+    }
+}
+
+/// Settings of one [`JsonClient`].
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// The base URL; paths are appended to it.
+    pub base_url: String,
+    /// Accept `http://` to a host that is not loopback.
+    pub allow_plaintext: bool,
+    /// Timeout of one whole request (connect to last body byte).
+    pub timeout: Duration,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Answer bodies larger than this are an error.
+    pub max_body_bytes: usize,
+    /// Pacing of every path (`None`: unpaced).
+    pub pacing: Option<Limit>,
+    /// Pacing of particular paths (overrides `pacing`).
+    pub path_limits: Vec<(String, Limit)>,
+    /// Names of query parameters that are secrets beyond [`SECRET_PARAMS`](crate::SECRET_PARAMS).
+    pub secret_params: Vec<String>,
+}
+
+impl HttpSettings {
+    /// Settings for `base_url` with defaults: 30 s timeout, 10 s connect timeout, an
+    /// 8 MiB body cap, no pacing, plaintext refused.
+    pub fn new(base_url: impl Into<String>) -> Self {
+        HttpSettings {
+            base_url: base_url.into(),
+            allow_plaintext: false,
+            timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            pacing: None,
+            path_limits: Vec::new(),
+            secret_params: Vec::new(),
+        }
+    }
+}
+
+/// A query-string value: plain, or a secret that is redacted in logs.
+#[derive(Clone)]
+enum QueryValue {
+    Plain(String),
+    Secret(SecretString),
+}
+
+/// One request: method, path (appended to the base URL; also the pacing key), query,
+/// headers and an optional JSON body. Secrets go in through the `secret_*` methods, which
+/// keep them out of logs and `Debug` output.
+#[derive(Clone)]
+pub struct Request {
+    method: Method,
+    path: String,
+    query: Vec<(String, QueryValue)>,
+    headers: Vec<(HeaderName, QueryValue)>,
+    body: Option<Value>,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Request")
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("query", &self.display_query())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Request {
+    /// A request with any method.
+    pub fn new(method: Method, path: impl Into<String>) -> Self {
+        Request {
+            method,
+            path: path.into(),
+            query: Vec::new(),
+            headers: Vec::new(),
+            body: None,
+        }
+    }
+
+    /// `GET path`.
+    pub fn get(path: impl Into<String>) -> Self {
+        Self::new(Method::GET, path)
+    }
+
+    /// `POST path` with a JSON body.
+    pub fn post(path: impl Into<String>, body: Value) -> Self {
+        Self::new(Method::POST, path).json(body)
+    }
+
+    /// Sets the JSON body.
+    pub fn json(mut self, body: Value) -> Self {
+        self.body = Some(body);
+        self
+    }
+
+    /// Adds a query parameter.
+    pub fn query(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.query
+            .push((key.into(), QueryValue::Plain(value.into())));
+        self
+    }
+
+    /// Adds a secret query parameter (redacted in logs).
+    pub fn secret_query(mut self, key: impl Into<String>, value: SecretString) -> Self {
+        self.query.push((key.into(), QueryValue::Secret(value)));
+        self
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, name: HeaderName, value: impl Into<String>) -> Self {
+        self.headers.push((name, QueryValue::Plain(value.into())));
+        self
+    }
+
+    /// Adds a secret header (e.g. `Authorization`).
+    pub fn secret_header(mut self, name: HeaderName, value: SecretString) -> Self {
+        self.headers.push((name, QueryValue::Secret(value)));
+        self
+    }
+
+    /// The path.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The method.
+    pub fn method(&self) -> &Method {
+        &self.method
+    }
+
+    /// The body, if any.
+    pub fn body(&self) -> Option<&Value> {
+        self.body.as_ref()
+    }
+
+    /// The query string for logs, secrets redacted.
+    fn display_query(&self) -> String {
+        self.query
+            .iter()
+            .map(|(k, v)| match v {
+                QueryValue::Plain(p) => format!("{k}={p}"),
+                QueryValue::Secret(_) => format!("{k}=[redacted]"),
+            })
+            .collect::<Vec<_>>()
+            .join("&")
+    }
+
+    fn with_token(&self, placement: &TokenPlacement, token: &Token) -> Request {
+        let r = self.clone();
+        match placement {
+            TokenPlacement::Query(name) => r.secret_query(*name, token.secret().clone()),
+            TokenPlacement::Header(name) => r.secret_header(name.clone(), token.secret().clone()),
+            TokenPlacement::Bearer => r.secret_header(
+                reqwest::header::AUTHORIZATION,
+                SecretString::from(format!("Bearer {}", token.expose())),
+            ),
+        }
+    }
+}
+
+struct Inner {
+    http: reqwest::Client,
+    base: String,
+    provider: &'static str,
+    max_body: usize,
+    pacer: Pacer,
+    check: Box<dyn BodyCheck>,
+}
+
+/// A JSON-over-HTTPS client for one provider: rustls, no redirects, connect and request
+/// timeouts, a body cap, per-path pacing, the provider's error-body hook, and errors that
+/// never carry a URL. Cheap to clone (shared inside).
+#[derive(Clone)]
+pub struct JsonClient {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for JsonClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JsonClient")
+            .field("provider", &self.inner.provider)
+            .field("base", &self.inner.base)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JsonClient {
+    /// A client of `provider` (its name in errors) with `settings` and the error-body
+    /// hook `check`. Fails on a bad base URL (plaintext to a non-loopback host unless
+    /// `allow_plaintext`).
+    pub fn new(
+        provider: &'static str,
+        settings: &HttpSettings,
+        check: impl BodyCheck,
+    ) -> Result<Self> {
+        let url = check_base_url(&settings.base_url, settings.allow_plaintext)
+            .map_err(|e| e.into_error(provider, "config"))?;
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(settings.timeout)
+            .connect_timeout(settings.connect_timeout)
+            .https_only(url.scheme() == "https")
+            .build()
+            .map_err(|e| {
+                HttpError::Config(format!("HTTP client: {}", e.without_url()))
+                    .into_error(provider, "config")
+            })?;
+        Ok(JsonClient {
+            inner: Arc::new(Inner {
+                http,
+                base: url.as_str().trim_end_matches('/').to_owned(),
+                provider,
+                max_body: settings.max_body_bytes.max(1),
+                pacer: Pacer::new(settings.pacing, settings.path_limits.iter().cloned()),
+                check: Box::new(check),
+            }),
+        })
+    }
+
+    /// The provider name.
+    pub fn provider(&self) -> &'static str {
+        self.inner.provider
+    }
+
+    /// The base URL (no trailing slash).
+    pub fn base_url(&self) -> &str {
+        &self.inner.base
+    }
+
+    /// Sends `req` (paced), reads the capped body and runs the error-body hook.
+    pub async fn send(&self, req: &Request) -> Result<Value> {
+        self.try_send(req)
+            .await
+            .map_err(|e| e.into_error(self.inner.provider, req.path()))
+    }
+
+    /// [`send`](JsonClient::send) with the toolkit's error (to branch on token errors).
+    pub async fn try_send(&self, req: &Request) -> std::result::Result<Value, HttpError> {
+        let ticket = self.inner.pacer.wait(&req.path).await;
+        let out = self.exchange(req).await;
+        drop(ticket);
+        out
+    }
+
+    async fn exchange(&self, req: &Request) -> std::result::Result<Value, HttpError> {
+        let url = format!("{}{}", self.inner.base, req.path);
+        tracing::trace!(
+            provider = self.inner.provider,
+            method = %req.method,
+            path = %req.path,
+            query = %req.display_query(),
+            "HTTP request"
+        );
+        let mut b = self.inner.http.request(req.method.clone(), url);
+        if !req.query.is_empty() {
+            let q: Vec<(&str, &str)> = req
+                .query
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str(),
+                        match v {
+                            QueryValue::Plain(p) => p.as_str(),
+                            QueryValue::Secret(s) => s.expose_secret(),
+                        },
+                    )
+                })
+                .collect();
+            b = b.query(&q);
+        }
+        for (name, v) in &req.headers {
+            let (raw, secret) = match v {
+                QueryValue::Plain(p) => (p.as_str(), false),
+                QueryValue::Secret(s) => (s.expose_secret(), true),
+            };
+            let mut hv = HeaderValue::from_str(raw).map_err(|_| {
+                HttpError::Config(format!("header {name} has a value that is not allowed"))
+            })?;
+            hv.set_sensitive(secret);
+            b = b.header(name.clone(), hv);
+        }
+        if let Some(body) = &req.body {
+            b = b.json(body);
+        }
+        let resp = b.send().await.map_err(HttpError::transport)?;
+        self.read(resp).await
+    }
+
+    async fn read(&self, mut resp: reqwest::Response) -> std::result::Result<Value, HttpError> {
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        let limit = self.inner.max_body;
+        if resp
+            .content_length()
+            .is_some_and(|n| usize::try_from(n).map_or(true, |n| n > limit))
+        {
+            return Err(HttpError::BodyTooLarge { limit });
+        }
+        let mut bytes: Vec<u8> = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(HttpError::transport)? {
+            if bytes.len() + chunk.len() > limit {
+                return Err(HttpError::BodyTooLarge { limit });
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        let Ok(json) = serde_json::from_slice::<Value>(&bytes) else {
+            if (200..300).contains(&status) {
+                return Err(HttpError::NotJson {
+                    status,
+                    len: bytes.len(),
+                });
+            }
+            // a bare status (proxy page, empty body): transport, never "not found"
+            return Err(HttpError::Status {
+                status,
+                retry_after,
+            });
+        };
+        let json = self
+            .inner
+            .check
+            .check(status, json)
+            .map_err(HttpError::Api)?;
+        if !(200..300).contains(&status) {
+            return Err(HttpError::Status {
+                status,
+                retry_after,
+            });
+        }
+        Ok(json)
+    }
+}
+
+/// Where an access token goes in a request.
+#[derive(Debug, Clone)]
+pub enum TokenPlacement {
+    /// A query parameter (`?access_token=`: DingTalk legacy, WeCom).
+    Query(&'static str),
+    /// A header (`x-acs-dingtalk-access-token`).
+    Header(HeaderName),
+    /// `Authorization: Bearer <token>` (Lark).
+    Bearer,
+}
+
+/// Fetches a new access token (the provider's `gettoken`).
+#[async_trait]
+pub trait TokenSource: Send + Sync + 'static {
+    /// Asks the provider for a token, through `client`.
+    async fn fetch(&self, client: &JsonClient) -> Result<IssuedToken>;
+}
+
+/// A [`JsonClient`] plus one cached access token: puts the token into each request,
+/// refreshes it when due (single flight), and on a token error (`ApiError::token_bad`)
+/// invalidates it and retries the call **once**.
+pub struct TokenAuth {
+    client: JsonClient,
+    cache: TokenCache,
+    source: Box<dyn TokenSource>,
+    placement: TokenPlacement,
+}
+
+impl std::fmt::Debug for TokenAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenAuth")
+            .field("client", &self.client)
+            .field("cache", &self.cache)
+            .field("placement", &self.placement)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenAuth {
+    /// Tokens from `source`, refreshed `margin` before expiry, placed per `placement`.
+    pub fn new(
+        client: JsonClient,
+        source: impl TokenSource,
+        placement: TokenPlacement,
+        margin: Duration,
+    ) -> Self {
+        TokenAuth {
+            client,
+            cache: TokenCache::new(margin),
+            source: Box::new(source),
+            placement,
+        }
+    }
+
+    /// The client.
+    pub fn client(&self) -> &JsonClient {
+        &self.client
+    }
+
+    /// How many tokens were fetched.
+    pub fn token_fetches(&self) -> u64 {
+        self.cache.fetches()
+    }
+
+    /// The current token (fetching one if needed).
+    pub async fn token(&self) -> Result<Token> {
+        self.cache.get(|| self.source.fetch(&self.client)).await
+    }
+
+    /// Sends `req` with the token; see the type's docs.
+    pub async fn send(&self, req: &Request) -> Result<Value> {
+        let mut retried = false;
+        loop {
+            let token = self.token().await?;
+            match self
+                .client
+                .try_send(&req.with_token(&self.placement, &token))
+                .await
+            {
+                Err(e) if !retried && e.is_token_error() => {
+                    tracing::debug!(
+                        provider = self.client.provider(),
+                        path = req.path(),
+                        "access token rejected; refreshing once"
+                    );
+                    self.cache.invalidate(&token).await;
+                    retried = true;
+                }
+                other => {
+                    return other.map_err(|e| e.into_error(self.client.provider(), req.path()));
+                }
+            }
+        }
+    }
+}
