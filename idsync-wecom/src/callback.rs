@@ -95,22 +95,22 @@ impl Shared {
         &self,
         q: &HashMap<String, String>,
         encrypt: &str,
-    ) -> std::result::Result<String, Response> {
+    ) -> std::result::Result<String, String> {
         let get = |k: &str| q.get(k).map(String::as_str).unwrap_or_default();
         let (sig, ts, nonce) = (get("msg_signature"), get("timestamp"), get("nonce"));
         if sig.is_empty() || ts.is_empty() || nonce.is_empty() {
-            return Err(refuse("msg_signature, timestamp and nonce are required"));
+            return Err("msg_signature, timestamp and nonce are required".to_owned());
         }
         // authenticate first, so that forged requests cannot fill the nonce cache
         let decrypted = self
             .crypto
             .verify_and_decrypt(sig, ts, nonce, encrypt)
-            .map_err(|e| refuse(e.message()))?;
+            .map_err(|e| e.message().to_owned())?;
         self.guard
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .admit(ts, nonce, SystemTime::now())
-            .map_err(refuse)?;
+            .map_err(str::to_owned)?;
         Ok(decrypted.message)
     }
 }
@@ -123,7 +123,7 @@ async fn verify_url(
     match s.admit(&q, &echostr) {
         // the plaintext, raw
         Ok(plain) => (StatusCode::OK, plain).into_response(),
-        Err(r) => r,
+        Err(why) => refuse(&why),
     }
 }
 
@@ -138,7 +138,7 @@ async fn receive(
     };
     let plain = match s.admit(&q, &env.encrypt) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(why) => return refuse(&why),
     };
     match parse_message(&plain) {
         Ok(m) => {

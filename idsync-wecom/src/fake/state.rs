@@ -654,10 +654,8 @@ impl State {
         } else {
             self.users.insert(key, u.clone());
         }
-        self.pending.push(ContactChange::UserUpdated {
-            userid: userid.clone(),
-            new_userid,
-        });
+        self.pending
+            .push(ContactChange::UserUpdated { userid, new_userid });
         Ok(json!({"errcode": 0, "errmsg": "updated"}))
     }
 
@@ -689,6 +687,7 @@ impl State {
 mod tests {
     use super::*;
 
+    #[allow(clippy::needless_pass_by_value)]
     fn call(st: &mut State, path: &str, q: &[(&str, &str)], body: Value) -> Value {
         let q: HashMap<String, String> = q
             .iter()
