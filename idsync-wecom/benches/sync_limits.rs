@@ -43,7 +43,11 @@ async fn main() -> idsync_core::Result<()> {
     })
     .await?;
     fake.seed(depts, users);
-    let multi = fake.users().iter().filter(|u| u.department.len() > 1).count();
+    let multi = fake
+        .users()
+        .iter()
+        .filter(|u| u.department.len() > 1)
+        .count();
     println!(
         "fake corp: {users} members ({multi} in two departments) in {depts} departments; \
          10,000 calls per API per minute"
