@@ -33,3 +33,19 @@ pub fn source_from_config(cfg: &WeComConfig) -> idsync_core::Result<WeComSource>
 pub fn sink_from_config(cfg: &WeComConfig) -> idsync_core::Result<WeComSink> {
     WeComSink::new(cfg.resolve()?)
 }
+
+/// A source for a config whose `callback` table is set, with the callback endpoint feeding
+/// its changes: serve the router at the URL configured in WeCom (接收事件服务器).
+pub fn source_with_callbacks(
+    cfg: &WeComConfig,
+) -> idsync_core::Result<(WeComSource, axum::Router)> {
+    let conn = cfg.resolve()?;
+    let keys = conn.callback.clone().ok_or_else(|| {
+        idsync_core::Error::config(
+            "wecom: changes need a [callback] table (token_env / aes_key_env)",
+        )
+    })?;
+    let log = std::sync::Arc::new(WeComEventLog::new(keys.event_log_capacity));
+    let router = callback_router(&keys, &conn.corp_id, log.clone())?;
+    Ok((WeComSource::with_events(conn, log)?, router))
+}

@@ -10,7 +10,9 @@
 //! * **Accounts**: `user/list_id` cursor pages (one row per (user, department)), then
 //!   `user/get` per user. A user in several departments is emitted once, from the row of its
 //!   main department (the first department when the main one is unknown). A user deleted
-//!   between the two calls (60111, WeCom's explicit "not found") is not listed.
+//!   between the two calls (60111, WeCom's explicit "not found") is not listed. A user whose
+//!   main department changes while the listing runs may be missed or listed twice; the
+//!   next run (or the change callbacks) settles it.
 //! * **Lookups**: `org` is `department/get`; `account` is `user/get`; `find_accounts` uses
 //!   `user/get` for `username`/`anchor`, `user/get_userid_by_email` for `email` and
 //!   `user/getuserid` for `phone`; any other field is an explicit scan of the listing.

@@ -289,3 +289,53 @@ async fn events_become_change_sets_by_re_reading() {
     assert!(w.fake.stats().events_delivered >= 6);
     assert_eq!(w.fake.stats().events_failed, 0);
 }
+
+#[tokio::test]
+async fn a_config_with_a_callback_table_builds_source_and_endpoint() {
+    let dir = std::env::temp_dir().join(format!("idsync-wecom-cb-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, value) in [("secret", "app-secret"), ("token", TOKEN), ("aes", AES_KEY)] {
+        std::fs::write(dir.join(name), format!("{value}\n")).unwrap();
+    }
+    let cfg: idsync_wecom::WeComConfig = serde_json::from_value(json!({
+        "corp_id": CORP,
+        "secret_file": dir.join("secret"),
+        "callback": {"token_file": dir.join("token"), "aes_key_file": dir.join("aes")}
+    }))
+    .unwrap();
+    let (source, router) = idsync_wecom::source_with_callbacks(&cfg).unwrap();
+    assert!(source.capabilities().changes);
+    let c0 = source.current_cursor().await.unwrap();
+    // the endpoint feeds this source's log
+    let url = serve(router).await;
+    let crypto = MsgCrypt::new(
+        SecretString::from(TOKEN.to_owned()),
+        &SecretString::from(AES_KEY.to_owned()),
+        CORP,
+    )
+    .unwrap();
+    let xml = contact_event_xml(CORP, 1_700_000_000, &ContactChange::DeptDeleted { id: 1 });
+    let ts = now_secs().to_string();
+    let (body, sig) = crypto.seal_event(&xml, &ts, "cfg1", "").unwrap();
+    let r = reqwest::Client::new()
+        .post(&url)
+        .query(&[
+            ("msg_signature", sig),
+            ("timestamp", ts),
+            ("nonce", "cfg1".to_owned()),
+        ])
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_ne!(source.current_cursor().await.unwrap(), c0);
+    // without a callback table: a clear configuration error
+    let plain: idsync_wecom::WeComConfig = serde_json::from_value(json!({
+        "corp_id": CORP, "secret_file": dir.join("secret")
+    }))
+    .unwrap();
+    let e = idsync_wecom::source_with_callbacks(&plain).unwrap_err();
+    assert!(e.message().contains("callback"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
