@@ -88,30 +88,34 @@ async fn main() -> idsync_core::Result<()> {
                 .is_some_and(|e| e.message.contains("45009") || e.message.contains("freq"))
         })
         .count();
+    // At 10,000 calls per sliding minute, n calls of one API need at least
+    // floor((n - 1) / 10,000) minutes between the first and the last; the achieved span
+    // against that minimum is the share of the limit used (paths within one window need
+    // no waiting at all).
     println!(
-        "{:<24} {:>7} {:>9} {:>9} {:>11} {:>9}",
-        "API path", "calls", "throttled", "span s", "calls/min", "of limit"
+        "{:<24} {:>7} {:>9} {:>9} {:>13} {:>9}",
+        "API path", "calls", "throttled", "span s", "min span s", "of limit"
     );
     for (path, p) in &stats.paths {
         let span = match (p.first, p.last) {
             (Some(a), Some(b)) => b.duration_since(a),
             _ => Duration::ZERO,
         };
-        // a path called within less than a minute used at most its calls of the window;
-        // over longer spans: n calls cover n-1 intervals
-        let per_min = if span < Duration::from_secs(60) {
-            p.calls as f64
+        let windows = p.calls.saturating_sub(1) / LIMIT_PER_MINUTE as u64;
+        let min_span = windows as f64 * 60.0;
+        let share = if windows == 0 {
+            "one window".to_owned()
         } else {
-            (p.calls.saturating_sub(1)) as f64 / span.as_secs_f64() * 60.0
+            format!("{:.1}%", min_span / span.as_secs_f64() * 100.0)
         };
         println!(
-            "{:<24} {:>7} {:>9} {:>9.1} {:>11.0} {:>8.1}%",
+            "{:<24} {:>7} {:>9} {:>9.1} {:>13.1} {:>9}",
             path,
             p.calls,
             p.throttled,
             span.as_secs_f64(),
-            per_min,
-            per_min / LIMIT_PER_MINUTE * 100.0
+            min_span,
+            share
         );
     }
     println!(
