@@ -14,8 +14,8 @@
 //!
 //! Events carry ids only; the source re-reads each entity when changes are asked for.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -24,7 +24,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::post;
-use idsync_core::{Clock, Result, SyncCursor, SystemClock};
+use idsync_core::{Clock, Result, SystemClock};
 use serde_json::Value;
 
 use crate::client::int_of;
@@ -41,126 +41,13 @@ pub enum EventTarget {
     Dept(i64),
 }
 
-/// One recorded event: what it names and whether it says the entity is gone.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Event {
-    /// Position in the log.
-    pub seq: u64,
-    /// `EventType`, e.g. `user_add_org`.
-    pub event_type: String,
-    /// The entity.
-    pub target: EventTarget,
-    /// `user_leave_org` / `org_dept_remove`.
-    pub deleted: bool,
-}
+/// The event log of DingTalk events (the toolkit's [`idsync_http::EventLog`] naming
+/// [`EventTarget`]s); fed by the callback router and Stream mode, read by
+/// [`DingTalkSource::changes`](crate::DingTalkSource).
+pub type EventLog = idsync_http::EventLog<EventTarget>;
 
-/// The entities changed since a cursor.
-#[derive(Debug, Clone)]
-pub(crate) struct Batch {
-    /// Each changed entity once, with "deleted" from its last event.
-    pub(crate) targets: Vec<(EventTarget, bool)>,
-    pub(crate) cursor: SyncCursor,
-    pub(crate) complete: bool,
-}
-
-/// An in-memory, bounded, ordered log of directory events.
-///
-/// Cursors are `"<epoch>:<seq>"`; the epoch is random per log, so a cursor from another
-/// process (or from before a restart) is reported as stale (`complete: false`), as is a
-/// cursor older than the oldest event kept.
-#[derive(Debug)]
-pub struct EventLog {
-    epoch: String,
-    capacity: usize,
-    inner: Mutex<LogInner>,
-}
-
-#[derive(Debug, Default)]
-struct LogInner {
-    events: VecDeque<Event>,
-    /// The seq of the last event ever recorded.
-    last: u64,
-}
-
-impl EventLog {
-    /// An empty log keeping at most `capacity` events.
-    pub fn new(capacity: usize) -> Self {
-        let mut r = [0u8; 6];
-        rand::Rng::fill(&mut rand::rng(), &mut r);
-        EventLog {
-            epoch: r.iter().map(|b| format!("{b:02x}")).collect(),
-            capacity: capacity.max(1),
-            inner: Mutex::new(LogInner::default()),
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, LogInner> {
-        self.inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Records one event.
-    pub fn push(&self, event_type: &str, target: EventTarget, deleted: bool) {
-        let mut g = self.lock();
-        g.last += 1;
-        let seq = g.last;
-        g.events.push_back(Event {
-            seq,
-            event_type: event_type.to_owned(),
-            target,
-            deleted,
-        });
-        while g.events.len() > self.capacity {
-            g.events.pop_front();
-        }
-    }
-
-    /// The cursor after the last recorded event.
-    pub fn current(&self) -> SyncCursor {
-        SyncCursor(format!("{}:{}", self.epoch, self.lock().last))
-    }
-
-    /// Number of events kept.
-    pub fn len(&self) -> usize {
-        self.lock().events.len()
-    }
-
-    /// True when no event is kept.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    pub(crate) fn since(&self, since: &SyncCursor) -> Batch {
-        let g = self.lock();
-        let current = SyncCursor(format!("{}:{}", self.epoch, g.last));
-        let parsed = since
-            .0
-            .split_once(':')
-            .filter(|(e, _)| *e == self.epoch)
-            .and_then(|(_, s)| s.parse::<u64>().ok());
-        let oldest_kept = g.events.front().map(|e| e.seq).unwrap_or(g.last + 1);
-        let Some(from) = parsed.filter(|s| *s <= g.last && s + 1 >= oldest_kept) else {
-            return Batch {
-                targets: Vec::new(),
-                cursor: current,
-                complete: false,
-            };
-        };
-        let mut last: BTreeMap<EventTarget, (u64, bool)> = BTreeMap::new();
-        for e in g.events.iter().filter(|e| e.seq > from) {
-            last.insert(e.target.clone(), (e.seq, e.deleted));
-        }
-        let mut targets: Vec<(u64, EventTarget, bool)> =
-            last.into_iter().map(|(t, (s, d))| (s, t, d)).collect();
-        targets.sort();
-        Batch {
-            targets: targets.into_iter().map(|(_, t, d)| (t, d)).collect(),
-            cursor: current,
-            complete: true,
-        }
-    }
-}
+/// One recorded DingTalk event.
+pub type Event = idsync_http::Event<EventTarget>;
 
 /// Reads a key in either casing (`UserId` / `userId`, `TimeStamp` / `timeStamp`).
 fn get_ci<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
@@ -388,6 +275,8 @@ mod tests {
         assert!(check.targets.is_empty());
         assert!(parse_event("not json").is_err());
     }
+
+    use idsync_core::SyncCursor;
 
     #[test]
     fn event_log_cursors() {

@@ -73,12 +73,73 @@ pub struct DingTalkConfig {
     /// Timeout of one HTTP request, in seconds.
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
+    /// Accept an `http://` base URL to a host that is not loopback (tokens and the app
+    /// secret would cross the network unencrypted). Off by default.
+    #[serde(default)]
+    pub allow_plaintext: bool,
+    /// Answers larger than this many bytes are an error (8 MiB by default).
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
     /// Refresh the access token this many seconds before it expires.
     #[serde(default = "default_margin")]
     pub token_refresh_margin_secs: u64,
     /// Event callback settings; absent when events are not used.
     #[serde(default)]
     pub callback: Option<CallbackConfig>,
+    /// Stream mode settings (events over a WebSocket the client opens); absent when
+    /// Stream mode is not used.
+    #[serde(default)]
+    pub stream: Option<StreamConfig>,
+}
+
+/// Base URL of the new API, where Stream connections are opened.
+pub const STREAM_BASE_URL: &str = "https://api.dingtalk.com";
+
+/// Stream mode (WebSocket) settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamConfig {
+    /// New-API base URL (`POST /v1.0/gateway/connections/open`).
+    #[serde(default = "default_stream_base")]
+    pub base_url: String,
+    /// Accept `http://` / `ws://` to a host that is not loopback. Off by default.
+    #[serde(default)]
+    pub allow_plaintext: bool,
+    /// Seconds between keep-alive pings; a connection silent for three of them is
+    /// replaced.
+    #[serde(default = "default_keepalive")]
+    pub keepalive_secs: u64,
+    /// First reconnect delay, in milliseconds (doubled up to `reconnect_max_secs`).
+    #[serde(default = "default_reconnect_min")]
+    pub reconnect_min_ms: u64,
+    /// Longest reconnect delay, in seconds.
+    #[serde(default = "default_reconnect_max")]
+    pub reconnect_max_secs: u64,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        StreamConfig {
+            base_url: default_stream_base(),
+            allow_plaintext: false,
+            keepalive_secs: default_keepalive(),
+            reconnect_min_ms: default_reconnect_min(),
+            reconnect_max_secs: default_reconnect_max(),
+        }
+    }
+}
+
+fn default_stream_base() -> String {
+    STREAM_BASE_URL.to_owned()
+}
+fn default_keepalive() -> u64 {
+    30
+}
+fn default_reconnect_min() -> u64 {
+    500
+}
+fn default_reconnect_max() -> u64 {
+    60
 }
 
 /// HTTP event subscription (事件订阅) settings.
@@ -121,6 +182,9 @@ fn default_qps() -> u32 {
 fn default_timeout() -> u64 {
     30
 }
+fn default_max_body() -> usize {
+    idsync_http::DEFAULT_MAX_BODY_BYTES
+}
 fn default_margin() -> u64 {
     300
 }
@@ -146,8 +210,11 @@ impl std::fmt::Debug for DingTalkConfig {
             .field("exclusive_accounts", &self.exclusive_accounts)
             .field("qps", &self.qps)
             .field("timeout_secs", &self.timeout_secs)
+            .field("allow_plaintext", &self.allow_plaintext)
+            .field("max_body_bytes", &self.max_body_bytes)
             .field("token_refresh_margin_secs", &self.token_refresh_margin_secs)
             .field("callback", &self.callback)
+            .field("stream", &self.stream)
             .finish()
     }
 }
@@ -193,8 +260,11 @@ impl DingTalkConfig {
             exclusive_accounts: false,
             qps: default_qps(),
             timeout_secs: default_timeout(),
+            allow_plaintext: false,
+            max_body_bytes: default_max_body(),
             token_refresh_margin_secs: default_margin(),
             callback: None,
+            stream: None,
         }
     }
 
@@ -249,9 +319,8 @@ impl DingTalkConfig {
         if self.app_key.trim().is_empty() {
             return bad("app_key is empty");
         }
-        if !(self.base_url.starts_with("https://") || self.base_url.starts_with("http://")) {
-            return bad("base_url must start with https:// (or http:// for a local fake)");
-        }
+        idsync_http::check_base_url(&self.base_url, self.allow_plaintext)
+            .map_err(|e| e.into_error(crate::PROVIDER, "config"))?;
         if self.page_size == 0 || self.page_size > 100 {
             return bad("page_size must be in 1..=100");
         }
@@ -323,5 +392,15 @@ mod tests {
         let c =
             DingTalkConfig::new("k", SecretString::from("s".to_owned())).with_base_url("ftp://x");
         assert!(c.validate().is_err());
+        // issue 11 point 4: plaintext only to loopback, or when allowed
+        let mut c = DingTalkConfig::new("k", SecretString::from("s".to_owned()))
+            .with_base_url("http://oapi.example.com");
+        let e = c.validate().unwrap_err();
+        assert!(e.message().contains("allow_plaintext"), "{}", e.message());
+        c.allow_plaintext = true;
+        assert!(c.validate().is_ok());
+        let c = DingTalkConfig::new("k", SecretString::from("s".to_owned()))
+            .with_base_url("http://127.0.0.1:9");
+        assert!(c.validate().is_ok());
     }
 }

@@ -1,37 +1,17 @@
-//! DingTalk errors: the private error enum, the one `classify` function, and the
-//! conversion into [`idsync_core::Error`].
+//! DingTalk errors: the one `classify` function of its error codes, and the crate's own
+//! configuration and crypto errors.
 
 use std::time::Duration;
 
 use idsync_core::{Error, ErrorKind, ErrorStatus};
+use idsync_http::Class;
 
 use crate::PROVIDER;
 
-/// Everything that can go wrong inside this crate. Converted once into
-/// [`idsync_core::Error`]; never shown with secrets (URLs are stripped from HTTP errors
-/// because the legacy API carries the access token in the query string).
+/// Errors of this crate's own checks (configuration, callback crypto). HTTP and API
+/// errors come from [`idsync_http`] with DingTalk's [`classify`] applied.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum DingTalkError {
-    /// An answer with `errcode != 0` (HTTP 200 or not).
-    #[error("DingTalk errcode {errcode}{}: {errmsg}", sub_code.as_deref().map(|s| format!(" (sub_code {s})")).unwrap_or_default())]
-    Api {
-        errcode: i64,
-        sub_code: Option<String>,
-        errmsg: String,
-        request_id: Option<String>,
-    },
-    /// The request did not complete (connect, timeout, body read).
-    #[error("HTTP request failed")]
-    Transport(#[source] reqwest::Error),
-    /// A non-2xx HTTP status without a DingTalk error body.
-    #[error("HTTP status {status}")]
-    Status { status: u16 },
-    /// The IP-level ban answer `{"status":1111,"wait":5,...}`.
-    #[error("IP banned by DingTalk for {wait_minutes} minutes")]
-    IpBanned { wait_minutes: u64 },
-    /// The answer could not be understood.
-    #[error("unexpected DingTalk answer: {0}")]
-    Decode(String),
     /// Callback signature or encryption problem.
     #[error("callback crypto: {0}")]
     Crypto(String),
@@ -42,29 +22,27 @@ pub(crate) enum DingTalkError {
 
 /// How a DingTalk error code is handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Class {
-    /// What went wrong.
-    pub(crate) kind: ErrorKind,
-    /// Whether retrying may help.
-    pub(crate) status: ErrorStatus,
-    /// How long to wait before retrying, when the provider says so.
-    pub(crate) retry_after: Option<Duration>,
+pub(crate) struct DtClass {
+    /// Kind, status and retry delay.
+    pub(crate) class: Class,
     /// The token is bad: refresh it and retry once.
     pub(crate) token_bad: bool,
 }
 
-const fn class(kind: ErrorKind, status: ErrorStatus, retry_after: Option<Duration>) -> Class {
-    Class {
-        kind,
-        status,
-        retry_after,
+const fn class(kind: ErrorKind, status: ErrorStatus, retry_after: Option<Duration>) -> DtClass {
+    DtClass {
+        class: Class {
+            kind,
+            status,
+            retry_after,
+        },
         token_bad: false,
     }
 }
 
 /// The one classification of DingTalk's legacy `errcode` / `sub_code` pairs
 /// (`errcode 88` wraps the real code in `sub_code`, a string).
-pub(crate) fn classify(errcode: i64, sub_code: Option<&str>) -> Class {
+pub(crate) fn classify(errcode: i64, sub_code: Option<&str>) -> DtClass {
     use ErrorKind as K;
     use ErrorStatus::{Permanent as P, Temporary as T};
     // `88` is a wrapper: branch on its sub_code, never on 88 alone.
@@ -79,7 +57,7 @@ pub(crate) fn classify(errcode: i64, sub_code: Option<&str>) -> Class {
     };
     match code {
         // token invalid / expired: the client refreshes once; after that it is permanent.
-        40014 | 42001 | 40001 => Class {
+        40014 | 42001 | 40001 => DtClass {
             token_bad: true,
             ..class(K::Unauthenticated, P, None)
         },
@@ -109,121 +87,21 @@ pub(crate) fn classify(errcode: i64, sub_code: Option<&str>) -> Class {
     }
 }
 
-/// HTTP status classification for answers without a DingTalk body.
-pub(crate) fn classify_http(status: u16) -> Class {
-    use ErrorKind as K;
-    use ErrorStatus::{Permanent as P, Temporary as T};
-    match status {
-        429 => class(K::RateLimited, T, None),
-        401 => class(K::Unauthenticated, P, None),
-        403 => class(K::PermissionDenied, P, None),
-        404 => class(K::NotFound, P, None),
-        408 | 500..=599 => class(K::Unavailable, T, None),
-        _ => class(K::Unexpected, P, None),
-    }
-}
-
-impl DingTalkError {
-    pub(crate) fn api_class(&self) -> Option<Class> {
-        match self {
-            DingTalkError::Api {
-                errcode, sub_code, ..
-            } => Some(classify(*errcode, sub_code.as_deref())),
-            _ => None,
-        }
-    }
-
-    /// True when the token should be refreshed and the call retried once.
-    pub(crate) fn is_token_error(&self) -> bool {
-        self.api_class().is_some_and(|c| c.token_bad)
-    }
-}
+/// DingTalk's explicit "user not found" code: the only answer that turns an event into
+/// an account delete.
+pub(crate) const USER_NOT_FOUND: &str = "60121";
+/// DingTalk's explicit "department not found" code.
+pub(crate) const DEPT_NOT_FOUND: &str = "60003";
 
 impl From<DingTalkError> for Error {
     fn from(e: DingTalkError) -> Self {
-        let (class, code, ctx) = match &e {
-            DingTalkError::Api {
-                errcode,
-                sub_code,
-                request_id,
-                ..
-            } => {
-                let mut ctx = Vec::new();
-                if let Some(s) = sub_code {
-                    ctx.push(("sub_code", s.clone()));
-                }
-                if let Some(r) = request_id {
-                    ctx.push(("request_id", r.clone()));
-                }
-                (
-                    classify(*errcode, sub_code.as_deref()),
-                    Some(errcode.to_string()),
-                    ctx,
-                )
-            }
-            DingTalkError::Transport(t) => {
-                let c = if t.is_timeout() || t.is_connect() || t.is_request() || t.is_body() {
-                    class(ErrorKind::Unavailable, ErrorStatus::Temporary, None)
-                } else if let Some(s) = t.status() {
-                    classify_http(s.as_u16())
-                } else {
-                    class(ErrorKind::Unexpected, ErrorStatus::Permanent, None)
-                };
-                (c, None, Vec::new())
-            }
-            DingTalkError::Status { status } => {
-                (classify_http(*status), Some(status.to_string()), Vec::new())
-            }
-            DingTalkError::IpBanned { wait_minutes } => (
-                Class {
-                    retry_after: Some(Duration::from_secs(wait_minutes.saturating_mul(60))),
-                    ..classify(1111, None)
-                },
-                Some("1111".to_owned()),
-                Vec::new(),
-            ),
-            DingTalkError::Decode(_) => (
-                class(ErrorKind::InvalidData, ErrorStatus::Permanent, None),
-                None,
-                Vec::new(),
-            ),
-            DingTalkError::Crypto(_) => (
-                class(ErrorKind::InvalidData, ErrorStatus::Permanent, None),
-                None,
-                Vec::new(),
-            ),
-            DingTalkError::Config(_) => (
-                class(ErrorKind::ConfigInvalid, ErrorStatus::Permanent, None),
-                None,
-                Vec::new(),
-            ),
+        let kind = match &e {
+            DingTalkError::Crypto(_) => ErrorKind::InvalidData,
+            DingTalkError::Config(_) => ErrorKind::ConfigInvalid,
         };
-        let message = match &e {
-            DingTalkError::Api { errmsg, .. } => errmsg.clone(),
-            other => other.to_string(),
-        };
-        let mut out = Error::new(class.kind, message)
-            .with_status(class.status)
-            .with_provider(PROVIDER);
-        if let Some(after) = class.retry_after {
-            out = out.with_retry_after(after);
-        }
-        if let Some(code) = code {
-            out = out.with_provider_code(code);
-        }
-        for (k, v) in ctx {
-            out = out.with_context(k, v);
-        }
-        // A throttled or refused request provably did nothing: creates may be retried.
-        let not_sent = class.kind == ErrorKind::RateLimited
-            || matches!(&e, DingTalkError::Transport(t) if t.is_connect());
-        if not_sent {
-            out = out.with_context("request_sent", "no");
-        }
-        match e {
-            DingTalkError::Transport(t) => out.with_source(t.without_url()),
-            _ => out,
-        }
+        Error::new(kind, e.to_string())
+            .with_status(ErrorStatus::Permanent)
+            .with_provider(PROVIDER)
     }
 }
 
@@ -280,10 +158,10 @@ mod tests {
         ];
         for (code, sub, kind, status, after, token_bad) in table {
             let c = classify(*code, *sub);
-            assert_eq!(c.kind, *kind, "{code} {sub:?}");
-            assert_eq!(c.status, *status, "{code} {sub:?}");
+            assert_eq!(c.class.kind, *kind, "{code} {sub:?}");
+            assert_eq!(c.class.status, *status, "{code} {sub:?}");
             assert_eq!(
-                c.retry_after,
+                c.class.retry_after,
                 after.map(Duration::from_secs),
                 "{code} {sub:?}"
             );
@@ -292,47 +170,43 @@ mod tests {
     }
 
     #[test]
-    fn http_table() {
-        let table = [
-            (429, K::RateLimited, T),
-            (500, K::Unavailable, T),
-            (503, K::Unavailable, T),
-            (401, K::Unauthenticated, P),
-            (403, K::PermissionDenied, P),
-            (404, K::NotFound, P),
-            (400, K::Unexpected, P),
-        ];
-        for (s, k, st) in table {
-            let c = classify_http(s);
-            assert_eq!((c.kind, c.status), (k, st), "{s}");
-        }
-    }
-
-    #[test]
-    fn conversion_keeps_errcode_and_sub_code() {
-        let e: Error = DingTalkError::Api {
-            errcode: 88,
-            sub_code: Some("90018".into()),
-            errmsg: "too many".into(),
-            request_id: Some("r1".into()),
-        }
-        .into();
+    fn conversion_keeps_the_specific_code_and_sub_code() {
+        let body = serde_json::json!({"errcode": 88, "sub_code": "90018",
+            "sub_msg": "too many", "errmsg": "ding talk error", "request_id": "r1"});
+        let api = crate::client::check_body(200, body).unwrap_err();
+        let e = idsync_http::HttpError::Api(api).into_error(PROVIDER, "/topapi/v2/user/list");
         assert_eq!(e.kind(), K::RateLimited);
         assert!(e.is_temporary());
-        assert_eq!(e.provider_code(), Some("88"));
+        // the specific code, not the umbrella 88 (issue 11 point 5)
+        assert_eq!(e.provider_code(), Some("90018"));
         assert_eq!(e.provider(), Some("dingtalk"));
         assert_eq!(e.retry_after(), Some(Duration::from_secs(1)));
-        assert!(
-            e.context()
-                .iter()
-                .any(|(k, v)| k == "request_sent" && v == "no")
-        );
-        assert!(
-            e.context()
-                .iter()
-                .any(|(k, v)| k == "sub_code" && v == "90018")
-        );
-        let ban: Error = DingTalkError::IpBanned { wait_minutes: 5 }.into();
+        let has = |k: &str, v: &str| e.context().iter().any(|(a, b)| a == k && b == v);
+        assert!(has("request_sent", "no"));
+        assert!(has("sub_code", "90018"));
+        assert!(has("wrapper_code", "88"));
+        assert!(has("request_id", "r1"));
+        for (body, code) in [
+            (
+                serde_json::json!({"errcode": 88, "sub_code": "60011"}),
+                "60011",
+            ),
+            (
+                serde_json::json!({"errcode": 88, "sub_code": "40014"}),
+                "40014",
+            ),
+            (serde_json::json!({"errcode": 60011}), "60011"),
+            (
+                serde_json::json!({"errcode": 88, "sub_code": "isv.bad"}),
+                "88",
+            ),
+        ] {
+            let api = crate::client::check_body(200, body).unwrap_err();
+            assert_eq!(api.code.as_deref(), Some(code));
+        }
+        let ban = crate::client::check_body(200, serde_json::json!({"status": 1111, "wait": 5}))
+            .unwrap_err();
+        let ban = idsync_http::HttpError::Api(ban).into_error(PROVIDER, "/x");
         assert_eq!(ban.retry_after(), Some(Duration::from_secs(300)));
         assert!(ban.is_temporary());
     }

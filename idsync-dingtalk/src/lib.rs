@@ -13,12 +13,14 @@ pub mod fake;
 pub mod mapping;
 mod sink;
 mod source;
+pub mod stream;
 
 pub use callback::{EventLog, callback_router};
-pub use config::{CallbackConfig, DingTalkConfig};
+pub use config::{CallbackConfig, DingTalkConfig, StreamConfig};
 pub use crypto::CallbackCrypto;
 pub use sink::DingTalkSink;
 pub use source::DingTalkSource;
+pub use stream::{StreamClient, StreamHandle, StreamStats};
 
 /// The provider name in descriptors and errors.
 pub const PROVIDER: &str = "dingtalk";

@@ -180,6 +180,18 @@ impl Source for DingTalkSink {
         self.source.accounts(page).await
     }
 
+    async fn org(&self, anchor: &Anchor) -> Result<Option<Org>> {
+        self.source.org(anchor).await
+    }
+
+    async fn account(&self, anchor: &Anchor) -> Result<Option<Account>> {
+        self.source.account(anchor).await
+    }
+
+    async fn find_accounts(&self, field: &str, value: &str) -> Result<Vec<Account>> {
+        self.source.find_accounts(field, value).await
+    }
+
     async fn current_cursor(&self) -> Result<SyncCursor> {
         self.source.current_cursor().await
     }

@@ -9,17 +9,26 @@
 //!   token remembers the finished departments); such a person is read with `v2/user/get`
 //!   so that orders and leader flags of all departments are known.
 //!
-//! Page tokens are small JSON values (department ids and a cursor), so a failed page is
+//! Page tokens are small JSON values (the walk's state and a cursor), so a failed page is
 //! retried on its own and a listing can resume.
+//!
+//! Nothing is read as "gone" from a failure (issue 11 point 5): the walk is an
+//! [`idsync_http::TreeWalk`] (a cycle or a department under two parents fails the listing),
+//! a department or person that vanishes between the listing and its detail read fails the
+//! page with a temporary error (the retried page lists afresh), and only DingTalk's explicit
+//! "user not found" (`60121`) / "department not found" (`60003`) turns an event into a
+//! delete.
 
 use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use idsync_core::{
-    Account, Anchor, Capabilities, ChangeSet, Descriptor, Error, ErrorKind, Org, Page, PageRequest,
-    PageToken, RateLimit, Result, Source, SyncCursor,
+    Account, Anchor, Capabilities, ChangeSet, Descriptor, Error, ErrorKind, ErrorStatus, Org, Page,
+    PageRequest, PageToken, RateLimit, Result, Source, SyncCursor,
 };
+use idsync_http::{TreeWalk, decode_token, encode_token};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -27,6 +36,7 @@ use crate::PROVIDER;
 use crate::callback::{EventLog, EventTarget};
 use crate::client::{Client, int_of};
 use crate::config::DingTalkConfig;
+use crate::error::{DEPT_NOT_FOUND, USER_NOT_FOUND};
 use crate::mapping;
 
 /// Reads a DingTalk organization: departments, members, and (with an [`EventLog`] fed by
@@ -43,36 +53,47 @@ pub(crate) struct Shared {
     pub(crate) events: Option<Arc<EventLog>>,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+/// How deep the department walk may go (DingTalk allows far fewer levels).
+const MAX_DEPTH: u32 = 64;
+/// Attempts of one entity re-read in [`Source::changes`] on temporary errors.
+const REREAD_ATTEMPTS: u32 = 3;
+
+#[derive(Debug, Serialize, Deserialize)]
 struct OrgToken {
-    /// Departments whose children are still to be listed.
-    q: VecDeque<i64>,
+    /// The walk: departments whose children are still to be listed, and all seen.
+    w: TreeWalk<i64>,
     /// Children listed but not read yet: (child, parent).
     p: VecDeque<(i64, i64)>,
-    /// Every department seen so far.
-    v: BTreeSet<i64>,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 struct AccountToken {
-    /// Departments not started yet (their children not listed yet).
-    q: VecDeque<i64>,
+    /// The walk: departments not started yet (their children not listed yet).
+    w: TreeWalk<i64>,
     /// Departments finished (their members emitted).
     d: BTreeSet<i64>,
     /// The department being paged, and the `v2/user/list` cursor in it.
     c: Option<(i64, i64)>,
 }
 
-fn decode_token<T: for<'de> Deserialize<'de>>(t: &PageToken) -> Result<T> {
-    serde_json::from_str(&t.0).map_err(|e| {
-        Error::invalid_data("not a DingTalk page token")
-            .with_provider(PROVIDER)
-            .with_source(e)
-    })
+fn decode<T: for<'de> Deserialize<'de>>(t: &PageToken) -> Result<T> {
+    decode_token(PROVIDER, t)
 }
 
-fn encode_token<T: Serialize>(t: &T) -> Result<PageToken> {
-    Ok(PageToken(serde_json::to_string(t)?))
+/// A department or person listed a moment ago is gone at its detail read: the page fails
+/// (temporarily, so the retried page lists afresh), it is never skipped.
+fn vanished(what: &str) -> Error {
+    Error::new(
+        ErrorKind::Incomplete,
+        format!("{what} vanished between the listing and its detail read; the page is retried"),
+    )
+    .with_status(ErrorStatus::Temporary)
+    .with_provider(PROVIDER)
+}
+
+/// True for DingTalk's explicit "not found" answer with `code`.
+fn is_explicit(e: &Error, code: &str) -> bool {
+    e.kind() == ErrorKind::NotFound && e.provider_code() == Some(code)
 }
 
 impl DingTalkSource {
@@ -105,11 +126,7 @@ impl DingTalkSource {
     }
 
     pub(crate) async fn post(&self, path: &str, body: Value) -> Result<Value> {
-        self.inner
-            .client
-            .post(path, &body)
-            .await
-            .map_err(|e| Error::from(e).with_operation(path.to_owned()))
+        self.inner.client.post(path, &body).await
     }
 
     fn lang(&self) -> &str {
@@ -132,7 +149,8 @@ impl DingTalkSource {
             .collect())
     }
 
-    /// One department (`v2/department/get`); `None` when it does not exist.
+    /// One department (`v2/department/get`); `None` only on DingTalk's explicit
+    /// "department not found" (`60003`).
     pub(crate) async fn dept(&self, dept: i64) -> Result<Option<Org>> {
         let r = self
             .post(
@@ -145,12 +163,13 @@ impl DingTalkSource {
                 let org = mapping::org_from_detail(v.get("result").unwrap_or(&Value::Null))?;
                 Ok(Some(self.scoped_org(org)))
             }
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) if is_explicit(&e, DEPT_NOT_FOUND) => Ok(None),
             Err(e) => Err(e),
         }
     }
 
-    /// One user (`v2/user/get`); `None` when it does not exist.
+    /// One user (`v2/user/get`); `None` only on DingTalk's explicit "user not found"
+    /// (`60121`).
     pub(crate) async fn user(&self, userid: &str) -> Result<Option<Account>> {
         let r = self
             .post(
@@ -163,7 +182,7 @@ impl DingTalkSource {
                 v.get("result").unwrap_or(&Value::Null),
                 self.inner.cfg.fetch_user_details,
             )?))),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) if is_explicit(&e, USER_NOT_FOUND) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -174,34 +193,36 @@ impl DingTalkSource {
         let mut items = Vec::new();
         let mut tok = match &page.token {
             None => OrgToken {
-                q: VecDeque::from([root]),
+                w: TreeWalk::new(root, MAX_DEPTH),
                 p: VecDeque::new(),
-                v: BTreeSet::from([root]),
             },
-            Some(t) => decode_token(t)?,
+            Some(t) => decode(t)?,
         };
         // Read listed children, listing the next department's children when none are
         // pending, until the page is full.
         while items.len() < want {
             if let Some((child, parent)) = tok.p.pop_front() {
-                if let Some(mut org) = self.dept(child).await? {
-                    if org.parent.is_none() && parent != root {
-                        org.parent = Some(Anchor::new(parent.to_string()));
-                    }
-                    items.push(org);
-                    tok.q.push_back(child);
+                let Some(mut org) = self.dept(child).await? else {
+                    return Err(vanished(&format!("department {child} (under {parent})")));
+                };
+                if org.parent.is_none() && parent != root {
+                    org.parent = Some(Anchor::new(parent.to_string()));
                 }
+                items.push(org);
                 continue;
             }
-            let Some(dept) = tok.q.pop_front() else { break };
-            for child in self.listsub(dept).await? {
-                // visited already: a repeated id or a cycle
-                if tok.v.insert(child) {
-                    tok.p.push_back((child, dept));
-                }
+            let Some((dept, depth)) = tok.w.next() else {
+                break;
+            };
+            let children = self.listsub(dept).await?;
+            for child in tok.w.add_children(&dept, depth, children).map_err(|e| {
+                e.with_provider(PROVIDER)
+                    .with_operation("/topapi/v2/department/listsub")
+            })? {
+                tok.p.push_back((child, dept));
             }
         }
-        let next = if tok.q.is_empty() && tok.p.is_empty() {
+        let next = if tok.w.is_done() && tok.p.is_empty() {
             None
         } else {
             Some(encode_token(&tok)?)
@@ -217,10 +238,11 @@ impl DingTalkSource {
             .clamp(1, self.inner.cfg.page_size);
         let mut tok = match &page.token {
             None => AccountToken {
-                q: VecDeque::from([root]),
-                ..AccountToken::default()
+                w: TreeWalk::new(root, MAX_DEPTH),
+                d: BTreeSet::new(),
+                c: None,
             },
-            Some(t) => decode_token(t)?,
+            Some(t) => decode(t)?,
         };
         let mut items: Vec<Account> = Vec::with_capacity(size);
         let mut this_page = HashSet::new();
@@ -229,15 +251,14 @@ impl DingTalkSource {
             let (dept, cursor) = match tok.c {
                 Some(c) => c,
                 None => {
-                    let Some(dept) = tok.q.pop_front() else { break };
-                    let mut seen: HashSet<i64> = tok.d.iter().copied().collect();
-                    seen.extend(tok.q.iter().copied());
-                    seen.insert(dept);
-                    for child in self.listsub(dept).await? {
-                        if seen.insert(child) {
-                            tok.q.push_back(child);
-                        }
-                    }
+                    let Some((dept, depth)) = tok.w.next() else {
+                        break;
+                    };
+                    let children = self.listsub(dept).await?;
+                    tok.w.add_children(&dept, depth, children).map_err(|e| {
+                        e.with_provider(PROVIDER)
+                            .with_operation("/topapi/v2/department/listsub")
+                    })?;
                     (dept, 0)
                 }
             };
@@ -275,7 +296,7 @@ impl DingTalkSource {
                 {
                     match self.user(userid).await? {
                         Some(a) => a,
-                        None => continue, // left while listing
+                        None => return Err(vanished(&format!("user {userid} (in {dept})"))),
                     }
                 } else {
                     self.scoped_account(mapping::account_from_list_item(item, dept)?)
@@ -305,7 +326,7 @@ impl DingTalkSource {
                 tok.d.insert(dept);
             }
         }
-        let next = if tok.c.is_none() && tok.q.is_empty() {
+        let next = if tok.c.is_none() && tok.w.is_done() {
             None
         } else {
             Some(encode_token(&tok)?)
@@ -363,6 +384,10 @@ impl DingTalkSource {
         if !batch.complete {
             return Ok(cs);
         }
+        // `user_leave_org` / `org_dept_remove` (signed pushes) are DingTalk's explicit
+        // word that the entity is gone. Every other event is re-read: only DingTalk's
+        // explicit not-found code makes a delete; any other failure is retried and then
+        // fails the call (the cursor does not advance, so the events are read again).
         for (target, deleted) in batch.targets {
             match target {
                 EventTarget::User(id) => {
@@ -370,7 +395,7 @@ impl DingTalkSource {
                         cs.account_deletes.push(Anchor::new(id));
                         continue;
                     }
-                    match self.user(&id).await? {
+                    match self.reread(|| self.user(&id)).await? {
                         Some(a) => cs.account_upserts.push(a),
                         None => cs.account_deletes.push(Anchor::new(id)),
                     }
@@ -380,7 +405,7 @@ impl DingTalkSource {
                         cs.org_deletes.push(Anchor::new(id.to_string()));
                         continue;
                     }
-                    match self.dept(id).await? {
+                    match self.reread(|| self.dept(id)).await? {
                         Some(o) => cs.org_upserts.push(o),
                         None => cs.org_deletes.push(Anchor::new(id.to_string())),
                     }
@@ -388,6 +413,58 @@ impl DingTalkSource {
             }
         }
         Ok(cs)
+    }
+}
+
+impl DingTalkSource {
+    /// Runs one entity re-read, retrying temporary failures (with the provider's
+    /// `retry_after`, else a short backoff) up to [`REREAD_ATTEMPTS`] times.
+    async fn reread<T, F, Fut>(&self, read: F) -> Result<Option<T>>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<Option<T>>>,
+    {
+        let mut attempt = 1;
+        loop {
+            match read().await {
+                Err(e) if e.is_temporary() && attempt < REREAD_ATTEMPTS => {
+                    let wait = e
+                        .retry_after()
+                        .unwrap_or(Duration::from_millis(200))
+                        .min(Duration::from_secs(5));
+                    tracing::debug!(attempt, error = %e, "DingTalk event re-read failed; retrying");
+                    tokio::time::sleep(wait * attempt).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Explicit scan of the account listing for `find_accounts` on fields DingTalk cannot
+    /// search by: compares trimmed and case-insensitively, as the trait says.
+    async fn scan_accounts(&self, field: &str, value: &str) -> Result<Vec<Account>> {
+        use idsync_core::Entity;
+        let want = value.trim().to_lowercase();
+        let mut out = Vec::new();
+        let mut page = PageRequest::first();
+        loop {
+            let p = self.account_page(page).await?;
+            out.extend(p.items.into_iter().filter(|a| {
+                a.get(field)
+                    .as_str()
+                    .is_some_and(|v| v.trim().to_lowercase() == want)
+            }));
+            match p.next {
+                Some(t) => {
+                    page = PageRequest {
+                        token: Some(t),
+                        size: None,
+                    }
+                }
+                None => return Ok(out),
+            }
+        }
     }
 }
 
@@ -439,9 +516,28 @@ impl Source for DingTalkSource {
     }
 
     async fn account(&self, anchor: &Anchor) -> Result<Option<Account>> {
-        self.user(anchor.as_str())
-            .await
-            .map_err(|e| e.with_operation("account"))
+        match self.user(anchor.as_str()).await {
+            // 33012 (not a valid userid) also answers "no such account" to a lookup
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            other => other.map_err(|e| e.with_operation("account")),
+        }
+    }
+
+    /// `anchor` and `username` (both the `userid`) are a direct `v2/user/get`; other
+    /// fields have no DingTalk search in the legacy API this crate uses, so they are an
+    /// explicit scan of the account listing (one full read).
+    async fn find_accounts(&self, field: &str, value: &str) -> Result<Vec<Account>> {
+        let found = match field {
+            "anchor" | "username" => {
+                let id = value.trim();
+                if id.is_empty() {
+                    return Ok(Vec::new());
+                }
+                self.account(&Anchor::new(id)).await?.into_iter().collect()
+            }
+            _ => self.scan_accounts(field, value).await?,
+        };
+        Ok(found)
     }
 
     async fn current_cursor(&self) -> Result<SyncCursor> {

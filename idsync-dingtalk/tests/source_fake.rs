@@ -243,7 +243,13 @@ async fn errors_are_classified() {
     let e = src.check().await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::RateLimited);
     assert!(e.is_temporary());
-    assert_eq!(e.provider_code(), Some("88"));
+    // issue 11 point 5: the specific code, not the umbrella 88 that wraps it
+    assert_eq!(e.provider_code(), Some("90018"));
+    assert!(
+        e.context()
+            .iter()
+            .any(|(k, v)| k == "wrapper_code" && v == "88")
+    );
     fake.set_qps(None);
 
     fake.fail_next("/topapi/v2/user/list", 1, -1, None);
@@ -257,6 +263,7 @@ async fn errors_are_classified() {
     let e = src.accounts(PageRequest::first()).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::PermissionDenied);
     assert_eq!(e.status(), ErrorStatus::Permanent);
+    assert_eq!(e.provider_code(), Some("60011"));
 
     let mut bad = fake.client_config();
     bad.app_secret = "wrong".to_owned().into();

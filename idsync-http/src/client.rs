@@ -101,7 +101,7 @@ impl std::fmt::Debug for Request {
         f.debug_struct("Request")
             .field("method", &self.method)
             .field("path", &self.path)
-            .field("query", &self.display_query())
+            .field("query", &self.display_query(&[]))
             .finish_non_exhaustive()
     }
 }
@@ -174,13 +174,20 @@ impl Request {
         self.body.as_ref()
     }
 
-    /// The query string for logs, secrets redacted.
-    fn display_query(&self) -> String {
+    /// The query string for logs: secret values, and values of parameters named in
+    /// [`SECRET_PARAMS`](crate::SECRET_PARAMS) or `extra`, redacted.
+    fn display_query(&self, extra: &[String]) -> String {
         self.query
             .iter()
-            .map(|(k, v)| match v {
-                QueryValue::Plain(p) => format!("{k}={p}"),
-                QueryValue::Secret(_) => format!("{k}=[redacted]"),
+            .map(|(k, v)| {
+                let named = crate::url::SECRET_PARAMS
+                    .iter()
+                    .any(|s| k.eq_ignore_ascii_case(s))
+                    || extra.iter().any(|s| k.eq_ignore_ascii_case(s));
+                match v {
+                    QueryValue::Plain(p) if !named => format!("{k}={p}"),
+                    _ => format!("{k}=[redacted]"),
+                }
             })
             .collect::<Vec<_>>()
             .join("&")
@@ -206,6 +213,7 @@ struct Inner {
     max_body: usize,
     pacer: Pacer,
     check: Box<dyn BodyCheck>,
+    secret_params: Vec<String>,
 }
 
 /// A JSON-over-HTTPS client for one provider: rustls, no redirects, connect and request
@@ -254,6 +262,7 @@ impl JsonClient {
                 max_body: settings.max_body_bytes.max(1),
                 pacer: Pacer::new(settings.pacing, settings.path_limits.iter().cloned()),
                 check: Box::new(check),
+                secret_params: settings.secret_params.clone(),
             }),
         })
     }
@@ -289,7 +298,7 @@ impl JsonClient {
             provider = self.inner.provider,
             method = %req.method,
             path = %req.path,
-            query = %req.display_query(),
+            query = %req.display_query(&self.inner.secret_params),
             "HTTP request"
         );
         let mut b = self.inner.http.request(req.method.clone(), url);
@@ -469,5 +478,31 @@ impl TokenAuth {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_debug_and_logs_redact_secrets() {
+        let r = Request::get("/x")
+            .query("dept_id", "5")
+            .query("corpsecret", "PLAIN-BUT-NAMED")
+            .query("sig", "EXTRA-NAMED")
+            .secret_query("access_token", SecretString::from("TOKEN".to_owned()))
+            .secret_header(
+                reqwest::header::AUTHORIZATION,
+                SecretString::from("Bearer T2".to_owned()),
+            );
+        let dbg = format!("{r:?}");
+        assert!(dbg.contains("dept_id=5"), "{dbg}");
+        for secret in ["PLAIN-BUT-NAMED", "TOKEN", "T2"] {
+            assert!(!dbg.contains(secret), "{dbg}");
+        }
+        let logged = r.display_query(&["sig".to_owned()]);
+        assert!(!logged.contains("EXTRA-NAMED"), "{logged}");
+        assert!(logged.contains("dept_id=5"));
     }
 }

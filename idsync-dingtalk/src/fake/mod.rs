@@ -31,9 +31,9 @@
 //! ```
 
 mod state;
+mod stream;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -41,15 +41,18 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{Method, Uri};
-use axum::response::{IntoResponse, Json, Response};
-use idsync_core::{Error, ErrorKind, Result};
+use axum::response::{IntoResponse, Response};
+use idsync_core::Result;
+use idsync_http::Limit;
+use idsync_http::fake::{FailQueue, FakeServer, RateWindows, Reply, Tally, TokenIssuer};
 use secrecy::SecretString;
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
 
+pub use idsync_http::fake::{FakeStats, PathStats, RawReply};
 pub use state::{FakeDept, FakeUser};
+pub use stream::StreamAck;
 
-use crate::config::DingTalkConfig;
+use crate::config::{DingTalkConfig, StreamConfig};
 use crate::crypto::CallbackCrypto;
 use state::Directory;
 
@@ -105,105 +108,48 @@ impl Default for FakeConfig {
     }
 }
 
-/// Per-path call statistics.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PathStats {
-    /// Calls received.
-    pub calls: u64,
-    /// Calls answered with a throttle error.
-    pub throttled: u64,
-    /// Calls answered with a token error.
-    pub token_errors: u64,
-    /// Calls answered with an injected failure.
-    pub injected: u64,
-    /// Calls that succeeded (`errcode 0`).
-    pub ok: u64,
-    /// When the first call of this path arrived.
-    pub first: Option<Instant>,
-    /// When the last call of this path arrived.
-    pub last: Option<Instant>,
-}
-
-/// Call statistics of the whole fake.
-#[derive(Debug, Clone, Default)]
-pub struct FakeStats {
-    /// Event pushes acknowledged with an encrypted `success`.
-    pub events_delivered: u64,
-    /// Event pushes that failed or were not acknowledged.
-    pub events_failed: u64,
-    /// By path (`/gettoken`, `/topapi/v2/user/list`, ...).
-    pub paths: BTreeMap<String, PathStats>,
-    /// Tokens issued (a renewal of a valid token counts too).
-    pub tokens_issued: u64,
-    /// When the first and the last call arrived.
-    pub first_call: Option<Instant>,
-    /// See `first_call`.
-    pub last_call: Option<Instant>,
-}
-
-impl FakeStats {
-    /// Sum over all paths.
-    pub fn total(&self) -> PathStats {
-        let mut t = PathStats::default();
-        for p in self.paths.values() {
-            t.calls += p.calls;
-            t.throttled += p.throttled;
-            t.token_errors += p.token_errors;
-            t.injected += p.injected;
-            t.ok += p.ok;
-        }
-        t.first = self.first_call;
-        t.last = self.last_call;
-        t
-    }
-
-    /// The stats of one path (zeros when never called).
-    pub fn path(&self, path: &str) -> PathStats {
-        self.paths.get(path).cloned().unwrap_or_default()
-    }
-}
-
-struct Injected {
-    remaining: u32,
-    errcode: i64,
-    sub_code: Option<String>,
+/// A queued failure: a DingTalk error body, or a raw reply.
+#[derive(Debug, Clone)]
+enum Injected {
+    Api {
+        errcode: i64,
+        sub_code: Option<String>,
+    },
+    Raw(RawReply),
 }
 
 struct Inner {
     cfg: FakeConfig,
     dir: Directory,
-    /// token -> expiry
-    tokens: HashMap<String, Instant>,
-    token_seq: u64,
-    windows: HashMap<String, VecDeque<Instant>>,
-    injected: HashMap<String, VecDeque<Injected>>,
+    tokens: TokenIssuer,
+    windows: RateWindows,
+    injected: FailQueue<Injected>,
     stats: FakeStats,
     request_seq: u64,
     callback: Option<(String, Arc<CallbackCrypto>)>,
+    stream: stream::StreamHub,
 }
 
 type Shared = Arc<Mutex<Inner>>;
 
 /// A running fake DingTalk. Dropping it stops the server.
 pub struct FakeDingTalk {
-    addr: SocketAddr,
+    server: FakeServer,
     inner: Shared,
-    shutdown: Option<oneshot::Sender<()>>,
+    stream_task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeDingTalk {
+    fn drop(&mut self) {
+        self.stream_task.abort();
+    }
 }
 
 impl std::fmt::Debug for FakeDingTalk {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FakeDingTalk")
-            .field("addr", &self.addr)
+            .field("addr", &self.server.addr())
             .finish_non_exhaustive()
-    }
-}
-
-impl Drop for FakeDingTalk {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
     }
 }
 
@@ -217,44 +163,41 @@ fn lock(inner: &Shared) -> MutexGuard<'_, Inner> {
 impl FakeDingTalk {
     /// Starts a fake on `127.0.0.1:0`. Fails loudly (an error) when it cannot listen.
     pub async fn start(cfg: FakeConfig) -> Result<Self> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| {
-                Error::new(ErrorKind::Unavailable, "fake DingTalk: cannot listen").with_source(e)
-            })?;
-        let addr = listener.local_addr().map_err(|e| {
-            Error::new(ErrorKind::Unavailable, "fake DingTalk: no address").with_source(e)
-        })?;
         let inner = Arc::new(Mutex::new(Inner {
             dir: Directory::new(cfg.new_users_active),
+            windows: RateWindows::new(cfg.qps.map(Limit::per_second)),
             cfg,
-            tokens: HashMap::new(),
-            token_seq: 0,
-            windows: HashMap::new(),
-            injected: HashMap::new(),
+            tokens: TokenIssuer::new(),
+            injected: FailQueue::new(),
             stats: FakeStats::default(),
             request_seq: 0,
             callback: None,
+            stream: stream::StreamHub::default(),
         }));
         let app = Router::new().fallback(handle).with_state(inner.clone());
-        let (tx, rx) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
-        });
+        let server = FakeServer::start("DingTalk", app).await?;
+        // the Stream gateway's WebSocket side
+        let ws = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| {
+                idsync_core::Error::new(
+                    idsync_core::ErrorKind::Unavailable,
+                    "fake DingTalk: cannot listen for Stream connections",
+                )
+                .with_source(e)
+            })?;
+        lock(&inner).stream.addr = ws.local_addr().ok();
+        let stream_task = tokio::spawn(stream::serve(ws, inner.clone()));
         Ok(FakeDingTalk {
-            addr,
+            server,
             inner,
-            shutdown: Some(tx),
+            stream_task,
         })
     }
 
     /// `http://127.0.0.1:<port>`.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.base_url()
     }
 
     /// A client configuration pointing at this fake, with its credentials.
@@ -273,9 +216,74 @@ impl FakeDingTalk {
         lock(&self.inner).callback = Some((url.into(), Arc::new(crypto)));
     }
 
+    /// Stream mode settings pointing at this fake (quick reconnects, 1 s keep-alive).
+    pub fn stream_config(&self) -> StreamConfig {
+        StreamConfig {
+            base_url: self.base_url(),
+            keepalive_secs: 1,
+            reconnect_min_ms: 50,
+            reconnect_max_secs: 1,
+            ..StreamConfig::default()
+        }
+    }
+
+    /// Sends an `EVENT` frame (`data` holds the ids, e.g. `{"userId": ["u1"]}`) to every
+    /// connected Stream client; returns its `eventId`.
+    pub fn stream_event(&self, event_type: &str, data: &Value) -> String {
+        let mut r = [0u8; 8];
+        rand::Rng::fill(&mut rand::rng(), &mut r);
+        let event_id: String = r.iter().map(|b| format!("{b:02x}")).collect();
+        self.stream_event_with_id(&event_id, event_type, data);
+        event_id
+    }
+
+    /// [`stream_event`](FakeDingTalk::stream_event) with a given `eventId` (a redelivery);
+    /// returns the frame's `messageId`.
+    pub fn stream_event_with_id(&self, event_id: &str, event_type: &str, data: &Value) -> String {
+        let mut g = lock(&self.inner);
+        let mid = g.stream.message_id();
+        let frame = stream::event_frame(&mid, event_id, event_type, &g.cfg.app_key, data);
+        g.stream.broadcast(&frame);
+        mid
+    }
+
+    /// Sends a `SYSTEM` `ping` frame carrying `data`; returns its `messageId`.
+    pub fn stream_ping(&self, data: &Value) -> String {
+        let mut g = lock(&self.inner);
+        let mid = g.stream.message_id();
+        g.stream
+            .broadcast(&stream::system_frame(&mid, "ping", data));
+        mid
+    }
+
+    /// Sends a `SYSTEM` `disconnect` frame: clients should reconnect.
+    pub fn stream_disconnect(&self) {
+        let mut g = lock(&self.inner);
+        let mid = g.stream.message_id();
+        g.stream
+            .broadcast(&stream::system_frame(&mid, "disconnect", &json!({})));
+    }
+
+    /// The acks Stream clients sent so far.
+    pub fn stream_acks(&self) -> Vec<StreamAck> {
+        lock(&self.inner).stream.acks.clone()
+    }
+
+    /// Stream connections accepted so far.
+    pub fn stream_connections(&self) -> u64 {
+        lock(&self.inner).stream.connections
+    }
+
+    /// Stream clients connected now.
+    pub fn stream_clients(&self) -> usize {
+        lock(&self.inner).stream.clients()
+    }
+
     /// Changes the QPS limit while running.
     pub fn set_qps(&self, qps: Option<u32>) {
-        lock(&self.inner).cfg.qps = qps;
+        let mut g = lock(&self.inner);
+        g.cfg.qps = qps;
+        g.windows.set_default(qps.map(Limit::per_second));
     }
 
     /// Changes the token lifetime of tokens issued from now on.
@@ -285,20 +293,27 @@ impl FakeDingTalk {
 
     /// Expires every issued token now.
     pub fn expire_tokens(&self) {
-        lock(&self.inner).tokens.clear();
+        lock(&self.inner).tokens.expire_all();
     }
 
     /// The next `n` calls of `path` answer with `errcode` (and `sub_code` when given).
     pub fn fail_next(&self, path: &str, n: u32, errcode: i64, sub_code: Option<&str>) {
-        lock(&self.inner)
-            .injected
-            .entry(path.to_owned())
-            .or_default()
-            .push_back(Injected {
-                remaining: n,
+        lock(&self.inner).injected.push(
+            path,
+            n,
+            Injected::Api {
                 errcode,
                 sub_code: sub_code.map(str::to_owned),
-            });
+            },
+        );
+    }
+
+    /// The next `n` calls of `path` get `reply` instead of a DingTalk answer: a bare
+    /// status, a body that is not JSON, an oversized body (what proxies and gateways send).
+    pub fn fail_next_raw(&self, path: &str, n: u32, reply: RawReply) {
+        lock(&self.inner)
+            .injected
+            .push(path, n, Injected::Raw(reply));
     }
 
     /// Adds a department under `parent`, returns its id.
@@ -472,26 +487,15 @@ async fn handle(
         let mut g = lock(&inner);
         g.request_seq += 1;
         let request_id = format!("fake{:08x}", g.request_seq);
-        g.stats.first_call.get_or_insert(now);
-        g.stats.last_call = Some(now);
-        let ps = g.stats.paths.entry(path.clone()).or_default();
-        ps.calls += 1;
-        ps.first.get_or_insert(now);
-        ps.last = Some(now);
+        g.stats.call(&path, now);
         let answer = process(&mut g, &method, &path, &query, &body, now, &request_id);
-        let stats = g.stats.paths.entry(path.clone()).or_default();
         let push = match &answer {
             Outcome::Ok(v) => {
-                stats.ok += 1;
+                g.stats.tally(&path, Tally::Ok);
                 event_for(&path, &body, v)
             }
-            Outcome::Err(kind, _) => {
-                match kind {
-                    Fail::Throttled => stats.throttled += 1,
-                    Fail::Token => stats.token_errors += 1,
-                    Fail::Injected => stats.injected += 1,
-                    Fail::Api => {}
-                }
+            Outcome::Err(how, _) => {
+                g.stats.tally(&path, *how);
                 None
             }
         };
@@ -508,7 +512,8 @@ async fn handle(
         }
     }
     match answer {
-        Outcome::Ok(v) | Outcome::Err(_, v) => Json(v).into_response(),
+        Outcome::Ok(v) => Reply::Json(v).into_response(),
+        Outcome::Err(_, r) => r.into_response(),
     }
 }
 
@@ -582,16 +587,13 @@ async fn deliver(url: &str, crypto: &CallbackCrypto, event: &Value) -> bool {
         .is_some_and(|d| d.message == "success")
 }
 
-enum Fail {
-    Throttled,
-    Token,
-    Injected,
-    Api,
-}
-
 enum Outcome {
     Ok(Value),
-    Err(Fail, Value),
+    Err(Tally, Reply),
+}
+
+fn api_err(rid: &str, errcode: i64, sub_code: Option<&str>, msg: &str) -> Reply {
+    Reply::Json(error_body(rid, errcode, sub_code, msg))
 }
 
 fn process(
@@ -604,71 +606,57 @@ fn process(
     rid: &str,
 ) -> Outcome {
     // injected failures first
-    if let Some(queue) = g.injected.get_mut(path) {
-        if let Some(front) = queue.front_mut() {
-            let out = error_body(
-                rid,
-                front.errcode,
-                front.sub_code.as_deref(),
-                "injected failure",
-            );
-            front.remaining = front.remaining.saturating_sub(1);
-            if front.remaining == 0 {
-                queue.pop_front();
+    if let Some(f) = g.injected.take(path) {
+        let reply = match f {
+            Injected::Api { errcode, sub_code } => {
+                api_err(rid, errcode, sub_code.as_deref(), "injected failure")
             }
-            return Outcome::Err(Fail::Injected, out);
-        }
+            Injected::Raw(r) => Reply::Raw(r),
+        };
+        return Outcome::Err(Tally::Injected, reply);
     }
-    // per-API QPS over a sliding one-second window
-    if let Some(qps) = g.cfg.qps {
-        let window = g.windows.entry(path.to_owned()).or_default();
-        while window
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
-        {
-            window.pop_front();
-        }
-        if window.len() >= qps as usize {
-            let until = chrono::Utc::now() + chrono::Duration::seconds(1);
-            let msg = format!(
-                "您的企业调用钉钉开放平台当前接口次数过多，请求被暂时禁用了，限制将在 {} 结束",
-                until.format("%Y-%m-%d %H:%M:%S")
-            );
-            let body = match g.cfg.throttle_style {
-                ThrottleStyle::Wrapped => error_body(rid, 88, Some("90018"), &msg),
-                ThrottleStyle::Plain => error_body(rid, 90018, None, &msg),
-            };
-            return Outcome::Err(Fail::Throttled, body);
-        }
-        window.push_back(now);
+    // per-API QPS over a sliding window, answered with the real throttle body
+    if g.windows.admit(path, now).is_err() {
+        let until = chrono::Utc::now() + chrono::Duration::seconds(1);
+        let msg = format!(
+            "您的企业调用钉钉开放平台当前接口次数过多，请求被暂时禁用了，限制将在 {} 结束",
+            until.format("%Y-%m-%d %H:%M:%S")
+        );
+        let body = match g.cfg.throttle_style {
+            ThrottleStyle::Wrapped => api_err(rid, 88, Some("90018"), &msg),
+            ThrottleStyle::Plain => api_err(rid, 90018, None, &msg),
+        };
+        return Outcome::Err(Tally::Throttled, body);
+    }
+    if path == crate::stream::OPEN_PATH {
+        return stream_open(g, method, body, rid);
     }
     if path == "/gettoken" {
         if method != Method::GET {
-            return Outcome::Err(Fail::Api, error_body(rid, 22, None, "method not allowed"));
+            return Outcome::Err(Tally::Api, api_err(rid, 22, None, "method not allowed"));
         }
         return gettoken(g, query, now, rid);
     }
     if method != Method::POST {
-        return Outcome::Err(Fail::Api, error_body(rid, 22, None, "method not allowed"));
+        return Outcome::Err(Tally::Api, api_err(rid, 22, None, "method not allowed"));
     }
     // token check
     match query.get("access_token").filter(|t| !t.is_empty()) {
         None => {
             return Outcome::Err(
-                Fail::Token,
-                error_body(rid, 88, Some("40000"), "access_token is blank"),
+                Tally::Token,
+                api_err(rid, 88, Some("40000"), "access_token is blank"),
             );
         }
         Some(t) => {
-            let valid = g.tokens.get(t).is_some_and(|exp| *exp > now);
-            if !valid {
+            if !g.tokens.is_valid(t, now) {
                 let body = match g.cfg.token_error_style {
                     TokenErrorStyle::Wrapped => {
-                        error_body(rid, 88, Some("40014"), "不合法的access_token")
+                        api_err(rid, 88, Some("40014"), "不合法的access_token")
                     }
-                    TokenErrorStyle::Plain => error_body(rid, 42001, None, "access_token超时"),
+                    TokenErrorStyle::Plain => api_err(rid, 42001, None, "access_token超时"),
                 };
-                return Outcome::Err(Fail::Token, body);
+                return Outcome::Err(Tally::Token, body);
             }
         }
     }
@@ -678,7 +666,7 @@ fn process(
         match serde_json::from_slice(body) {
             Ok(v) => v,
             Err(_) => {
-                return Outcome::Err(Fail::Api, error_body(rid, 400002, None, "无效的参数"));
+                return Outcome::Err(Tally::Api, api_err(rid, 400002, None, "无效的参数"));
             }
         }
     };
@@ -690,10 +678,34 @@ fn process(
             }
             Outcome::Ok(out)
         }
-        Err((code, sub, msg)) => {
-            Outcome::Err(Fail::Api, error_body(rid, code, sub.as_deref(), &msg))
-        }
+        Err((code, sub, msg)) => Outcome::Err(Tally::Api, api_err(rid, code, sub.as_deref(), &msg)),
     }
+}
+
+/// `POST /v1.0/gateway/connections/open`: the new API's shapes (HTTP 400 with `code`).
+fn stream_open(g: &mut Inner, method: &Method, body: &[u8], rid: &str) -> Outcome {
+    let bad = |code: &str, msg: &str| {
+        Outcome::Err(
+            Tally::Api,
+            Reply::JsonStatus(400, json!({"code": code, "message": msg, "requestid": rid})),
+        )
+    };
+    if method != Method::POST {
+        return bad("MethodNotAllowed", "POST only");
+    }
+    let Ok(req) = serde_json::from_slice::<Value>(body) else {
+        return bad("InvalidParameter", "body is not JSON");
+    };
+    let ok = req.get("clientId").and_then(Value::as_str) == Some(g.cfg.app_key.as_str())
+        && req.get("clientSecret").and_then(Value::as_str) == Some(g.cfg.app_secret.as_str());
+    if !ok {
+        return bad("invalidClientIdOrSecret", "无效的clientId或者clientSecret");
+    }
+    let Some(addr) = g.stream.addr else {
+        return bad("ServiceUnavailable", "no Stream gateway");
+    };
+    let ticket = g.stream.ticket();
+    Outcome::Ok(json!({"endpoint": format!("ws://{addr}/connect"), "ticket": ticket}))
 }
 
 fn gettoken(g: &mut Inner, query: &HashMap<String, String>, now: Instant, rid: &str) -> Outcome {
@@ -701,29 +713,13 @@ fn gettoken(g: &mut Inner, query: &HashMap<String, String>, now: Instant, rid: &
         && query.get("appsecret") == Some(&g.cfg.app_secret);
     if !ok {
         return Outcome::Err(
-            Fail::Api,
-            error_body(rid, 40096, None, "不合法的appKey或appSecret"),
+            Tally::Api,
+            api_err(rid, 40096, None, "不合法的appKey或appSecret"),
         );
     }
     let ttl = g.cfg.token_ttl;
     // Repeated calls inside the validity return the same token and renew it.
-    let existing = g
-        .tokens
-        .iter()
-        .find(|(_, exp)| **exp > now)
-        .map(|(t, _)| t.clone());
-    let token = match existing {
-        Some(t) => t,
-        None => {
-            g.token_seq += 1;
-            let mut r = [0u8; 8];
-            rand::Rng::fill(&mut rand::rng(), &mut r);
-            let tail: String = r.iter().map(|b| format!("{b:02x}")).collect();
-            format!("fake{:04}{tail}", g.token_seq)
-        }
-    };
-    g.tokens.retain(|_, exp| *exp > now);
-    g.tokens.insert(token.clone(), now + ttl);
+    let token = g.tokens.issue(now, ttl, true);
     g.stats.tokens_issued += 1;
     Outcome::Ok(json!({
         "errcode": 0,

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::client::int_of;
+use idsync_http::int_of;
 
 /// One department of the fake tenant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
