@@ -1,0 +1,341 @@
+//! The `change_contact` callback endpoint: URL verification with the official vector,
+//! forged / replayed / foreign requests refused, and events from the fake becoming change
+//! sets (re-read, renames as upserts, explicit "not found" as deletes, failures not
+//! advancing the cursor).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use idsync_core::{Account, Anchor, Op, Org, Sink, Source};
+use idsync_wecom::event::{ContactChange, contact_event_xml};
+use idsync_wecom::fake::{FakeConfig, FakeWeCom};
+use idsync_wecom::{
+    CallbackKeys, MsgCrypt, WeComEventLog, WeComSink, WeComSource, callback_router,
+};
+use secrecy::SecretString;
+use serde_json::json;
+
+// The official sample's Token, EncodingAESKey and CorpID (callback/Sample.py).
+const TOKEN: &str = "hJqcu3uJ9Tn2gXPmxx2w9kkCkCE2EPYo";
+const AES_KEY: &str = "6qkdMrq68nTKduznJYO1A37W2oEgpkMUvkttRToqhUt";
+const CORP: &str = "ww1436e0e65a779aee";
+
+fn keys(window: Duration) -> CallbackKeys {
+    CallbackKeys {
+        token: SecretString::from(TOKEN.to_owned()),
+        aes_key: SecretString::from(AES_KEY.to_owned()),
+        replay_window: window,
+        event_log_capacity: 100,
+    }
+}
+
+async fn serve(router: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, router).await.unwrap();
+    });
+    format!("http://{addr}/")
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[tokio::test]
+async fn url_verification_answers_the_official_echostr_raw() {
+    // the official vector is from 2016: a window wide enough to accept it
+    let window = Duration::from_secs(now_secs() - 1_476_416_373 + 3600);
+    let log = Arc::new(WeComEventLog::new(10));
+    let url = serve(callback_router(&keys(window), CORP, log).unwrap()).await;
+    let http = reqwest::Client::new();
+    let echostr =
+        "fsi1xnbH4yQh0+PJxcOdhhK6TDXkjMyhEPA7xB2TGz6b+g7xyAbEkRxN/3cNXW9qdqjnoVzEtpbhnFyq6SVHyA==";
+    let verify = |sig: &'static str, nonce: &'static str| {
+        http.get(&url)
+            .query(&[
+                ("msg_signature", sig),
+                ("timestamp", "1476416373"),
+                ("nonce", nonce),
+                ("echostr", echostr),
+            ])
+            .send()
+    };
+    let r = verify("012bc692d0a58dd4b10f8dfe5c4ac00ae211ebeb", "47744683")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap().as_ref(), b"1288432023552776189");
+    // the same request again is a replay
+    let r = verify("012bc692d0a58dd4b10f8dfe5c4ac00ae211ebeb", "47744683")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // a forged signature
+    let r = verify("012bc692d0a58dd4b10f8dfe5c4ac00ae211ebec", "47744684")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+}
+
+#[tokio::test]
+async fn events_are_refused_when_forged_replayed_stale_or_foreign() {
+    let log = Arc::new(WeComEventLog::new(10));
+    let url =
+        serve(callback_router(&keys(Duration::from_secs(300)), CORP, log.clone()).unwrap()).await;
+    let http = reqwest::Client::new();
+    let crypto = MsgCrypt::new(
+        SecretString::from(TOKEN.to_owned()),
+        &SecretString::from(AES_KEY.to_owned()),
+        CORP,
+    )
+    .unwrap();
+    let post = |body: String, sig: String, ts: String, nonce: &'static str| {
+        http.post(&url)
+            .query(&[
+                ("msg_signature", sig),
+                ("timestamp", ts),
+                ("nonce", nonce.to_owned()),
+            ])
+            .body(body)
+            .send()
+    };
+    let xml = contact_event_xml(
+        CORP,
+        1_700_000_000,
+        &ContactChange::UserCreated {
+            userid: "zhangsan".into(),
+        },
+    );
+    let ts = now_secs().to_string();
+    let (body, sig) = crypto.seal_event(&xml, &ts, "n1", "").unwrap();
+    let r = post(body.clone(), sig.clone(), ts.clone(), "n1")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "success");
+    assert_eq!(log.len(), 1);
+    // replayed
+    assert_eq!(
+        post(body.clone(), sig.clone(), ts.clone(), "n1")
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    // forged: the signature of another body
+    let (other, _) = crypto.seal_event(&xml, &ts, "n2", "").unwrap();
+    assert_eq!(
+        post(other, sig, ts.clone(), "n2").await.unwrap().status(),
+        403
+    );
+    // stale timestamp, properly signed
+    let old = (now_secs() - 3600).to_string();
+    let (body, sig) = crypto.seal_event(&xml, &old, "n3", "").unwrap();
+    assert_eq!(post(body, sig, old, "n3").await.unwrap().status(), 403);
+    // encrypted for another corp (same keys), properly signed
+    let foreign = MsgCrypt::new(
+        SecretString::from(TOKEN.to_owned()),
+        &SecretString::from(AES_KEY.to_owned()),
+        "wwsomeoneelse",
+    )
+    .unwrap();
+    let (body, sig) = foreign.seal_event(&xml, &ts, "n4", "").unwrap();
+    assert_eq!(
+        post(body, sig, ts.clone(), "n4").await.unwrap().status(),
+        403
+    );
+    // not XML
+    assert_eq!(
+        post("{}".into(), "x".into(), ts, "n5")
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    assert_eq!(log.len(), 1, "nothing refused was recorded");
+}
+
+struct Wired {
+    fake: FakeWeCom,
+    sink: WeComSink,
+}
+
+async fn wired() -> Wired {
+    let fake = FakeWeCom::start(FakeConfig {
+        corp_id: CORP.into(),
+        contact_secret: Some("contact".into()),
+        ..FakeConfig::default()
+    })
+    .await
+    .unwrap();
+    let k = keys(Duration::from_secs(300));
+    let log = Arc::new(WeComEventLog::new(100));
+    let url = serve(callback_router(&k, CORP, log.clone()).unwrap()).await;
+    fake.register_callback(
+        url,
+        MsgCrypt::new(k.token.clone(), &k.aes_key, CORP).unwrap(),
+    );
+    let source = WeComSource::with_events(fake.connection(), log).unwrap();
+    Wired {
+        fake,
+        sink: WeComSink::from_source(source),
+    }
+}
+
+fn person(userid: &str, org: &str) -> Account {
+    let mut a = Account::new(userid, userid);
+    a.display_name = Some(format!("{userid} name"));
+    a.email = Some(format!("{userid}@example.com"));
+    a.orgs = vec![Anchor::new(org)];
+    a
+}
+
+#[tokio::test]
+async fn events_become_change_sets_by_re_reading() {
+    let w = wired().await;
+    let c0 = w.sink.current_cursor().await.unwrap();
+    let dept = w
+        .sink
+        .apply(&Op::CreateOrg {
+            org: Org::new("proposal", None, "研发中心"),
+        })
+        .await
+        .unwrap()
+        .anchor
+        .unwrap();
+    w.sink
+        .apply(&Op::CreateAccount {
+            account: person("zhangsan", dept.as_str()),
+        })
+        .await
+        .unwrap();
+    let cs = w.sink.changes(&c0).await.unwrap();
+    assert!(cs.complete);
+    assert_eq!(cs.org_upserts.len(), 1);
+    assert_eq!(cs.org_upserts[0].name, "研发中心");
+    assert_eq!(cs.account_upserts.len(), 1);
+    // re-read: the full state, although the event carried the userid only
+    assert_eq!(
+        cs.account_upserts[0].email.as_deref(),
+        Some("zhangsan@example.com")
+    );
+    assert!(cs.account_deletes.is_empty() && cs.org_deletes.is_empty());
+    let c1 = cs.cursor.unwrap();
+    assert!(w.sink.changes(&c1).await.unwrap().is_empty());
+
+    // a rename in the console: update_user with NewUserID → an upsert of the new userid,
+    // no delete of the old one
+    let r = w
+        .fake
+        .admin_call(
+            "user/update",
+            &[],
+            json!({"userid": "zhangsan", "new_userid": "zhangsan001"}),
+        )
+        .await;
+    assert_eq!(r["errcode"], 0, "{r}");
+    let cs = w.sink.changes(&c1).await.unwrap();
+    assert_eq!(cs.account_upserts.len(), 1);
+    assert_eq!(cs.account_upserts[0].anchor.as_str(), "zhangsan001");
+    assert!(cs.account_deletes.is_empty(), "a rename is never a delete");
+    let c2 = cs.cursor.unwrap();
+
+    // a re-read that fails is an error (the cursor stays), never a delete
+    w.fake
+        .admin_call(
+            "user/update",
+            &[],
+            json!({"userid": "zhangsan001", "position": "经理"}),
+        )
+        .await;
+    w.fake.fail_next("user/get", 1, -1);
+    let e = w.sink.changes(&c2).await.unwrap_err();
+    assert!(e.is_temporary(), "{e}");
+    let cs = w.sink.changes(&c2).await.unwrap();
+    assert_eq!(cs.account_upserts[0].title.as_deref(), Some("经理"));
+    let c3 = cs.cursor.unwrap();
+
+    // deletes: the explicit "not found" of the re-read
+    w.sink
+        .apply(&Op::DeleteAccount {
+            anchor: Anchor::new("zhangsan001"),
+        })
+        .await
+        .unwrap();
+    w.sink
+        .apply(&Op::DeleteOrg {
+            anchor: dept.clone(),
+        })
+        .await
+        .unwrap();
+    let cs = w.sink.changes(&c3).await.unwrap();
+    assert_eq!(cs.account_deletes, vec![Anchor::new("zhangsan001")]);
+    assert_eq!(cs.org_deletes, vec![dept]);
+    assert!(cs.account_upserts.is_empty() && cs.org_upserts.is_empty());
+
+    // a cursor of another log is stale: a full sync is needed
+    let stale = w
+        .sink
+        .changes(&idsync_core::SyncCursor("0000:1".into()))
+        .await
+        .unwrap();
+    assert!(!stale.complete);
+    assert!(w.fake.stats().events_delivered >= 6);
+    assert_eq!(w.fake.stats().events_failed, 0);
+}
+
+#[tokio::test]
+async fn a_config_with_a_callback_table_builds_source_and_endpoint() {
+    let dir = std::env::temp_dir().join(format!("idsync-wecom-cb-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, value) in [("secret", "app-secret"), ("token", TOKEN), ("aes", AES_KEY)] {
+        std::fs::write(dir.join(name), format!("{value}\n")).unwrap();
+    }
+    let cfg: idsync_wecom::WeComConfig = serde_json::from_value(json!({
+        "corp_id": CORP,
+        "secret_file": dir.join("secret"),
+        "callback": {"token_file": dir.join("token"), "aes_key_file": dir.join("aes")}
+    }))
+    .unwrap();
+    let (source, router) = idsync_wecom::source_with_callbacks(&cfg).unwrap();
+    assert!(source.capabilities().changes);
+    let c0 = source.current_cursor().await.unwrap();
+    // the endpoint feeds this source's log
+    let url = serve(router).await;
+    let crypto = MsgCrypt::new(
+        SecretString::from(TOKEN.to_owned()),
+        &SecretString::from(AES_KEY.to_owned()),
+        CORP,
+    )
+    .unwrap();
+    let xml = contact_event_xml(CORP, 1_700_000_000, &ContactChange::DeptDeleted { id: 1 });
+    let ts = now_secs().to_string();
+    let (body, sig) = crypto.seal_event(&xml, &ts, "cfg1", "").unwrap();
+    let r = reqwest::Client::new()
+        .post(&url)
+        .query(&[
+            ("msg_signature", sig),
+            ("timestamp", ts),
+            ("nonce", "cfg1".to_owned()),
+        ])
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_ne!(source.current_cursor().await.unwrap(), c0);
+    // without a callback table: a clear configuration error
+    let plain: idsync_wecom::WeComConfig = serde_json::from_value(json!({
+        "corp_id": CORP, "secret_file": dir.join("secret")
+    }))
+    .unwrap();
+    let e = idsync_wecom::source_with_callbacks(&plain).unwrap_err();
+    assert!(e.message().contains("callback"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
