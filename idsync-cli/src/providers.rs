@@ -171,7 +171,46 @@ pub fn registry() -> Vec<Registration> {
         Registration::of::<DingTalkSettings>(),
         #[cfg(not(feature = "provider-dingtalk"))]
         Registration::missing("dingtalk"),
+        #[cfg(feature = "provider-wecom")]
+        Registration::of::<idsync_wecom::WeComConfig>(),
+        #[cfg(not(feature = "provider-wecom"))]
+        Registration::missing("wecom"),
+        #[cfg(feature = "provider-scim")]
+        Registration::of::<idsync_scim::TargetConfig>(),
+        #[cfg(not(feature = "provider-scim"))]
+        Registration::missing("scim"),
     ]
+}
+
+/// `type = "wecom"`: WeCom (`idsync_wecom::WeComConfig`; secrets by `*_env` / `*_file`).
+/// As a source it reads with the app's secret, as a sink it writes with the contact-sync
+/// secret.
+#[cfg(feature = "provider-wecom")]
+#[async_trait]
+impl Provider for idsync_wecom::WeComConfig {
+    const TYPE: &'static str = "wecom";
+
+    async fn build(&self, _: &str, _: &BuildContext, role: Role) -> Result<Built, CliError> {
+        match role {
+            Role::Source => Ok(Built {
+                source: Arc::new(idsync_wecom::source_from_config(self)?),
+                sink: None,
+            }),
+            Role::Sink => Ok(Built::both(idsync_wecom::sink_from_config(self)?)),
+        }
+    }
+}
+
+/// `type = "scim"`: a SCIM 2.0 service provider the hub provisions
+/// (`idsync_scim::TargetConfig`; bearer token or OAuth2 client credentials by reference).
+#[cfg(feature = "provider-scim")]
+#[async_trait]
+impl Provider for idsync_scim::TargetConfig {
+    const TYPE: &'static str = "scim";
+
+    async fn build(&self, _: &str, _: &BuildContext, _: Role) -> Result<Built, CliError> {
+        Ok(Built::both(idsync_scim::ScimClient::new(self.clone())?))
+    }
 }
 
 /// A `[providers.NAME]` table: its `type`'s settings and the request layers.

@@ -139,47 +139,21 @@ pub trait Source: Send + Sync + fmt::Debug {
     /// One page of accounts.
     async fn accounts(&self, page: PageRequest) -> Result<Page<Account>>;
 
-    /// One org by anchor. The default scans the listing; adapters that can look one up
-    /// directly should override it (incremental runs use it).
-    async fn org(&self, anchor: &Anchor) -> Result<Option<Org>> {
-        let mut s = self.org_stream(None);
-        while let Some(o) = s.try_next().await? {
-            if &o.anchor == anchor {
-                return Ok(Some(o));
-            }
-        }
-        Ok(None)
-    }
+    /// One org by anchor, looked up directly (incremental runs use it). There is no
+    /// default: an adapter whose provider has no lookup opts into a scan explicitly with
+    /// [`scan_org`] and says so in its docs.
+    async fn org(&self, anchor: &Anchor) -> Result<Option<Org>>;
 
-    /// One account by anchor. The default scans the listing; override where possible.
-    async fn account(&self, anchor: &Anchor) -> Result<Option<Account>> {
-        let mut s = self.account_stream(None);
-        while let Some(a) = s.try_next().await? {
-            if &a.anchor == anchor {
-                return Ok(Some(a));
-            }
-        }
-        Ok(None)
-    }
+    /// One account by anchor, looked up directly (see [`org`](Self::org);
+    /// [`scan_account`] for providers without a lookup).
+    async fn account(&self, anchor: &Anchor) -> Result<Option<Account>>;
 
-    /// Accounts whose `field` (a field name as in [`Entity::get`](crate::Entity::get))
-    /// equals `value`, compared trimmed and case-insensitively. Used to correlate new
-    /// entities in incremental runs. The default scans the listing; override where the
-    /// provider can search.
-    async fn find_accounts(&self, field: &str, value: &str) -> Result<Vec<Account>> {
-        use crate::model::Entity;
-        let want = value.trim().to_lowercase();
-        let mut out = Vec::new();
-        let mut s = self.account_stream(None);
-        while let Some(a) = s.try_next().await? {
-            if let Some(v) = a.get(field).as_str()
-                && v.trim().to_lowercase() == want
-            {
-                out.push(a);
-            }
-        }
-        Ok(out)
-    }
+    /// Accounts whose `field` (a field name as in [`Entity::get`](crate::Entity::get)) has
+    /// the correlation key of `value` ([`correlation_key`](crate::model::correlation_key):
+    /// trimmed, case-folded). Incremental runs correlate new entities with it. A provider
+    /// search where there is one; [`scan_find_accounts`] (explicitly) where there is not;
+    /// `Unsupported` for a field the provider cannot search.
+    async fn find_accounts(&self, field: &str, value: &str) -> Result<Vec<Account>>;
 
     /// A cursor for "now", taken before a full read so that changes made during the read
     /// are picked up by the next incremental run.

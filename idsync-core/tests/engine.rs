@@ -278,6 +278,28 @@ impl Source for Flaky {
         p.next = p.next.or(Some(PageToken("x".into())));
         Ok(p)
     }
+
+    async fn org(
+        &self,
+        anchor: &idsync_core::Anchor,
+    ) -> idsync_core::Result<Option<idsync_core::Org>> {
+        self.inner.org(anchor).await
+    }
+
+    async fn account(
+        &self,
+        anchor: &idsync_core::Anchor,
+    ) -> idsync_core::Result<Option<idsync_core::Account>> {
+        self.inner.account(anchor).await
+    }
+
+    async fn find_accounts(
+        &self,
+        field: &str,
+        value: &str,
+    ) -> idsync_core::Result<Vec<idsync_core::Account>> {
+        self.inner.find_accounts(field, value).await
+    }
 }
 
 // Two workers: the source is listed by a task of its own beside the planner.
@@ -439,6 +461,28 @@ impl Source for Refusing {
     async fn accounts(&self, page: PageRequest) -> Result<Page<Account>> {
         self.inner.accounts(page).await
     }
+
+    async fn org(
+        &self,
+        anchor: &idsync_core::Anchor,
+    ) -> idsync_core::Result<Option<idsync_core::Org>> {
+        self.inner.org(anchor).await
+    }
+
+    async fn account(
+        &self,
+        anchor: &idsync_core::Anchor,
+    ) -> idsync_core::Result<Option<idsync_core::Account>> {
+        self.inner.account(anchor).await
+    }
+
+    async fn find_accounts(
+        &self,
+        field: &str,
+        value: &str,
+    ) -> idsync_core::Result<Vec<idsync_core::Account>> {
+        self.inner.find_accounts(field, value).await
+    }
 }
 
 #[async_trait]
@@ -597,6 +641,28 @@ async fn unreadable_sinks_are_diffed_against_the_shadow_copy() {
         }
         async fn accounts(&self, _: PageRequest) -> Result<Page<Account>> {
             Err(Error::unsupported("push only"))
+        }
+
+        async fn org(
+            &self,
+            anchor: &idsync_core::Anchor,
+        ) -> idsync_core::Result<Option<idsync_core::Org>> {
+            self.0.org(anchor).await
+        }
+
+        async fn account(
+            &self,
+            anchor: &idsync_core::Anchor,
+        ) -> idsync_core::Result<Option<idsync_core::Account>> {
+            self.0.account(anchor).await
+        }
+
+        async fn find_accounts(
+            &self,
+            field: &str,
+            value: &str,
+        ) -> idsync_core::Result<Vec<idsync_core::Account>> {
+            self.0.find_accounts(field, value).await
         }
     }
     #[async_trait]
@@ -788,6 +854,28 @@ async fn sinks_that_cannot_disable_keep_leavers_with_a_warning() {
         async fn accounts(&self, p: PageRequest) -> Result<Page<Account>> {
             self.0.accounts(p).await
         }
+
+        async fn org(
+            &self,
+            anchor: &idsync_core::Anchor,
+        ) -> idsync_core::Result<Option<idsync_core::Org>> {
+            self.0.org(anchor).await
+        }
+
+        async fn account(
+            &self,
+            anchor: &idsync_core::Anchor,
+        ) -> idsync_core::Result<Option<idsync_core::Account>> {
+            self.0.account(anchor).await
+        }
+
+        async fn find_accounts(
+            &self,
+            field: &str,
+            value: &str,
+        ) -> idsync_core::Result<Vec<idsync_core::Account>> {
+            self.0.find_accounts(field, value).await
+        }
     }
     #[async_trait]
     impl Sink for NoDisable {
@@ -880,6 +968,28 @@ impl Source for LosesFirstAnswer {
     }
     async fn accounts(&self, page: PageRequest) -> Result<Page<Account>> {
         self.inner.accounts(page).await
+    }
+
+    async fn org(
+        &self,
+        anchor: &idsync_core::Anchor,
+    ) -> idsync_core::Result<Option<idsync_core::Org>> {
+        self.inner.org(anchor).await
+    }
+
+    async fn account(
+        &self,
+        anchor: &idsync_core::Anchor,
+    ) -> idsync_core::Result<Option<idsync_core::Account>> {
+        self.inner.account(anchor).await
+    }
+
+    async fn find_accounts(
+        &self,
+        field: &str,
+        value: &str,
+    ) -> idsync_core::Result<Vec<idsync_core::Account>> {
+        self.inner.find_accounts(field, value).await
     }
 }
 

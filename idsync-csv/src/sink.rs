@@ -181,6 +181,18 @@ impl Source for CsvSink {
     async fn account(&self, anchor: &Anchor) -> Result<Option<Account>> {
         Ok(self.lock()?.dir.accounts.get(anchor).cloned())
     }
+
+    async fn find_accounts(&self, field: &str, value: &str) -> Result<Vec<Account>> {
+        // The sink holds its file in memory: a pass over it, no listing.
+        Ok(self
+            .lock()?
+            .dir
+            .accounts
+            .values()
+            .filter(|a| idsync_core::key_matches(*a, field, value))
+            .cloned()
+            .collect())
+    }
 }
 
 #[async_trait]

@@ -701,6 +701,16 @@ impl Source for CsvSource {
         self.read_accounts(&page)
     }
 
+    /// A CSV file has no index: looking one account up reads the file (an explicit scan).
+    async fn account(&self, anchor: &Anchor) -> Result<Option<Account>> {
+        idsync_core::source::scan_account(self, anchor).await
+    }
+
+    /// A CSV file has no index: a search reads the file (an explicit scan).
+    async fn find_accounts(&self, field: &str, value: &str) -> Result<Vec<Account>> {
+        idsync_core::source::scan_find_accounts(self, field, value).await
+    }
+
     async fn org(&self, anchor: &Anchor) -> Result<Option<Org>> {
         self.aborted()?;
         Ok(self

@@ -71,6 +71,28 @@ impl Source for FileBacked {
     async fn accounts(&self, page: PageRequest) -> Result<Page<Account>> {
         self.source()?.accounts(page).await
     }
+
+    async fn org(
+        &self,
+        anchor: &idsync_core::Anchor,
+    ) -> idsync_core::Result<Option<idsync_core::Org>> {
+        self.source()?.org(anchor).await
+    }
+
+    async fn account(
+        &self,
+        anchor: &idsync_core::Anchor,
+    ) -> idsync_core::Result<Option<idsync_core::Account>> {
+        self.source()?.account(anchor).await
+    }
+
+    async fn find_accounts(
+        &self,
+        field: &str,
+        value: &str,
+    ) -> idsync_core::Result<Vec<idsync_core::Account>> {
+        self.source()?.find_accounts(field, value).await
+    }
 }
 
 #[async_trait]

@@ -38,7 +38,7 @@
 //! use futures::TryStreamExt;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> idsync_core::Result<()> {
+//! # async fn main() -> crate::Result<()> {
 //! let stack = Stack::new()
 //!     .push(TimeoutLayer::new(Duration::from_secs(30)))
 //!     .push(RateLimitLayer::new(RateLimit { requests: 20, per: Duration::from_secs(1) }))
@@ -381,6 +381,22 @@ pub(crate) mod testing {
         async fn accounts(&self, page: PageRequest) -> Result<Page<Account>> {
             self.enter(format!("accounts:{:?}", page.token)).await?;
             self.inner.accounts(page).await
+        }
+
+        async fn org(&self, anchor: &crate::Anchor) -> crate::Result<Option<crate::Org>> {
+            self.inner.org(anchor).await
+        }
+
+        async fn account(&self, anchor: &crate::Anchor) -> crate::Result<Option<crate::Account>> {
+            self.inner.account(anchor).await
+        }
+
+        async fn find_accounts(
+            &self,
+            field: &str,
+            value: &str,
+        ) -> crate::Result<Vec<crate::Account>> {
+            self.inner.find_accounts(field, value).await
         }
     }
 
