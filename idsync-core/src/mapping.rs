@@ -180,9 +180,10 @@ fn render<E: Entity>(template: &str, src: &E) -> Result<Value> {
                     any_present = true;
                     out.push_str(&text);
                 }
-                for _ in 0..end + 1 {
-                    chars.next();
-                }
+                // Skip to just past the closing brace, by byte position (a name with
+                // non-ASCII letters has more bytes than chars).
+                let close = i + 1 + end;
+                while chars.next_if(|(j, _)| *j <= close).is_some() {}
             }
             '}' => {
                 return Err(Error::config(format!(
@@ -462,6 +463,15 @@ mod tests {
         );
         a.attrs.insert("type".into(), Value::from("contractor"));
         assert!(m.map(&a).unwrap().is_none());
+    }
+
+    #[test]
+    fn template_placeholders_with_non_ascii_names_keep_the_text_after_them() {
+        let mut a = Account::new("u1", "zhangsan");
+        a.attrs.insert("部门".into(), Value::from("研发"));
+        a.attrs.insert("工号".into(), Value::from("E7"));
+        let v = render("{attrs.部门}-{attrs.工号}/{username}!", &a).unwrap();
+        assert_eq!(v, Value::from("研发-E7/zhangsan!"));
     }
 
     #[test]
