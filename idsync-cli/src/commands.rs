@@ -300,28 +300,22 @@ async fn prepare(cfg: &Config, job_name: &str, meter: &Meter) -> Result<Prepared
     })
 }
 
-/// Plan a job fully, or incrementally as `Engine::run_changes` would.
-async fn make_plan(p: &Prepared, changes: bool) -> Result<Plan, CliError> {
-    if !changes {
-        return Ok(p.engine.plan(&p.job).await?);
-    }
-    let caps = p.job.source.capabilities();
-    if !caps.changes {
+/// Plan a job, fully or incrementally as `Engine::run_changes` would: as a dry run (`plan`,
+/// never approvable), or as the plan `run` applies next (a guard stop waits for approval).
+async fn make_plan(p: &Prepared, changes: bool, dry: bool) -> Result<Plan, CliError> {
+    if changes && !p.job.source.capabilities().changes {
         return Err(CliError::Core(idsync_core::Error::unsupported(format!(
             "source {} cannot report changes; run without --changes",
             p.job.source.describe().provider
         ))));
     }
-    let Some(since) = p.store.cursor(&p.job.name).await? else {
-        tracing::info!("no stored cursor yet: a full run");
-        return Ok(p.engine.plan(&p.job).await?);
-    };
-    let cs = p.job.source.changes(&since).await?;
-    if !cs.complete {
-        eprintln!("the change cursor is stale; running a full sync");
-        return Ok(p.engine.plan(&p.job).await?);
-    }
-    Ok(p.engine.plan_changes(&p.job, cs, Some(since)).await?)
+    let e = &p.engine;
+    Ok(match (changes, dry) {
+        (false, true) => e.plan(&p.job).await?,
+        (false, false) => e.plan_run(&p.job).await?,
+        (true, true) => e.plan_run_changes(&p.job).await?,
+        (true, false) => e.plan_next_changes(&p.job).await?,
+    })
 }
 
 async fn plan(
@@ -335,7 +329,7 @@ async fn plan(
     cfg.job(job)?;
     let meter = Meter::hidden();
     let p = prepare(&cfg, job, &meter).await?;
-    let plan = make_plan(&p, changes).await?;
+    let plan = make_plan(&p, changes, true).await?;
     if json {
         println!(
             "{}",
@@ -511,7 +505,7 @@ async fn run_locked(
     meter: &Meter,
 ) -> Result<u8, CliError> {
     meter.start_reading();
-    let plan = make_plan(p, args.changes).await;
+    let plan = make_plan(p, args.changes, false).await;
     meter.finish_reading();
     let plan = plan?;
     if plan.guard.stopped {

@@ -460,6 +460,20 @@ impl Engine {
         self.plan_full(job, true).await
     }
 
+    /// Plan what [`run`](Self::run) would apply, without applying it: for a caller that
+    /// applies the plan itself ([`apply`](Self::apply)) after showing it. Unlike a dry run,
+    /// earlier runs' open creates are resolved first, and a plan the guard stops is
+    /// recorded as waiting for approval.
+    pub async fn plan_run(&self, job: &Job) -> Result<Plan> {
+        self.plan_full(job, false).await
+    }
+
+    /// Plan what [`run_changes`](Self::run_changes) would apply (see
+    /// [`plan_run`](Self::plan_run)).
+    pub async fn plan_next_changes(&self, job: &Job) -> Result<Plan> {
+        self.next_changes(job, false).await
+    }
+
     async fn plan_full(&self, job: &Job, dry: bool) -> Result<Plan> {
         let run_id = self.new_run_id(job);
         let started = self.clock.now();
@@ -697,6 +711,21 @@ impl Engine {
     /// the same correlate / plan / apply path, on the changed entities only. Without a
     /// stored cursor, or when the source says the cursor is stale, this is a full run.
     pub async fn run_changes(&self, job: &Job) -> Result<Report> {
+        let plan = self.next_changes(job, false).await?;
+        if plan.guard.stopped {
+            return Ok(Report::guarded(&plan));
+        }
+        self.apply(job, &plan).await
+    }
+
+    /// A dry run of [`run_changes`](Self::run_changes): the plan it would apply now (the
+    /// source's changes since the stored cursor, or a full plan when there is no cursor or
+    /// it is stale), recorded as `planned` and never approvable.
+    pub async fn plan_run_changes(&self, job: &Job) -> Result<Plan> {
+        self.next_changes(job, true).await
+    }
+
+    async fn next_changes(&self, job: &Job, dry: bool) -> Result<Plan> {
         if !job.source.capabilities().changes {
             return Err(Error::unsupported(format!(
                 "source {} cannot report changes",
@@ -704,18 +733,15 @@ impl Engine {
             )));
         }
         let Some(since) = self.store.cursor(&job.name).await? else {
-            return self.run(job).await;
+            tracing::info!(job = %job.name, "no stored cursor yet: a full run");
+            return self.plan_full(job, dry).await;
         };
         let cs = job.source.changes(&since).await?;
         if !cs.complete {
             tracing::warn!(job = %job.name, "change cursor is stale; running a full sync");
-            return self.run(job).await;
+            return self.plan_full(job, dry).await;
         }
-        let plan = self.plan_changes(job, cs, Some(since)).await?;
-        if plan.guard.stopped {
-            return Ok(Report::guarded(&plan));
-        }
-        self.apply(job, &plan).await
+        self.changes_plan(job, cs, Some(since), dry).await
     }
 
     /// Plan a change set (as [`run_changes`](Self::run_changes) does), without applying.
@@ -726,11 +752,23 @@ impl Engine {
         changes: ChangeSet,
         since: Option<SyncCursor>,
     ) -> Result<Plan> {
+        self.changes_plan(job, changes, since, false).await
+    }
+
+    async fn changes_plan(
+        &self,
+        job: &Job,
+        changes: ChangeSet,
+        since: Option<SyncCursor>,
+        dry: bool,
+    ) -> Result<Plan> {
         let run_id = self.new_run_id(job);
         let started = self.clock.now();
         let cursor = changes.cursor.clone();
         let planned = async {
-            self.resolve_open_creates(job).await?;
+            if !dry {
+                self.resolve_open_creates(job).await?;
+            }
             plan::plan_changes(self, job, &run_id, changes).await
         };
         let mut plan = match planned.await {
@@ -743,7 +781,7 @@ impl Engine {
         plan.created_at = started;
         plan.cursor = cursor;
         plan.cursor_from = since;
-        self.record_plan(job, &plan, false).await?;
+        self.record_plan(job, &plan, dry).await?;
         Ok(plan)
     }
 
