@@ -1,6 +1,7 @@
 //! # idsync-conformance
 //!
-//! The shared test suite every idsync adapter and every layer must pass.
+//! The shared test suite every idsync adapter and every layer must pass, and in [`store`]
+//! the one every `Store` (memory, SQLite, PostgreSQL) must pass.
 //!
 //! **The suite is destructive**: it creates, changes, moves, disables and deletes entities
 //! in the namespaces a [`Harness`] hands it. Point it only at fresh, isolated namespaces
@@ -72,6 +73,7 @@ mod cases;
 pub mod chaos;
 mod content;
 mod fixture;
+pub mod store;
 
 use std::fmt;
 use std::sync::{Arc, Mutex};

@@ -335,6 +335,42 @@ impl Directory {
     }
 }
 
+/// A generated directory for benchmarks, load and crash tests: 10 roots with `per_root` children each, and `n`
+/// accounts (`p000000`…, with employee id, email and display name) spread over the children
+/// (over `r0` when there are none).
+pub fn sample_directory(n: usize, per_root: usize) -> (Vec<Org>, Vec<Account>) {
+    let mut orgs = Vec::new();
+    let mut leaves = Vec::new();
+    for r in 0..10 {
+        let root = format!("r{r}");
+        orgs.push(Org::new(root.as_str(), None, format!("Division {r}")));
+        for c in 0..per_root {
+            let leaf = format!("r{r}-c{c}");
+            orgs.push(Org::new(
+                leaf.as_str(),
+                Some(root.as_str().into()),
+                format!("Team {r}.{c}"),
+            ));
+            leaves.push(leaf);
+        }
+    }
+    let accounts = (0..n)
+        .map(|i| {
+            let mut a = Account::new(format!("p{i:06}"), format!("user{i}"));
+            a.employee_id = Some(format!("E{i:06}"));
+            a.email = Some(format!("user{i}@example.com"));
+            a.display_name = Some(format!("User {i}"));
+            let leaf = leaves
+                .get(i % leaves.len().max(1))
+                .cloned()
+                .unwrap_or_else(|| "r0".into());
+            a.orgs = vec![leaf.into()];
+            a
+        })
+        .collect();
+    (orgs, accounts)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -32,7 +32,7 @@ async fn main() -> idsync_core::Result<()> {
         "store:              {}",
         if postgres { "postgres" } else { "sqlite file" }
     );
-    let (orgs, accounts) = idsync_store::testsuite::sample_directory(n, 9);
+    let (orgs, accounts) = idsync_core::directory::sample_directory(n, 9);
     let total = orgs.len() + accounts.len();
     let source = Arc::new(MemoryAdapter::with_data("hr", orgs, accounts));
     let hub = Arc::new(Hub::new(store.clone()));

@@ -26,7 +26,8 @@
 //!   [Leases and fencing](idsync_core::Store#leases-and-fencing)).
 //! * **Versioned migrations** per backend (`migrations/sqlite`, `migrations/postgres`),
 //!   applied on open.
-//! * [`testsuite`]: one public test suite every store passes (memory, SQLite, PostgreSQL).
+//! * the store suite every store passes (memory, SQLite, PostgreSQL) is
+//!   `idsync_conformance::store`.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -69,7 +70,6 @@
 mod pg;
 mod sql;
 mod sqlite;
-pub mod testsuite;
 mod util;
 
 use std::sync::Arc;

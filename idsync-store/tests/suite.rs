@@ -5,8 +5,8 @@ mod common;
 
 use std::sync::Arc;
 
+use idsync_conformance::store::{CASES, run_all};
 use idsync_core::{MemoryStore, Op, Org, PageRequest, Store};
-use idsync_store::testsuite::{CASES, run_all};
 use idsync_store::{PgStore, SqliteStore};
 
 #[tokio::test]

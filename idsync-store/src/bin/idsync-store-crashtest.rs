@@ -161,7 +161,7 @@ struct Setup {
 
 async fn setup(a: &Args) -> Result<Setup> {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(a.dir.join("store.db")).await?);
-    let (orgs, accounts) = idsync_store::testsuite::sample_directory(a.accounts, a.orgs_per_root);
+    let (orgs, accounts) = idsync_core::directory::sample_directory(a.accounts, a.orgs_per_root);
     let source = Arc::new(MemoryAdapter::with_data(
         "hr",
         orgs.clone(),

@@ -13,7 +13,8 @@
 //! tokens) and fenced writes, a worker that stalls while another takes its lease over, and
 //! the engine end to end (memory source → hub over the store; a second run plans nothing).
 //!
-//! Not API-stable; meant for tests.
+//! Not API-stable; meant for tests. (It lives here, in the conformance crate, beside the
+//! adapter suite: no production crate carries it.)
 //!
 //! ```
 //! use std::sync::Arc;
@@ -21,11 +22,11 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> idsync_core::Result<()> {
-//! let passed = idsync_store::testsuite::run_all(|clock| async move {
+//! let passed = idsync_conformance::store::run_all(|clock| async move {
 //!     Ok(Arc::new(MemoryStore::with_clock(clock)) as Arc<dyn Store>)
 //! })
 //! .await?;
-//! assert_eq!(passed, idsync_store::testsuite::CASES.len());
+//! assert_eq!(passed, idsync_conformance::store::CASES.len());
 //! # Ok(())
 //! # }
 //! ```
@@ -74,42 +75,6 @@ pub const CASES: &[(&str, Case)] = &[
         Box::pin(engine_end_to_end(s, c))
     }),
 ];
-
-/// A directory for load and crash tests: 10 roots with `per_root` children each, and `n`
-/// accounts (`p000000`…, with employee id, email and display name) spread over the children
-/// (over `r0` when there are none).
-pub fn sample_directory(n: usize, per_root: usize) -> (Vec<Org>, Vec<Account>) {
-    let mut orgs = Vec::new();
-    let mut leaves = Vec::new();
-    for r in 0..10 {
-        let root = format!("r{r}");
-        orgs.push(Org::new(root.as_str(), None, format!("Division {r}")));
-        for c in 0..per_root {
-            let leaf = format!("r{r}-c{c}");
-            orgs.push(Org::new(
-                leaf.as_str(),
-                Some(root.as_str().into()),
-                format!("Team {r}.{c}"),
-            ));
-            leaves.push(leaf);
-        }
-    }
-    let accounts = (0..n)
-        .map(|i| {
-            let mut a = Account::new(format!("p{i:06}"), format!("user{i}"));
-            a.employee_id = Some(format!("E{i:06}"));
-            a.email = Some(format!("user{i}@example.com"));
-            a.display_name = Some(format!("User {i}"));
-            let leaf = leaves
-                .get(i % leaves.len().max(1))
-                .cloned()
-                .unwrap_or_else(|| "r0".into());
-            a.orgs = vec![leaf.into()];
-            a
-        })
-        .collect();
-    (orgs, accounts)
-}
 
 /// The instant the suite's clocks start at.
 pub fn epoch() -> DateTime<Utc> {
