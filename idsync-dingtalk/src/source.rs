@@ -528,12 +528,23 @@ impl Source for DingTalkSource {
     /// explicit scan of the account listing (one full read).
     async fn find_accounts(&self, field: &str, value: &str) -> Result<Vec<Account>> {
         let found = match field {
+            // The username is the userid: a direct read, as given and (correlation keys
+            // are case-folded) lowercased; what comes back is checked by the one key rule.
             "anchor" | "username" => {
-                let id = value.trim();
-                if id.is_empty() {
+                let Some(key) = idsync_core::correlation_key(value) else {
                     return Ok(Vec::new());
+                };
+                let given = value.trim();
+                let mut found: Vec<Account> = self
+                    .account(&Anchor::new(given))
+                    .await?
+                    .into_iter()
+                    .collect();
+                if found.is_empty() && key != given {
+                    found.extend(self.account(&Anchor::new(key.as_ref())).await?);
                 }
-                self.account(&Anchor::new(id)).await?.into_iter().collect()
+                found.retain(|a| idsync_core::key_matches(a, field, value));
+                found
             }
             _ => self.scan_accounts(field, value).await?,
         };
