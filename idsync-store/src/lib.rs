@@ -62,6 +62,8 @@
 #![forbid(unsafe_code)]
 #![warn(unreachable_pub, missing_debug_implementations)]
 
+#[cfg(test)]
+mod keys_tests;
 mod pg;
 mod sql;
 mod sqlite;
