@@ -419,8 +419,8 @@ async fn sqlite_store_from_before_the_index_is_backfilled() {
     );
 }
 
-/// A backfill interrupted by a crash resumes after the marker's anchor: the accounts
-/// before it are taken as done.
+/// A backfill interrupted by a crash (its marker left, the keys written only up to the
+/// marker's anchor, so the table is not empty) is finished at the next open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_backfill_resumes_after_its_marker() {
     let dir = tempfile::tempdir().unwrap();

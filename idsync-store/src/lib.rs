@@ -20,6 +20,13 @@
 //!   run is undone and its writes go one by one, each in a savepoint, so each gets its own
 //!   answer): 100,000 creates into a SQLite hub take about 5 s on two cores
 //!   (BENCHMARKS.md); PostgreSQL takes the same path.
+//! * **Lookups by correlation key are indexed**: [`Store::hub_find_accounts`] is one query
+//!   on the table `hub_keys (field, key, anchor)` joined to the accounts, whatever the
+//!   hub's size. The keys (fields of [`HUB_KEY_FIELDS`](idsync_core::HUB_KEY_FIELDS), under
+//!   [`correlation_key`](idsync_core::correlation_key), computed in Rust) are written by
+//!   every write of a hub account in its own transaction, multi-row in batches; a hub made
+//!   before the index gets its keys when it is opened (in pages, resumable, safe with
+//!   several processes opening at once).
 //! * **Versioned migrations** per backend (`migrations/sqlite`, `migrations/postgres`),
 //!   applied on open.
 //! * [`testsuite`]: one public test suite every store passes (memory, SQLite, PostgreSQL).
