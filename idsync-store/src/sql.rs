@@ -541,7 +541,7 @@ macro_rules! sql_store {
                                 member_rows.push(vec![text(o), text(&account.anchor)]);
                             }
                             for (field, key) in $crate::sql::account_keys(account) {
-                                key_rows.push($crate::sql::key_row(field, key, account.anchor.as_str()));
+                                key_rows.push((field, key, account.anchor.as_str()));
                             }
                             entity_rows.push(vec![text(&account.anchor), Arg::Text(body.clone())]);
                             anchors.push(account.anchor.clone());
@@ -574,14 +574,15 @@ macro_rules! sql_store {
                     idsync_core::EntityKind::Account => {
                         Self::insert_rows(conn, "INSERT INTO hub_accounts (anchor, body) VALUES ", "", "-J", entity_rows).await?;
                         Self::insert_rows(conn, "INSERT INTO hub_memberships (org, account) VALUES ", "", "--", member_rows).await?;
-                        Self::insert_rows(
-                            conn,
-                            $crate::sql::KEYS_INSERT_HEAD,
-                            $crate::sql::KEYS_INSERT_TAIL,
-                            "---",
-                            key_rows,
-                        )
-                        .await?;
+                        // In index order: each B-tree page is reached once and in turn. No
+                        // conflict clause: the anchors are new (a key row left over would
+                        // fail the run, whose writes then go one by one, and those skip it).
+                        key_rows.sort_unstable();
+                        let key_rows = key_rows
+                            .into_iter()
+                            .map(|(f, k, a)| $crate::sql::key_row(f, k, a))
+                            .collect();
+                        Self::insert_rows(conn, $crate::sql::KEYS_INSERT_HEAD, "", "---", key_rows).await?;
                     }
                 }
                 // Feed: the batch's sequence numbers in order.
