@@ -24,6 +24,13 @@
 //!   and hands out a fencing token; a [`Store::fenced`] handle checks the lease inside each
 //!   write transaction, so a worker that lost its lease writes nothing more (see
 //!   [Leases and fencing](idsync_core::Store#leases-and-fencing)).
+//! * **Lookups by correlation key are indexed**: [`Store::hub_find_accounts`] is one query
+//!   on the table `hub_keys (field, key, anchor)` joined to the accounts, whatever the
+//!   hub's size. The keys (fields of [`HUB_KEY_FIELDS`](idsync_core::HUB_KEY_FIELDS), under
+//!   [`correlation_key`](idsync_core::correlation_key), computed in Rust) are written by
+//!   every write of a hub account in its own transaction, multi-row in batches; a hub made
+//!   before the index gets its keys when it is opened (in pages, resumable, safe with
+//!   several processes opening at once).
 //! * **Versioned migrations** per backend (`migrations/sqlite`, `migrations/postgres`),
 //!   applied on open.
 //! * the store suite every store passes (memory, SQLite, PostgreSQL) is
@@ -67,6 +74,8 @@
 #![forbid(unsafe_code)]
 #![warn(unreachable_pub, missing_debug_implementations)]
 
+#[cfg(test)]
+mod keys_tests;
 mod pg;
 mod sql;
 mod sqlite;

@@ -19,7 +19,9 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres")
 ///   are serialized and feed sequence numbers become visible in order.
 /// * Leases, cursors and journal writes are single statements (atomic check-and-set).
 /// * The schema is migrated on connect (`migrations/postgres`; sqlx takes an advisory lock,
-///   so workers starting together migrate once).
+///   so workers starting together migrate once); a hub made before the index of
+///   correlation keys gets its keys then (in pages of 1,000 accounts, under the hub write
+///   lock, so workers starting together share the work).
 /// * `Debug` shows host, port, database and user, never the password.
 #[derive(Clone)]
 pub struct PgStore {
@@ -74,12 +76,14 @@ impl PgStore {
         MIGRATOR.run(&pool).await.map_err(|e| {
             Error::unexpected(format!("postgres store: migration failed: {e}")).with_source(e)
         })?;
-        Ok(PgStore {
+        let store = PgStore {
             pool,
             clock: Arc::new(SystemClock),
             fence: None,
             display,
-        })
+        };
+        store.backfill_keys().await?;
+        Ok(store)
     }
 
     /// Use another clock (feed, journal and audit times follow it; lease expiry is judged

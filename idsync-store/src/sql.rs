@@ -197,12 +197,14 @@ macro_rules! sql_store {
                 Ok(dir)
             }
 
-            /// The writes of the hub entity after `op`.
+            /// The writes of the hub entity after `op`, and of its correlation keys
+            /// (`old_keys`: those of the accounts loaded before the op).
             fn write_back(
                 batch: &mut $crate::sql::Batch,
                 dir: &idsync_core::Directory,
                 op: &idsync_core::Op,
                 anchor: &idsync_core::Anchor,
+                old_keys: &$crate::sql::OldKeys,
             ) -> idsync_core::Result<()> {
                 use idsync_core::{EntityKind, Op};
                 use $crate::sql::Arg;
@@ -234,6 +236,12 @@ macro_rules! sql_store {
                                 "UPDATE hub_accounts SET body = $2 WHERE anchor = $1"
                             };
                             batch.push(sql, vec![a(), Arg::json(acc)?]);
+                            $crate::sql::key_changes(
+                                batch,
+                                anchor,
+                                $crate::sql::old_keys_of(old_keys, anchor),
+                                &$crate::sql::account_keys(acc),
+                            );
                             let orgs_changed = op.is_create()
                                 || matches!(op, Op::UpdateAccount { changes, .. } if changes.contains_key("orgs"));
                             if orgs_changed {
@@ -253,6 +261,12 @@ macro_rules! sql_store {
                             }
                         }
                         None => {
+                            $crate::sql::key_changes(
+                                batch,
+                                anchor,
+                                $crate::sql::old_keys_of(old_keys, anchor),
+                                &[],
+                            );
                             batch.push("DELETE FROM hub_memberships WHERE account = $1", vec![a()]);
                             batch.push("DELETE FROM hub_accounts WHERE anchor = $1", vec![a()]);
                         }
@@ -276,9 +290,19 @@ macro_rules! sql_store {
                     sqlx::query($pre_lock).execute(&mut *conn).await.map_err(Self::err)?;
                 }
                 let mut dir = Self::load_for(conn, op).await?;
+                // The keys the index holds for the account as loaded, to replace them by
+                // those it has after the op.
+                let old_keys: $crate::sql::OldKeys = if op.entity() == idsync_core::EntityKind::Account {
+                    dir.accounts
+                        .values()
+                        .map(|a| (a.anchor.clone(), $crate::sql::account_keys(a)))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
                 let (applied, change) = dir.apply(op, None)?;
                 let mut batch = $crate::sql::Batch::default();
-                Self::write_back(&mut batch, &dir, op, &change.anchor)?;
+                Self::write_back(&mut batch, &dir, op, &change.anchor, &old_keys)?;
                 batch.push("UPDATE feed_head SET seq = seq + 1 WHERE id = 1", vec![]);
                 batch.push(
                     "INSERT INTO feed (seq, kind, anchor, entity, at_us) \
@@ -360,6 +384,12 @@ macro_rules! sql_store {
                                 vec![text(o), text(&account.anchor)],
                             );
                         }
+                        $crate::sql::key_changes(
+                            &mut batch,
+                            &account.anchor,
+                            &[],
+                            &$crate::sql::account_keys(account),
+                        );
                         (account.anchor.clone(), body)
                     }
                     _ => return Err(idsync_core::Error::unexpected("create_in: not a create")),
@@ -531,6 +561,7 @@ macro_rules! sql_store {
                 let mut needed: std::collections::BTreeSet<&idsync_core::Anchor> =
                     std::collections::BTreeSet::new();
                 let mut member_rows = Vec::new();
+                let mut key_rows = Vec::new();
                 for w in writes {
                     match &w.op {
                         Op::CreateOrg { org } => {
@@ -553,6 +584,9 @@ macro_rules! sql_store {
                             for o in orgs {
                                 needed.insert(o);
                                 member_rows.push(vec![text(o), text(&account.anchor)]);
+                            }
+                            for (field, key) in $crate::sql::account_keys(account) {
+                                key_rows.push((field, key, account.anchor.as_str()));
                             }
                             entity_rows.push(vec![text(&account.anchor), Arg::Text(body.clone())]);
                             anchors.push(account.anchor.clone());
@@ -585,6 +619,15 @@ macro_rules! sql_store {
                     idsync_core::EntityKind::Account => {
                         Self::insert_rows(conn, "INSERT INTO hub_accounts (anchor, body) VALUES ", "", "-J", entity_rows).await?;
                         Self::insert_rows(conn, "INSERT INTO hub_memberships (org, account) VALUES ", "", "--", member_rows).await?;
+                        // In index order: each B-tree page is reached once and in turn. No
+                        // conflict clause: the anchors are new (a key row left over would
+                        // fail the run, whose writes then go one by one, and those skip it).
+                        key_rows.sort_unstable();
+                        let key_rows = key_rows
+                            .into_iter()
+                            .map(|(f, k, a)| $crate::sql::key_row(f, k, a))
+                            .collect();
+                        Self::insert_rows(conn, $crate::sql::KEYS_INSERT_HEAD, "", "---", key_rows).await?;
                     }
                 }
                 // Feed: the batch's sequence numbers in order.
@@ -671,6 +714,104 @@ macro_rules! sql_store {
                 )
                 .await?;
                 Ok(anchors)
+            }
+
+            /// Fill `hub_keys` from the hub accounts when it is missing keys (a store made
+            /// before the table; see [`BACKFILL_START`]($crate::sql::BACKFILL_START)), a
+            /// page of accounts per write transaction, resuming where a crash left off.
+            /// Called at open, after migrating. A store that needs none pays one read.
+            /// Several processes opening at once each run pages until the backfill is done;
+            /// the pages serialize on the hub write lock and rewriting a key is harmless.
+            pub(crate) async fn backfill_keys(&self) -> idsync_core::Result<()> {
+                let (running, any_key, any_account): (i64, i64, i64) =
+                    sqlx::query_as($crate::sql::BACKFILL_NEEDED)
+                        .fetch_one(self.reader())
+                        .await
+                        .map_err(Self::err)?;
+                if running == 0 && (any_key > 0 || any_account == 0) {
+                    return Ok(());
+                }
+                let mut accounts = 0usize;
+                loop {
+                    let (done, more) = self
+                        .exec_write(|conn| Box::pin(Self::backfill_page(conn)))
+                        .await
+                        .map_err(|e| e.with_context("step", "backfill of hub_keys"))?;
+                    accounts += done;
+                    if !more {
+                        break;
+                    }
+                }
+                tracing::info!(accounts, "hub_keys backfilled");
+                Ok(())
+            }
+
+            /// One page of the `hub_keys` backfill: the keys of the next
+            /// [`BACKFILL_PAGE`]($crate::sql::BACKFILL_PAGE) accounts after the marker, and
+            /// the marker moved past them (or removed after the last). Returns the accounts
+            /// done and whether more may follow.
+            async fn backfill_page(
+                conn: &mut <$db as sqlx::Database>::Connection,
+            ) -> idsync_core::Result<(usize, bool)> {
+                use $crate::sql::Arg;
+                // The writer rolls back to `idsync_write` if this fails half-way.
+                Self::exec_args(conn, "SAVEPOINT idsync_write", vec![]).await?;
+                if !$pre_lock.is_empty() {
+                    sqlx::query($pre_lock).execute(&mut *conn).await.map_err(Self::err)?;
+                }
+                Self::exec_args(conn, $crate::sql::BACKFILL_START, vec![]).await?;
+                let marker: Option<(String,)> =
+                    sqlx::query_as("SELECT after FROM hub_keys_backfill WHERE id = 1")
+                        .fetch_optional(&mut *conn)
+                        .await
+                        .map_err(Self::err)?;
+                let out = match marker {
+                    None => (0, false),
+                    Some((after,)) => {
+                        let rows: Vec<(String, sqlx::types::Json<idsync_core::Account>)> =
+                            sqlx::query_as(
+                                "SELECT anchor, body FROM hub_accounts WHERE anchor > $1 \
+                                 ORDER BY anchor LIMIT $2",
+                            )
+                            .bind(after)
+                            .bind($crate::util::to_i64($crate::sql::BACKFILL_PAGE))
+                            .fetch_all(&mut *conn)
+                            .await
+                            .map_err(Self::err)?;
+                        let mut key_rows = Vec::new();
+                        for (anchor, sqlx::types::Json(account)) in &rows {
+                            for (field, key) in $crate::sql::account_keys(account) {
+                                key_rows.push($crate::sql::key_row(field, key, anchor));
+                            }
+                        }
+                        Self::insert_rows(
+                            conn,
+                            $crate::sql::KEYS_INSERT_HEAD,
+                            $crate::sql::KEYS_INSERT_TAIL,
+                            "---",
+                            key_rows,
+                        )
+                        .await?;
+                        match rows.last() {
+                            Some((last, _)) if rows.len() == $crate::sql::BACKFILL_PAGE => {
+                                Self::exec_args(
+                                    conn,
+                                    "UPDATE hub_keys_backfill SET after = $1 WHERE id = 1",
+                                    vec![Arg::Text(last.clone())],
+                                )
+                                .await?;
+                                (rows.len(), true)
+                            }
+                            _ => {
+                                Self::exec_args(conn, "DELETE FROM hub_keys_backfill WHERE id = 1", vec![])
+                                    .await?;
+                                (rows.len(), false)
+                            }
+                        }
+                    }
+                };
+                Self::exec_args(conn, "RELEASE idsync_write", vec![]).await?;
+                Ok(out)
             }
 
             /// Run one batch as a write.
@@ -772,21 +913,17 @@ macro_rules! sql_store {
                 if !idsync_core::HUB_KEY_FIELDS.contains(&field) {
                     return Err(idsync_core::store::unindexed(field));
                 }
-                // Pages through the hub, comparing keys in Rust (the one key rule).
-                let mut out = Vec::new();
-                let mut req = idsync_core::PageRequest::sized(10_000);
-                loop {
-                    let page = self.hub_accounts(req.clone()).await?;
-                    out.extend(
-                        page.items
-                            .into_iter()
-                            .filter(|a| idsync_core::key_matches(a, field, value)),
-                    );
-                    match page.next {
-                        Some(t) => req.token = Some(t),
-                        None => return Ok(out),
-                    }
-                }
+                let Some(key) = idsync_core::correlation_key(value) else {
+                    return Ok(Vec::new());
+                };
+                let rows: Vec<(sqlx::types::Json<idsync_core::Account>,)> =
+                    sqlx::query_as($crate::sql::FIND_BY_KEY)
+                        .bind(field)
+                        .bind(key.as_ref())
+                        .fetch_all(self.reader())
+                        .await
+                        .map_err(|e| Self::err(e).with_context("field", field))?;
+                Ok(rows.into_iter().map(|(j,)| j.0).collect())
             }
 
             async fn hub_apply(
@@ -1280,9 +1417,11 @@ macro_rules! sql_store {
 
 pub(crate) use sql_store;
 
+use std::borrow::Cow;
+
 use idsync_core::{
-    AuditEntry, EntityKind, FeedEntry, HubWrite, JournalEntry, LinkChange, Op, OpRecord, Result,
-    RunRecord, ShadowChange,
+    Account, Anchor, AuditEntry, Entity, EntityKind, FeedEntry, HUB_KEY_FIELDS, HubWrite,
+    JournalEntry, LinkChange, Op, OpRecord, Result, RunRecord, ShadowChange, correlation_key,
 };
 use serde_json::Value;
 use sqlx::types::Json;
@@ -1310,12 +1449,12 @@ impl Arg {
 /// Statements that make one write; each numbers its parameters from `$1`.
 #[derive(Debug, Default)]
 pub(crate) struct Batch {
-    stmts: Vec<(&'static str, Vec<Arg>)>,
+    stmts: Vec<(Cow<'static, str>, Vec<Arg>)>,
 }
 
 impl Batch {
-    pub(crate) fn push(&mut self, sql: &'static str, args: Vec<Arg>) {
-        self.stmts.push((sql, args));
+    pub(crate) fn push(&mut self, sql: impl Into<Cow<'static, str>>, args: Vec<Arg>) {
+        self.stmts.push((sql.into(), args));
     }
 }
 
@@ -1324,7 +1463,7 @@ pub(crate) fn one_by_one(batch: Batch) -> Vec<(String, Vec<Arg>)> {
     batch
         .stmts
         .into_iter()
-        .map(|(sql, args)| (sql.to_owned(), args))
+        .map(|(sql, args)| (sql.into_owned(), args))
         .collect()
 }
 
@@ -1342,7 +1481,7 @@ pub(crate) fn joined(batch: Batch) -> Vec<(String, Vec<Arg>)> {
     let mut all = Vec::new();
     for (stmt, args) in batch.stmts {
         let offset = all.len();
-        renumber(stmt, offset, &mut sql);
+        renumber(&stmt, offset, &mut sql);
         sql.push_str(";\n");
         all.extend(args);
     }
@@ -1482,6 +1621,97 @@ pub(crate) fn plain_create(w: &HubWrite) -> Option<EntityKind> {
     });
     (anchor_ok && record_ok).then(|| w.op.entity())
 }
+
+/// The correlation keys of an account that the hub indexes (table `hub_keys`): `(field,
+/// key)` for each field of [`HUB_KEY_FIELDS`] whose value has a key under
+/// [`correlation_key`] (the one rule; a blank value has none). The same comparison as
+/// [`key_matches`](idsync_core::key_matches), computed once at write time.
+pub(crate) fn account_keys(account: &Account) -> Vec<(&'static str, String)> {
+    HUB_KEY_FIELDS
+        .iter()
+        .filter_map(|&field| match account.get(field) {
+            Value::String(s) => correlation_key(&s).map(|k| (field, k.into_owned())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The keys of some hub accounts as they were loaded before an op changed them.
+pub(crate) type OldKeys = Vec<(Anchor, Vec<(&'static str, String)>)>;
+
+/// The old keys of `anchor` among `old` (none when it was not loaded: a new account).
+pub(crate) fn old_keys_of<'a>(old: &'a OldKeys, anchor: &Anchor) -> &'a [(&'static str, String)] {
+    old.iter()
+        .find(|(a, _)| a == anchor)
+        .map(|(_, k)| k.as_slice())
+        .unwrap_or(&[])
+}
+
+/// The head and tail of a multi-row insert of `hub_keys` rows `(field, key, anchor)`. A
+/// row that is there already is left alone (the table holds facts, so writing one twice
+/// is harmless; it lets a backfill and the write paths overlap).
+pub(crate) const KEYS_INSERT_HEAD: &str = "INSERT INTO hub_keys (field, key, anchor) VALUES ";
+/// See [`KEYS_INSERT_HEAD`].
+pub(crate) const KEYS_INSERT_TAIL: &str = " ON CONFLICT (field, key, anchor) DO NOTHING";
+
+/// A `hub_keys` row.
+pub(crate) fn key_row(field: &str, key: String, anchor: &str) -> Vec<Arg> {
+    vec![
+        Arg::Text(field.to_owned()),
+        Arg::Text(key),
+        Arg::Text(anchor.to_owned()),
+    ]
+}
+
+/// The statements that turn the indexed keys of account `anchor` from `old` into `new`:
+/// one primary-key delete per key that went away, one insert of the keys that came.
+pub(crate) fn key_changes(
+    batch: &mut Batch,
+    anchor: &Anchor,
+    old: &[(&'static str, String)],
+    new: &[(&'static str, String)],
+) {
+    for (field, key) in old.iter().filter(|k| !new.contains(k)) {
+        batch.push(
+            "DELETE FROM hub_keys WHERE field = $1 AND key = $2 AND anchor = $3",
+            key_row(field, key.clone(), anchor.as_str()),
+        );
+    }
+    let added: Vec<&(&'static str, String)> = new.iter().filter(|k| !old.contains(k)).collect();
+    if added.is_empty() {
+        return;
+    }
+    let sql = multi_row(KEYS_INSERT_HEAD, KEYS_INSERT_TAIL, "---", added.len(), true);
+    let args = added
+        .into_iter()
+        .flat_map(|(field, key)| key_row(field, key.clone(), anchor.as_str()))
+        .collect();
+    batch.push(sql, args);
+}
+
+/// Hub accounts by one correlation key, in anchor order: one probe of the `hub_keys`
+/// primary key, one primary-key read of `hub_accounts` per match.
+pub(crate) const FIND_BY_KEY: &str = "SELECT a.body FROM hub_keys k \
+     JOIN hub_accounts a ON a.anchor = k.anchor \
+     WHERE k.field = $1 AND k.key = $2 ORDER BY k.anchor";
+
+/// Accounts a page of the `hub_keys` backfill reads (and writes the keys of) in one
+/// transaction.
+pub(crate) const BACKFILL_PAGE: usize = 1000;
+
+/// Starts a backfill of `hub_keys` when the hub has accounts but the table has no key at
+/// all (a store made before the table, or one whose table was emptied); run under the hub
+/// write lock, so it never starts again after a concurrent backfill has finished.
+pub(crate) const BACKFILL_START: &str = "INSERT INTO hub_keys_backfill (id, after) SELECT 1, '' \
+     WHERE NOT EXISTS (SELECT 1 FROM hub_keys) AND EXISTS (SELECT 1 FROM hub_accounts) \
+     ON CONFLICT (id) DO NOTHING";
+
+/// Whether a backfill is under way (first) or needed (the others: some key, some account),
+/// as counts of at most one row, the same type on both databases.
+pub(crate) const BACKFILL_NEEDED: &str = "SELECT \
+     (SELECT COUNT(*) FROM hub_keys_backfill), \
+     (SELECT COUNT(*) FROM (SELECT 1 FROM hub_keys LIMIT 1) AS k), \
+     (SELECT COUNT(*) FROM (SELECT 1 FROM hub_accounts LIMIT 1) AS a)";
 
 /// The writes of an op record: link, shadow, journal, audit.
 pub(crate) fn record_batch(batch: &mut Batch, rec: &OpRecord) -> Result<()> {

@@ -118,7 +118,8 @@ async fn writer_loop_inner(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Wr
 ///   write of the group: runs of creates as multi-row `INSERT`s (anonymous `?`
 ///   parameters, 100 rows a statement), every other op in its own savepoint.
 /// * The writer task runs on the Tokio runtime the store was opened in.
-/// * The schema is migrated on open (`migrations/sqlite`).
+/// * The schema is migrated on open (`migrations/sqlite`); a hub made before the index of
+///   correlation keys gets its keys then (in pages of 1,000 accounts).
 #[derive(Clone)]
 pub struct SqliteStore {
     writer: Writer,
@@ -193,13 +194,15 @@ impl SqliteStore {
             .connect_with(opts.read_only(true))
             .await
             .map_err(err)?;
-        Ok(SqliteStore {
+        let store = SqliteStore {
             writer,
             reader,
             clock: Arc::new(SystemClock),
             fence: None,
             path: Some(path),
-        })
+        };
+        store.backfill_keys().await?;
+        Ok(store)
     }
 
     /// A store in memory (one connection; gone when the store is dropped). For tests and
@@ -220,13 +223,15 @@ impl SqliteStore {
         MIGRATOR.run(&pool).await.map_err(|e| {
             Error::unexpected(format!("sqlite store: migration failed: {e}")).with_source(e)
         })?;
-        Ok(SqliteStore {
+        let store = SqliteStore {
             writer: Writer::Pool(pool.clone()),
             reader: pool,
             clock: Arc::new(SystemClock),
             fence: None,
             path: None,
-        })
+        };
+        store.backfill_keys().await?;
+        Ok(store)
     }
 
     /// Use another clock (feed, journal and audit times follow it; lease expiry is judged

@@ -1,0 +1,21 @@
+-- The index of hub accounts by correlation key, for Store::hub_find_accounts: one row per
+-- (field, key, account) for the fields of HUB_KEY_FIELDS whose value has a key (the key is
+-- computed in Rust by idsync_core::correlation_key: trimmed, Unicode lowercase; SQL's
+-- lower() folds ASCII only). Every write of hub_accounts keeps it current in the same
+-- transaction. The primary key serves both a lookup (field, key -> anchors in anchor
+-- order) and the removal of an account's old keys (the store knows them: it loads the
+-- account before changing it), so no second index is kept.
+CREATE TABLE hub_keys (
+    field  TEXT NOT NULL,
+    key    TEXT NOT NULL,
+    anchor TEXT NOT NULL,
+    PRIMARY KEY (field, key, anchor)
+) WITHOUT ROWID;
+
+-- A backfill of hub_keys in progress: present from the open that found accounts but no
+-- keys (a store created before this table) until the last page is written; `after` is
+-- the last account anchor done, so a backfill interrupted by a crash resumes there.
+CREATE TABLE hub_keys_backfill (
+    id    INTEGER PRIMARY KEY NOT NULL,
+    after TEXT NOT NULL
+);
