@@ -75,11 +75,6 @@ pub(crate) async fn plan_changes(
     } else {
         Vec::new()
     };
-    let org_base = if touches_orgs {
-        org_links.len()
-    } else {
-        store.link_count(&job.name, EntityKind::Org).await?
-    };
     let orgs = plan_orgs(
         &mut b,
         job,
@@ -103,7 +98,6 @@ pub(crate) async fn plan_changes(
         .links_of(&job.name, EntityKind::Account, &wanted)
         .await?;
     ap.add_links(&links)?;
-    let linked_total = store.link_count(&job.name, EntityKind::Account).await?;
 
     // Target accounts: the linked ones of the changed entities, plus correlation
     // candidates of unlinked ones.
@@ -210,18 +204,40 @@ pub(crate) async fn plan_changes(
             }
         }
     }
+    // The guard's base (how many accounts the job links) is counted only when there is
+    // something to measure against it: a count over every link costs more than the rest
+    // of a one-entity change set.
+    let guarded = !explicit_deletes.is_empty() || missing > 0 || !job.guard.per_op.is_empty();
+    let linked_total = if guarded || job.authoritative {
+        store.link_count(&job.name, EntityKind::Account).await?
+    } else {
+        0
+    };
     check_target_read(job, EntityKind::Account, None, linked_total, missing)?;
     ap.mark_links();
     read.insert("source_accounts".to_owned(), mapped_upserts.len());
     read.insert("target_accounts".to_owned(), ap.entries.len());
     ap.observe_batch(&mut b, &orgs, with_orgs, mapped_upserts)?;
-    let base = if job.authoritative {
-        linked_total.max(ap.entries.len())
+    let target_entries = ap.entries.len();
+    ap.finish(&mut b, engine, false, &explicit_deletes).await?;
+    let mut plan = b.finish(job, run_id, true, read);
+    let org_base = if touches_orgs {
+        org_links.len()
+    } else if plan.count(crate::source::OpKind::DeleteOrg) > 0 || !job.guard.per_op.is_empty() {
+        store.link_count(&job.name, EntityKind::Org).await?
+    } else {
+        0
+    };
+    let linked_total = if linked_total == 0 && plan.ops.iter().any(|p| p.op.is_destructive()) {
+        store.link_count(&job.name, EntityKind::Account).await?
     } else {
         linked_total
     };
-    ap.finish(&mut b, engine, false, &explicit_deletes).await?;
-    let mut plan = b.finish(job, run_id, true, read);
+    let base = if job.authoritative {
+        linked_total.max(target_entries)
+    } else {
+        linked_total
+    };
     let harm = Harm {
         base_accounts: base,
         base_orgs: org_base,
