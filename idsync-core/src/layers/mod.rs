@@ -38,7 +38,7 @@
 //! use futures::TryStreamExt;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> crate::Result<()> {
+//! # async fn main() -> idsync_core::Result<()> {
 //! let stack = Stack::new()
 //!     .push(TimeoutLayer::new(Duration::from_secs(30)))
 //!     .push(RateLimitLayer::new(RateLimit { requests: 20, per: Duration::from_secs(1) }))
