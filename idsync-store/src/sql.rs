@@ -814,6 +814,39 @@ macro_rules! sql_store {
                 Ok(out)
             }
 
+            /// The links of a job whose `column` (`source` or `target`) is one of `anchors`,
+            /// ordered by source anchor.
+            async fn links_where(
+                &self,
+                job: &str,
+                kind: idsync_core::EntityKind,
+                column: &'static str,
+                anchors: &[idsync_core::Anchor],
+            ) -> idsync_core::Result<Vec<idsync_core::Link>> {
+                let k = $crate::util::kind_str(kind);
+                let mut out = Vec::with_capacity(anchors.len());
+                for chunk in anchors.chunks($crate::sql::ROWS_PER_INSERT) {
+                    let sql = format!(
+                        "SELECT source, target FROM links WHERE job = $1 AND kind = $2 \
+                         AND {column} IN ({})",
+                        $crate::sql::numbered_from(3, chunk.len())
+                    );
+                    let mut q = sqlx::query_as::<_, (String, String)>(&sql).bind(job).bind(k);
+                    for a in chunk {
+                        q = q.bind(a.as_str());
+                    }
+                    let rows = q.fetch_all(self.reader()).await.map_err(Self::err)?;
+                    out.extend(rows.into_iter().map(|(s, t)| idsync_core::Link {
+                        kind,
+                        source: idsync_core::Anchor::from(s),
+                        target: idsync_core::Anchor::from(t),
+                    }));
+                }
+                out.sort_by(|a, b| a.source.cmp(&b.source));
+                out.dedup_by(|a, b| a.source == b.source);
+                Ok(out)
+            }
+
             /// Run one batch as a write.
             async fn write_batch(&self, batch: $crate::sql::Batch) -> idsync_core::Result<u64> {
                 self.exec_write(move |conn| Box::pin(Self::run_batch(conn, batch)))
@@ -1017,28 +1050,7 @@ macro_rules! sql_store {
                 kind: idsync_core::EntityKind,
                 sources: &[idsync_core::Anchor],
             ) -> idsync_core::Result<Vec<idsync_core::Link>> {
-                let k = $crate::util::kind_str(kind);
-                let mut out = Vec::with_capacity(sources.len());
-                for chunk in sources.chunks($crate::sql::ROWS_PER_INSERT) {
-                    let sql = format!(
-                        "SELECT source, target FROM links WHERE job = $1 AND kind = $2 \
-                         AND source IN ({})",
-                        $crate::sql::numbered_from(3, chunk.len())
-                    );
-                    let mut q = sqlx::query_as::<_, (String, String)>(&sql).bind(job).bind(k);
-                    for s in chunk {
-                        q = q.bind(s.as_str());
-                    }
-                    let rows = q.fetch_all(self.reader()).await.map_err(Self::err)?;
-                    out.extend(rows.into_iter().map(|(s, t)| idsync_core::Link {
-                        kind,
-                        source: idsync_core::Anchor::from(s),
-                        target: idsync_core::Anchor::from(t),
-                    }));
-                }
-                out.sort_by(|a, b| a.source.cmp(&b.source));
-                out.dedup_by(|a, b| a.source == b.source);
-                Ok(out)
+                self.links_where(job, kind, "source", sources).await
             }
 
             async fn links_to(
@@ -1047,28 +1059,7 @@ macro_rules! sql_store {
                 kind: idsync_core::EntityKind,
                 targets: &[idsync_core::Anchor],
             ) -> idsync_core::Result<Vec<idsync_core::Link>> {
-                let k = $crate::util::kind_str(kind);
-                let mut out = Vec::with_capacity(targets.len());
-                for chunk in targets.chunks($crate::sql::ROWS_PER_INSERT) {
-                    let sql = format!(
-                        "SELECT source, target FROM links WHERE job = $1 AND kind = $2 \
-                         AND target IN ({})",
-                        $crate::sql::numbered_from(3, chunk.len())
-                    );
-                    let mut q = sqlx::query_as::<_, (String, String)>(&sql).bind(job).bind(k);
-                    for t in chunk {
-                        q = q.bind(t.as_str());
-                    }
-                    let rows = q.fetch_all(self.reader()).await.map_err(Self::err)?;
-                    out.extend(rows.into_iter().map(|(s, t)| idsync_core::Link {
-                        kind,
-                        source: idsync_core::Anchor::from(s),
-                        target: idsync_core::Anchor::from(t),
-                    }));
-                }
-                out.sort_by(|a, b| a.source.cmp(&b.source));
-                out.dedup_by(|a, b| a.source == b.source);
-                Ok(out)
+                self.links_where(job, kind, "target", targets).await
             }
 
             async fn link_count(
