@@ -986,3 +986,56 @@ sink = "hub"
         ok(&run(d, &["run", "j"]).await);
     }
 }
+
+/// `type = "wecom"` through the binary: a WeCom corp (the stateful fake) into the hub with
+/// the default layers, then a second run that plans nothing.
+mod wecom {
+    use super::*;
+    use idsync_wecom::fake::{FakeConfig, FakeWeCom};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_wecom_corp_syncs_into_the_hub_through_the_binary() {
+        let fake = FakeWeCom::start(FakeConfig::default())
+            .await
+            .expect("the fake WeCom must start");
+        fake.seed(4, 25);
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_owned();
+        write(
+            &d,
+            "idsync.toml",
+            &format!(
+                r#"store = {{ sqlite = "idsync.db" }}
+
+[providers.wx]
+type = "wecom"
+base_url = "{}"
+corp_id = "wwfake0000000001"
+secret_env = "IDSYNC_TEST_FAKE_WECOM_SECRET"
+
+[jobs.j]
+source = "wx"
+sink = "hub"
+"#,
+                fake.base_url()
+            ),
+        );
+        let run = |args: &'static [&'static str]| {
+            let d = d.clone();
+            tokio::task::spawn_blocking(move || {
+                idsync_env(
+                    &d,
+                    args,
+                    &[("IDSYNC_TEST_FAKE_WECOM_SECRET", "fake-app-secret")],
+                )
+            })
+        };
+        let r = run(&["run", "j"]).await.unwrap();
+        ok(&r);
+        assert!(r.stdout.contains("failed 0"), "{}", r.all());
+        assert!(r.stdout.contains("create_account"), "{}", r.all());
+        let again = run(&["run", "j"]).await.unwrap();
+        ok(&again);
+        assert!(again.stdout.contains("nothing to do"), "{}", again.all());
+    }
+}
