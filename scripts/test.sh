@@ -15,10 +15,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
-step() { printf '\n==> %s\n' "$*"; }
+# Each step also prints the free disk, so a "No space left on device" is explained in the log.
+step() {
+  printf '\n==> %s\n' "$*"
+  df -h "$ROOT" 2>/dev/null | awk 'NR == 2 { print "    (disk: " $4 " free of " $2 ")" }' || true
+}
 
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 export RUST_BACKTRACE=${RUST_BACKTRACE:-1}
+# A clean build gains nothing from incremental caches; they would double the disk the
+# workspace's own crates take (CI's machine has run out of disk with them).
+export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 
 DATA="${IDSYNC_TEST_DATA:-$ROOT/target/test-services}"
 mkdir -p "$DATA"
