@@ -149,7 +149,10 @@ async fn receive(State(s): State<Arc<Shared>>, headers: HeaderMap, raw: Bytes) -
                         "X-Lark-Request-Timestamp, X-Lark-Request-Nonce and X-Lark-Signature are required",
                     );
                 }
-                if !crypto::same(&crypto::signature(ts, nonce, k, &raw), sig) {
+                if !crypto::same(
+                    &crypto::signature(ts, nonce, k, &raw),
+                    &sig.to_ascii_lowercase(),
+                ) {
                     return refuse(StatusCode::FORBIDDEN, "X-Lark-Signature mismatch");
                 }
                 let admitted = s

@@ -18,7 +18,7 @@
 //! | `anchor` | `open_department_id` (system-made, immutable) |
 //! | `parent` | `parent_department_id`; `"0"` (the root) is no parent |
 //! | `name` | `name` |
-//! | `order` | `order`: a string in REST answers, an integer in events; both are read |
+//! | `order` | `order`: a string in REST answers, an integer in events; both are read; `0` (unsorted) is no order |
 //!
 //! Fields the app has no scope for are absent in Lark's answers and stay `None` here.
 
@@ -163,7 +163,8 @@ pub fn org_from_department(d: &Value, extra_attrs: bool) -> Result<Org> {
     let parent = text(d, "parent_department_id").filter(|p| p != ROOT);
     let name = text(d, "name").unwrap_or_default();
     let mut o = Org::new(Anchor::new(anchor), parent.map(Anchor::new), name);
-    o.order = d.get("order").and_then(int_of);
+    // 0 is Lark's "not sorted": it reads as no order, so that "no order" round-trips
+    o.order = d.get("order").and_then(int_of).filter(|o| *o != 0);
     if extra_attrs {
         let mut attrs = Attrs::new();
         for k in ["department_id", "leader_user_id", "chat_id"] {
@@ -370,7 +371,8 @@ pub fn dept_update_body(anchor: &Anchor, changes: &Patch) -> Result<Value> {
                 m.insert("name".into(), json!(str_or_empty(value)));
             }
             "order" => {
-                m.insert("order".into(), json!(str_or_empty(value)));
+                let o = int_of(value).unwrap_or(0);
+                m.insert("order".into(), json!(o.to_string()));
             }
             "parent" => {
                 let p = value.as_str().unwrap_or(ROOT);
@@ -464,6 +466,8 @@ mod tests {
             "parent_department_id": "0", "department_id": "D1", "order": "100"});
         let o = org_from_department(&rest, true).unwrap();
         assert_eq!(o.order, Some(100));
+        let unsorted = json!({"name": "x", "open_department_id": "od-3", "order": "0"});
+        assert_eq!(org_from_department(&unsorted, false).unwrap().order, None);
         assert_eq!(o.parent, None);
         assert_eq!(o.attrs["department_id"], json!("D1"));
         let event = json!({"name": "研发", "open_department_id": "od-2",

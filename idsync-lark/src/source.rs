@@ -20,7 +20,9 @@
 //!   incomplete change set: a full run is due, and nothing is deleted or disabled from it.
 //!
 //! Page tokens are small JSON values (the walk's state and Lark's page token), so a
-//! failed page is retried on its own and a listing can resume.
+//! failed page is retried on its own and a listing can resume. A page makes at most five
+//! API calls (it may hold fewer items than asked for), so a page read again after a
+//! throttle redoes little.
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
@@ -59,6 +61,9 @@ pub(crate) const LARK_PAGE_MAX: usize = 50;
 /// Lark allows 25 department levels; the walk refuses deeper trees.
 const MAX_DEPTH: u32 = 64;
 const DEFAULT_PAGE: usize = 200;
+/// A page makes at most this many API calls (then it ends early, with its token): a page
+/// the retry layer reads again after a throttle redoes only these.
+const CALLS_PER_PAGE: usize = 5;
 
 /// The department path of children.
 pub(crate) fn children_path(id: &str) -> String {
@@ -237,7 +242,9 @@ impl LarkSource {
             Some(t) => decode_token(PROVIDER, t)?,
         };
         let mut items = Vec::new();
-        while items.len() < want {
+        let mut calls = 0;
+        while items.len() < want && calls < CALLS_PER_PAGE {
+            calls += 1;
             let (dept, depth, cursor) = match tok.c.take() {
                 Some((d, depth, c)) => (d, depth, Some(c)),
                 None => match tok.w.next() {
@@ -273,11 +280,13 @@ impl LarkSource {
         Ok(Page { items, next })
     }
 
-    /// Lists the children ids of `dept` (all pages), for the account walk.
-    async fn all_children(&self, dept: &str) -> Result<Vec<String>> {
+    /// Lists the children ids of `dept` (all pages), for the account walk; counts the
+    /// calls into `calls`.
+    async fn all_children(&self, dept: &str, calls: &mut usize) -> Result<Vec<String>> {
         let mut out = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
+            *calls += 1;
             let (list, next) = self
                 .children(dept, LARK_PAGE_MAX, cursor.as_deref())
                 .await?;
@@ -309,14 +318,15 @@ impl LarkSource {
         let key = map.id_type.as_str();
         let mut items: Vec<Account> = Vec::with_capacity(size.min(1000));
         let mut this_page = HashSet::new();
-        while items.len() < size {
+        let mut calls = 0;
+        while items.len() < size && calls < CALLS_PER_PAGE {
             let (dept, cursor) = match tok.c.take() {
                 Some((d, c)) => (d, Some(c)),
                 None => {
                     let Some((dept, depth)) = tok.w.next() else {
                         break;
                     };
-                    let children = self.all_children(&dept).await?;
+                    let children = self.all_children(&dept, &mut calls).await?;
                     tok.w.add_children(&dept, depth, children).map_err(|e| {
                         e.with_provider(PROVIDER)
                             .with_operation("/contact/v3/departments/:id/children")
@@ -334,6 +344,7 @@ impl LarkSource {
             if let Some(c) = &cursor {
                 q.push(("page_token", c.clone()));
             }
+            calls += 1;
             let v = self.inner.client.get(FIND_BY_DEPARTMENT, &q).await?;
             let (list, next) = page_parts(&v, "users/find_by_department")?;
             for u in &list {

@@ -7,7 +7,7 @@ use idsync_core::layers::{RateLimitLayer, RetryLayer, Stack, TimeoutLayer, Traci
 
 /// The recommended stack, inside out: (chaos throttling every n-th call,) timeout, rate
 /// limit from the adapter's capabilities, retry, tracing.
-pub fn stack(chaos_every: Option<u64>) -> Stack {
+pub(crate) fn stack(chaos_every: Option<u64>) -> Stack {
     let mut s = Stack::new();
     if let Some(n) = chaos_every {
         s = s.push(ChaosLayer::new().every(n, Fault::Throttle(Duration::from_millis(10))));
@@ -24,7 +24,7 @@ pub fn stack(chaos_every: Option<u64>) -> Stack {
 }
 
 /// Serves `router` on 127.0.0.1; its URL.
-pub async fn serve(router: axum::Router) -> String {
+pub(crate) async fn serve(router: axum::Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("the callback server must listen");
