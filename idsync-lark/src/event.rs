@@ -139,7 +139,7 @@ mod tests {
             targets(&scope, UserIdType::OpenId),
             vec![(Target::Scope, false)]
         );
-        let mut dept = e.clone();
+        let mut dept = e;
         dept.event_type = "contact.department.updated_v3".into();
         dept.event = json!({"object": {"open_department_id": "od-9", "order": 100}});
         assert_eq!(

@@ -350,7 +350,7 @@ pub fn seal(encrypt_key: Option<&str>, plain: &Value) -> (Vec<u8>, Vec<(&'static
 }
 
 /// A schema 2.0 envelope around `event`.
-pub fn envelope(cfg: &FakeConfig, event_type: &str, event: Value) -> Value {
+pub fn envelope(cfg: &FakeConfig, event_type: &str, event: &Value) -> Value {
     let ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
@@ -389,7 +389,7 @@ async fn deliver(shared: &Shared, http: &reqwest::Client, events: Vec<(String, V
     };
     let Some(url) = url else { return };
     for (event_type, event) in events {
-        let env = envelope(&cfg, &event_type, event);
+        let env = envelope(&cfg, &event_type, &event);
         let (body, headers) = seal(cfg.encrypt_key.as_deref(), &env);
         let ok = matches!(
             post_sealed(http, &url, body, &headers).await,
@@ -482,7 +482,7 @@ impl FakeLark {
         };
         let (body, headers) = seal(
             cfg.encrypt_key.as_deref(),
-            &envelope(&cfg, event_type, event),
+            &envelope(&cfg, event_type, &event),
         );
         post_sealed(&self.http, &url, body, &headers).await
     }

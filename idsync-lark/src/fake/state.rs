@@ -85,6 +85,9 @@ pub(crate) fn hex_id(prefix: &str) -> String {
     format!("{prefix}{h}")
 }
 
+/// Departments and the primary one, from a write body.
+type Memberships = (Vec<String>, Option<String>);
+
 /// An API error: HTTP status, code, message.
 pub(crate) type ApiErr = (u16, i64, String);
 
@@ -311,7 +314,7 @@ impl State {
         Ok((all[start..end].to_vec(), more, token))
     }
 
-    fn paged(items: Vec<Value>, more: bool, token: String) -> Value {
+    fn paged(items: &[Value], more: bool, token: &str) -> Value {
         let mut d = json!({"has_more": more});
         if !items.is_empty() {
             d["items"] = json!(items);
@@ -351,11 +354,11 @@ impl State {
                 kids.sort_by_key(|d| (d.order, d.seq));
                 let kids: Vec<FakeDept> = kids.into_iter().cloned().collect();
                 let (items, more, token) = Self::page(&kids, query)?;
-                let items = items
+                let items: Vec<Value> = items
                     .iter()
                     .map(|d| self.dept_json(d, &ut, &dt, false))
                     .collect();
-                Ok(Self::paged(items, more, token))
+                Ok(Self::paged(&items, more, &token))
             }
             ("GET", ["departments", id]) => {
                 let key = self
@@ -385,8 +388,8 @@ impl State {
                 members.sort_by_key(|u| u.seq);
                 let members: Vec<FakeUser> = members.into_iter().cloned().collect();
                 let (items, more, token) = Self::page(&members, query)?;
-                let items = items.iter().map(|u| self.user_json(u, &ut, &dt)).collect();
-                Ok(Self::paged(items, more, token))
+                let items: Vec<Value> = items.iter().map(|u| self.user_json(u, &ut, &dt)).collect();
+                Ok(Self::paged(&items, more, &token))
             }
             ("GET", ["users", id]) => {
                 let key = self
@@ -477,11 +480,7 @@ impl State {
         Ok(())
     }
 
-    fn depts_of(
-        &self,
-        dt: &str,
-        body: &Value,
-    ) -> Result<Option<(Vec<String>, Option<String>)>, ApiErr> {
+    fn depts_of(&self, dt: &str, body: &Value) -> Result<Option<Memberships>, ApiErr> {
         let Some(list) = body.get("department_ids").and_then(Value::as_array) else {
             if body.get("orders").is_some() {
                 return Err(err(400, 44002, "orders must be sent with department_ids"));
@@ -739,8 +738,8 @@ impl State {
         };
         let name = str_field(body, "name").filter(|n| !n.is_empty());
         let d0 = self.depts[key].clone();
-        let new_parent = parent.clone().unwrap_or(d0.parent.clone());
-        let new_name = name.clone().unwrap_or(d0.name.clone());
+        let new_parent = parent.unwrap_or(d0.parent.clone());
+        let new_name = name.unwrap_or(d0.name.clone());
         if self
             .depts
             .values()

@@ -46,7 +46,7 @@ async fn signature_token_redelivery_and_replay() {
     let env = envelope(
         &cfg,
         "contact.user.created_v3",
-        json!({"object": {"union_id": "on_1", "open_id": "ou_1"}}),
+        &json!({"object": {"union_id": "on_1", "open_id": "ou_1"}}),
     );
     let (body, headers) = seal(cfg.encrypt_key.as_deref(), &env);
     let (status, ack) = post_sealed(&http, &url, body.clone(), &headers)
@@ -70,7 +70,7 @@ async fn signature_token_redelivery_and_replay() {
     let env2 = envelope(
         &cfg,
         "contact.user.created_v3",
-        json!({"object": {"union_id": "on_2"}}),
+        &json!({"object": {"union_id": "on_2"}}),
     );
     let (body, mut headers) = seal(cfg.encrypt_key.as_deref(), &env2);
     headers[2].1 = "0".repeat(64);
@@ -103,7 +103,7 @@ async fn signature_token_redelivery_and_replay() {
 async fn writes_become_change_sets_and_a_scope_change_disables_nobody() {
     let (fake, _, sink, _) = setup(FakeConfig::default()).await;
     let d = fake.add_dept("0", "A");
-    let keep = fake.add_user("keep", "Keep", &[d.clone()]);
+    let keep = fake.add_user("keep", "Keep", std::slice::from_ref(&d));
     let start = sink.current_cursor().await.unwrap();
     let mut a = Account::new("p", "newbie");
     a.email = Some("newbie@fake.example".into());

@@ -40,7 +40,7 @@ async fn suspend_move_and_orders_with_departments() {
     let (fake, sink) = setup().await;
     let a = fake.add_dept("0", "A");
     let b = fake.add_dept("0", "B");
-    let u = fake.add_user("wangwu", "王五", &[a.clone()]);
+    let u = fake.add_user("wangwu", "王五", std::slice::from_ref(&a));
     let anchor = Anchor::new(u.clone());
     sink.apply(&Op::DisableAccount {
         anchor: anchor.clone(),
@@ -96,7 +96,7 @@ async fn non_empty_departments_and_the_root() {
     let (fake, sink) = setup().await;
     let a = fake.add_dept("0", "A");
     let b = fake.add_dept(&a, "B");
-    let u = fake.add_user("zhao", "赵", &[b.clone()]);
+    let u = fake.add_user("zhao", "赵", std::slice::from_ref(&b));
     let e = sink
         .apply(&Op::DeleteOrg {
             anchor: Anchor::new(a.clone()),

@@ -45,13 +45,13 @@ async fn walk_dedupe_primary_manager_status() {
     let fake = FakeLark::start(FakeConfig::default()).await.unwrap();
     let a = fake.add_dept("0", "A");
     let b = fake.add_dept(&a, "B");
-    let boss = fake.add_user("boss", "Boss", &[a.clone()]);
+    let boss = fake.add_user("boss", "Boss", std::slice::from_ref(&a));
     let mut u = FakeUser::new("multi", "Multi", &[a.clone(), b.clone()]);
     u.primary = Some(b.clone());
     u.leader = Some(boss.clone());
     u.email = Some("multi@fake.example".into());
     fake.with_state(|s| s.put_user(u));
-    let mut frozen = FakeUser::new("frozen", "Frozen", &[b.clone()]);
+    let mut frozen = FakeUser::new("frozen", "Frozen", std::slice::from_ref(&b));
     frozen.is_frozen = true;
     frozen.email = Some("frozen@fake.example".into());
     fake.with_state(|s| s.put_user(frozen));
