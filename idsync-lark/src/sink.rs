@@ -220,6 +220,12 @@ impl Sink for LarkSink {
                 Ok(Applied::with_anchor(created_id(&v, "user", key)?))
             }
             Op::UpdateAccount { anchor, changes } => {
+                if key == "user_id" && changes.contains_key("username") {
+                    return Err(Error::unsupported(format!(
+                        "account {anchor}: the username is the user_id, which anchors accounts here; it is not changed"
+                    ))
+                    .with_provider(PROVIDER));
+                }
                 let path = user_path(anchor)?;
                 let body = user_update_body(anchor, changes)?;
                 c.write(Method::PATCH, &path, &[], body).await?;
