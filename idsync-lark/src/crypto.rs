@@ -2,7 +2,9 @@
 //! `key = SHA-256(encrypt_key)`, the ciphertext is `base64(IV(16) || AES-256-CBC(PKCS#7))`,
 //! and `X-Lark-Signature = hex(SHA-256(timestamp + nonce + encrypt_key + raw_body))`.
 
-use aes::cipher::{BlockDecryptMut, BlockEncryptMut, KeyIvInit, block_padding::Pkcs7};
+#[cfg(any(test, feature = "fake"))]
+use aes::cipher::BlockEncryptMut;
+use aes::cipher::{BlockDecryptMut, KeyIvInit, block_padding::Pkcs7};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use sha2::{Digest, Sha256};
@@ -10,6 +12,7 @@ use sha2::{Digest, Sha256};
 use crate::error::LarkError;
 
 type Dec = cbc::Decryptor<aes::Aes256>;
+#[cfg(any(test, feature = "fake"))]
 type Enc = cbc::Encryptor<aes::Aes256>;
 
 fn key_of(encrypt_key: &str) -> [u8; 32] {
@@ -37,6 +40,7 @@ pub(crate) fn decrypt(encrypt_key: &str, encrypt: &str) -> Result<String, LarkEr
 }
 
 /// Encrypts `plain` with `iv` (what Lark does; the fake and tests use it).
+#[cfg(any(test, feature = "fake"))]
 pub(crate) fn encrypt(encrypt_key: &str, plain: &str, iv: [u8; 16]) -> String {
     let key = key_of(encrypt_key);
     let mut out = iv.to_vec();
