@@ -175,6 +175,10 @@ pub fn registry() -> Vec<Registration> {
         Registration::of::<idsync_wecom::WeComConfig>(),
         #[cfg(not(feature = "provider-wecom"))]
         Registration::missing("wecom"),
+        #[cfg(feature = "provider-lark")]
+        Registration::of::<idsync_lark::LarkConfig>(),
+        #[cfg(not(feature = "provider-lark"))]
+        Registration::missing("lark"),
         #[cfg(feature = "provider-scim")]
         Registration::of::<idsync_scim::TargetConfig>(),
         #[cfg(not(feature = "provider-scim"))]
@@ -197,6 +201,25 @@ impl Provider for idsync_wecom::WeComConfig {
                 sink: None,
             }),
             Role::Sink => Ok(Built::both(idsync_wecom::sink_from_config(self)?)),
+        }
+    }
+}
+
+/// `type = "lark"`: Lark / Feishu (`idsync_lark::LarkConfig`; the App Secret by
+/// `app_secret_env` / `app_secret_file`; `brand = "feishu" | "lark"` or a private
+/// deployment's `base_url`).
+#[cfg(feature = "provider-lark")]
+#[async_trait]
+impl Provider for idsync_lark::LarkConfig {
+    const TYPE: &'static str = "lark";
+
+    async fn build(&self, _: &str, _: &BuildContext, role: Role) -> Result<Built, CliError> {
+        match role {
+            Role::Source => Ok(Built {
+                source: Arc::new(idsync_lark::source_from_config(self)?),
+                sink: None,
+            }),
+            Role::Sink => Ok(Built::both(idsync_lark::sink_from_config(self)?)),
         }
     }
 }

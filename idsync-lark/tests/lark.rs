@@ -1,0 +1,16 @@
+//! The crate's one integration test binary: the conformance suite against the fake Lark
+//! (as source and as sink, with layers), the source under token expiry and throttling,
+//! the sink's Lark specifics, and the event endpoint.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "lark/common.rs"]
+mod common;
+#[path = "lark/conformance.rs"]
+mod conformance;
+#[path = "lark/events.rs"]
+mod events;
+#[path = "lark/sink.rs"]
+mod sink;
+#[path = "lark/source.rs"]
+mod source;
