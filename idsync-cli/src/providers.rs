@@ -51,6 +51,9 @@ pub trait Provider: DeserializeOwned + fmt::Debug + Send + Sync + 'static {
     /// Whether the layer stack of `[providers.NAME.request]` wraps it. Local providers
     /// (memory, the hub) are not wrapped.
     const LAYERED: bool = true;
+    /// Keys that would hold a secret's value (`app_secret`, `callback.token`): written in
+    /// the config they are refused with a message that names `KEY_env` / `KEY_file`.
+    const SECRET_KEYS: &'static [&'static str] = &[];
 
     /// Problems serde cannot see, found without reading secrets or reaching the provider.
     fn validate(&self) -> Vec<String> {
@@ -122,6 +125,9 @@ impl Registration {
     /// The registration of config type `T`.
     pub fn of<T: Provider>() -> Self {
         fn parse<T: Provider>(t: toml::Table) -> Result<Arc<dyn ProviderSettings>, String> {
+            if let Some(e) = inline_secret(&t, T::SECRET_KEYS) {
+                return Err(e);
+            }
             let cfg: T = toml::Value::Table(t)
                 .try_into()
                 .map_err(|e: toml::de::Error| e.message().trim_end().to_owned())?;
@@ -154,6 +160,22 @@ impl Registration {
     }
 }
 
+/// The refusal of a secret written into the config, if one of `keys` is there.
+fn inline_secret(t: &toml::Table, keys: &[&str]) -> Option<String> {
+    keys.iter().find_map(|path| {
+        let (table, key) = match path.split_once('.') {
+            Some((sub, key)) => (t.get(sub)?.as_table()?, key),
+            None => (t, *path),
+        };
+        table.contains_key(key).then(|| {
+            format!(
+                "`{path}`: secrets are not written in the config; name an environment \
+                 variable with `{key}_env` or a file with `{key}_file`"
+            )
+        })
+    })
+}
+
 /// Every provider type this binary knows.
 pub fn registry() -> Vec<Registration> {
     vec![
@@ -164,11 +186,11 @@ pub fn registry() -> Vec<Registration> {
         #[cfg(not(feature = "provider-csv"))]
         Registration::missing("csv"),
         #[cfg(feature = "provider-ldap")]
-        Registration::of::<LdapSettings>(),
+        Registration::of::<idsync_ldap::LdapConfig>(),
         #[cfg(not(feature = "provider-ldap"))]
         Registration::missing("ldap"),
         #[cfg(feature = "provider-dingtalk")]
-        Registration::of::<DingTalkSettings>(),
+        Registration::of::<idsync_dingtalk::DingTalkConfig>(),
         #[cfg(not(feature = "provider-dingtalk"))]
         Registration::missing("dingtalk"),
         #[cfg(feature = "provider-wecom")]
@@ -193,14 +215,28 @@ pub fn registry() -> Vec<Registration> {
 #[async_trait]
 impl Provider for idsync_wecom::WeComConfig {
     const TYPE: &'static str = "wecom";
+    const SECRET_KEYS: &'static [&'static str] = &[
+        "secret",
+        "contact_secret",
+        "callback.token",
+        "callback.aes_key",
+    ];
 
-    async fn build(&self, _: &str, _: &BuildContext, role: Role) -> Result<Built, CliError> {
+    async fn build(&self, _: &str, ctx: &BuildContext, role: Role) -> Result<Built, CliError> {
+        let mut c = self.clone();
+        for f in [&mut c.secret_file, &mut c.contact_secret_file] {
+            ctx.resolve_opt(f);
+        }
+        if let Some(cb) = c.callback.as_mut() {
+            ctx.resolve_opt(&mut cb.token_file);
+            ctx.resolve_opt(&mut cb.aes_key_file);
+        }
         match role {
             Role::Source => Ok(Built {
-                source: Arc::new(idsync_wecom::source_from_config(self)?),
+                source: Arc::new(idsync_wecom::source_from_config(&c)?),
                 sink: None,
             }),
-            Role::Sink => Ok(Built::both(idsync_wecom::sink_from_config(self)?)),
+            Role::Sink => Ok(Built::both(idsync_wecom::sink_from_config(&c)?)),
         }
     }
 }
@@ -231,8 +267,16 @@ impl Provider for idsync_lark::LarkConfig {
 impl Provider for idsync_scim::TargetConfig {
     const TYPE: &'static str = "scim";
 
-    async fn build(&self, _: &str, _: &BuildContext, _: Role) -> Result<Built, CliError> {
-        Ok(Built::both(idsync_scim::ScimClient::new(self.clone())?))
+    async fn build(&self, _: &str, ctx: &BuildContext, _: Role) -> Result<Built, CliError> {
+        let mut c = self.clone();
+        let base = &ctx.base_dir;
+        match &mut c.auth {
+            idsync_scim::AuthConfig::Bearer { token: r }
+            | idsync_scim::AuthConfig::Oauth2 {
+                client_secret: r, ..
+            } => *r = r.clone().relative_to(base),
+        }
+        Ok(Built::both(idsync_scim::ScimClient::new(c)?))
     }
 }
 
@@ -628,177 +672,53 @@ impl Provider for idsync_csv::CsvConfig {
     }
 }
 
-/// Take a secret named by `KEY_env` / `KEY_file` out of a table. With `resolve` false
-/// (offline validation) only the names are checked and a placeholder is returned.
-#[cfg(any(feature = "provider-ldap", feature = "provider-dingtalk"))]
-fn take_secret(
-    t: &mut toml::Table,
-    ctx_dir: Option<&Path>,
-    key: &str,
-    what: &str,
-    required: bool,
-    resolve: bool,
-) -> Result<Option<secrecy::SecretString>, ConfigError> {
-    use idsync_core::secret::SecretRef;
-    if t.contains_key(key) {
-        return Err(ConfigError::new(format!(
-            "{what}: secrets are not written in the config; name an environment variable \
-             with `{key}_env` or a file with `{key}_file`"
-        )));
-    }
-    let mut name = |suffix: &str| -> Result<Option<String>, ConfigError> {
-        let k = format!("{key}_{suffix}");
-        match t.remove(&k) {
-            None => Ok(None),
-            Some(toml::Value::String(s)) => Ok(Some(s)),
-            Some(other) => Err(ConfigError::new(format!(
-                "{what}: `{k}` must be a string, not a {}",
-                other.type_str()
-            ))),
-        }
-    };
-    let env = name("env")?;
-    let file = name("file")?;
-    let cfg_err = |e: idsync_core::Error| ConfigError::new(format!("{what}: {}", e.message()));
-    let r = if required {
-        Some(
-            SecretRef::required(key, env.as_deref(), file.as_deref().map(Path::new))
-                .map_err(cfg_err)?,
-        )
-    } else {
-        SecretRef::from_keys(key, env.as_deref(), file.as_deref().map(Path::new))
-            .map_err(cfg_err)?
-    };
-    let Some(r) = r else {
-        return Ok(None);
-    };
-    if !resolve {
-        return Ok(Some(secrecy::SecretString::from("placeholder")));
-    }
-    let r = match ctx_dir {
-        Some(d) => r.relative_to(d),
-        None => r,
-    };
-    r.read(&format!("{what} ({key})"))
-        .map(Some)
-        .map_err(|e| ConfigError::new(e.message().to_owned()))
-}
-
-#[cfg(any(feature = "provider-ldap", feature = "provider-dingtalk"))]
-fn serde_msg(e: &toml::de::Error) -> ConfigError {
-    ConfigError::new(e.message().trim_end().to_owned())
-}
-
 /// `type = "ldap"`: `idsync_ldap::LdapConfig`, with `bind_password_env` or
-/// `bind_password_file` instead of `bind_password`. Kept as TOML until built, because the
-/// password is read only then.
-#[cfg(feature = "provider-ldap")]
-#[derive(Debug, Clone, Deserialize)]
-#[serde(transparent)]
-pub struct LdapSettings(toml::Table);
-
-#[cfg(feature = "provider-ldap")]
-impl LdapSettings {
-    fn typed(
-        &self,
-        dir: Option<&Path>,
-        resolve: bool,
-    ) -> Result<idsync_ldap::LdapConfig, ConfigError> {
-        let mut t = self.0.clone();
-        let pw = take_secret(&mut t, dir, "bind_password", "ldap", false, resolve)?;
-        let mut cfg: idsync_ldap::LdapConfig = t.try_into().map_err(|e| serde_msg(&e))?;
-        cfg.bind_password = pw;
-        cfg.validate()
-            .map_err(|e| ConfigError::new(e.message().to_owned()))?;
-        Ok(cfg)
-    }
-}
-
+/// `bind_password_file` (never `bind_password`); the password is read when it is built.
 #[cfg(feature = "provider-ldap")]
 #[async_trait]
-impl Provider for LdapSettings {
+impl Provider for idsync_ldap::LdapConfig {
     const TYPE: &'static str = "ldap";
+    const SECRET_KEYS: &'static [&'static str] = &["bind_password"];
 
     fn validate(&self) -> Vec<String> {
-        match self.typed(None, false) {
-            Ok(_) => Vec::new(),
-            Err(e) => vec![e.message],
+        match idsync_ldap::LdapConfig::validate(self) {
+            Ok(()) => Vec::new(),
+            Err(e) => vec![format!("ldap: {}", e.message())],
         }
     }
 
-    async fn build(&self, name: &str, ctx: &BuildContext, _: Role) -> Result<Built, CliError> {
-        let cfg = self
-            .typed(Some(&ctx.base_dir), true)
-            .map_err(|e| prefix(name, e))?;
-        Ok(Built::both(idsync_ldap::LdapDirectory::new(cfg)?))
+    async fn build(&self, _: &str, ctx: &BuildContext, _: Role) -> Result<Built, CliError> {
+        let mut c = self.clone();
+        ctx.resolve_opt(&mut c.bind_password_file);
+        Ok(Built::both(idsync_ldap::LdapDirectory::new(c)?))
     }
 }
 
 /// `type = "dingtalk"`: `idsync_dingtalk::DingTalkConfig`, with `app_secret_env` or
 /// `app_secret_file`; callback `token_env`/`token_file`, `aes_key_env`/`aes_key_file`.
 #[cfg(feature = "provider-dingtalk")]
-#[derive(Debug, Clone, Deserialize)]
-#[serde(transparent)]
-pub struct DingTalkSettings(toml::Table);
-
-#[cfg(feature = "provider-dingtalk")]
-impl DingTalkSettings {
-    fn typed(
-        &self,
-        dir: Option<&Path>,
-        resolve: bool,
-    ) -> Result<idsync_dingtalk::DingTalkConfig, ConfigError> {
-        let mut t = self.0.clone();
-        let app_secret = take_secret(&mut t, dir, "app_secret", "dingtalk", true, resolve)?;
-        let callback = match t.get_mut("callback") {
-            Some(toml::Value::Table(cb)) => {
-                let token = take_secret(cb, dir, "token", "dingtalk callback", true, resolve)?;
-                let aes = take_secret(cb, dir, "aes_key", "dingtalk callback", true, resolve)?;
-                // DingTalkConfig holds the secrets themselves: placeholders satisfy serde,
-                // the real secrets are set on the typed config.
-                cb.insert("token".into(), toml::Value::String("placeholder".into()));
-                cb.insert("aes_key".into(), toml::Value::String("placeholder".into()));
-                token.zip(aes)
-            }
-            Some(_) => return Err(ConfigError::new("dingtalk: `callback` must be a table")),
-            None => None,
-        };
-        t.insert(
-            "app_secret".into(),
-            toml::Value::String("placeholder".into()),
-        );
-        let mut cfg: idsync_dingtalk::DingTalkConfig = t.try_into().map_err(|e| serde_msg(&e))?;
-        if let Some(secret) = app_secret {
-            cfg.app_secret = secret;
-        }
-        if let (Some(cb), Some((token, aes))) = (cfg.callback.as_mut(), callback) {
-            cb.token = token;
-            cb.aes_key = aes;
-        }
-        if resolve {
-            cfg.validate()
-                .map_err(|e| ConfigError::new(e.message().to_owned()))?;
-        }
-        Ok(cfg)
-    }
-}
-
-#[cfg(feature = "provider-dingtalk")]
 #[async_trait]
-impl Provider for DingTalkSettings {
+impl Provider for idsync_dingtalk::DingTalkConfig {
     const TYPE: &'static str = "dingtalk";
+    const SECRET_KEYS: &'static [&'static str] =
+        &["app_secret", "callback.token", "callback.aes_key"];
 
     fn validate(&self) -> Vec<String> {
-        match self.typed(None, false) {
-            Ok(_) => Vec::new(),
-            Err(e) => vec![e.message],
+        match idsync_dingtalk::DingTalkConfig::validate(self) {
+            Ok(()) => Vec::new(),
+            Err(e) => vec![format!("dingtalk: {}", e.message())],
         }
     }
 
-    async fn build(&self, name: &str, ctx: &BuildContext, _: Role) -> Result<Built, CliError> {
-        let cfg = self
-            .typed(Some(&ctx.base_dir), true)
-            .map_err(|e| prefix(name, e))?;
+    async fn build(&self, _: &str, ctx: &BuildContext, _: Role) -> Result<Built, CliError> {
+        let mut cfg = self.clone();
+        ctx.resolve_opt(&mut cfg.app_secret_file);
+        if let Some(cb) = cfg.callback.as_mut() {
+            ctx.resolve_opt(&mut cb.token_file);
+            ctx.resolve_opt(&mut cb.aes_key_file);
+        }
+        // one read of the secrets for both sides
+        cfg.read_secrets()?;
         let source = idsync_dingtalk::DingTalkSource::new(cfg.clone())?;
         let sink = idsync_dingtalk::DingTalkSink::new(cfg)?;
         Ok(Built {
@@ -846,6 +766,13 @@ impl BuildContext {
             self.base_dir.join(p)
         }
     }
+
+    /// [`resolve`](Self::resolve) in place, for an optional path (a `*_file` secret).
+    pub fn resolve_opt(&self, p: &mut Option<std::path::PathBuf>) {
+        if let Some(path) = p.as_mut() {
+            *path = self.resolve(path);
+        }
+    }
 }
 
 /// Build a provider for a role and wrap it in its layers. Secrets are read here, from the
@@ -856,7 +783,20 @@ pub async fn build(
     ctx: &BuildContext,
     role: Role,
 ) -> Result<Built, CliError> {
-    let built = cfg.settings.build(name, ctx, role).await?;
+    // A setting or secret reference that is wrong is a config error naming the provider.
+    let built = cfg
+        .settings
+        .build(name, ctx, role)
+        .await
+        .map_err(|e| match e {
+            CliError::Core(e) if e.kind() == idsync_core::ErrorKind::ConfigInvalid => {
+                CliError::config(ConfigError::new(format!(
+                    "provider {name}: {}",
+                    e.message()
+                )))
+            }
+            other => other,
+        })?;
     if !cfg.settings.layered() {
         return Ok(built);
     }
@@ -869,15 +809,6 @@ pub async fn build(
             hub => hub,
         }),
     })
-}
-
-#[cfg_attr(
-    not(any(feature = "provider-ldap", feature = "provider-dingtalk")),
-    allow(dead_code)
-)]
-fn prefix(name: &str, mut e: ConfigError) -> CliError {
-    e.message = format!("provider {name}: {}", e.message);
-    CliError::config(e)
 }
 
 const FIRST: &[&str] = &[
@@ -1059,15 +990,19 @@ mod tests {
         assert!(!debug.contains("sekrit"), "{debug}");
         assert!(!debug.contains("abcdefghij"), "{debug}");
 
-        // Written inline, a secret is refused.
-        let cfg = crate::Config::parse(
-            Path::new("t.toml"),
-            "[providers.dt]\ntype = \"dingtalk\"\napp_key = \"k\"\napp_secret = \"x\"\n".into(),
-        )
-        .unwrap();
-        let errs = cfg.validate();
-        assert_eq!(errs.len(), 1);
-        assert!(errs[0].message.contains("app_secret_env"), "{}", errs[0]);
-        assert_eq!(errs[0].position, Some((1, 1)));
+        // Written inline, a secret is refused, at the provider's table.
+        for (table, key) in [
+            ("app_secret = \"x\"\n", "app_secret_env"),
+            ("[providers.dt.callback]\ntoken = \"x\"\n", "token_env"),
+        ] {
+            let e = crate::Config::parse(
+                Path::new("t.toml"),
+                format!("[providers.dt]\ntype = \"dingtalk\"\napp_key = \"k\"\n{table}"),
+            )
+            .unwrap_err();
+            assert!(e.message.contains(key), "{e}");
+            assert!(e.message.contains("not written in the config"), "{e}");
+            assert!(e.position.is_some(), "{e}");
+        }
     }
 }

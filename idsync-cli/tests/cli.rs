@@ -1039,3 +1039,139 @@ sink = "hub"
         assert!(again.stdout.contains("nothing to do"), "{}", again.all());
     }
 }
+
+/// `type = "scim"` through the binary: the CSV sample into a real scim2-server (started by
+/// the project's script on a free port; its virtualenv is `SCIM2_VENV` when set, else the
+/// script installs one), then a second run that plans nothing.
+#[cfg(feature = "provider-scim")]
+mod scim {
+    use super::*;
+    use std::process::Command;
+
+    fn script() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/services/scim2.sh")
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    /// A scim2-server of this test's own, stopped (by its pid file) when dropped.
+    struct Peer {
+        url: String,
+        dir: PathBuf,
+    }
+
+    const TOKEN: &str = "idsync-cli-scim-token";
+
+    impl Peer {
+        fn start() -> Peer {
+            let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+                "cli-scim2-{}-{}",
+                std::process::id(),
+                free_port()
+            ));
+            let mut cmd = Command::new("bash");
+            cmd.arg(script())
+                .arg("start")
+                .arg(&dir)
+                .env("SCIM2_PORT", free_port().to_string())
+                .env("SCIM2_TOKEN", TOKEN);
+            let out = cmd.output().expect("run scripts/services/scim2.sh");
+            assert!(
+                out.status.success(),
+                "scim2.sh start {} failed: scim2-server is required, not optional\n{}\n{}",
+                dir.display(),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let url = stdout
+                .lines()
+                .find_map(|l| l.strip_prefix("SCIM2_URL="))
+                .expect("the script prints SCIM2_URL")
+                .to_owned();
+            Peer { url, dir }
+        }
+    }
+
+    impl Drop for Peer {
+        fn drop(&mut self) {
+            let _ = Command::new("bash")
+                .arg(script())
+                .arg("stop")
+                .arg(&self.dir)
+                .output();
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_csv_sample_syncs_into_a_real_scim2_server_through_the_binary() {
+        let peer = Peer::start();
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_owned();
+        // the token by a file reference relative to the config's folder
+        write(&d, "scim.token", &format!("{TOKEN}\n"));
+        let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../idsync-csv/data");
+        write(
+            &d,
+            "idsync.toml",
+            &format!(
+                r#"store = {{ sqlite = "idsync.db" }}
+
+[providers.hr]
+type = "csv"
+accounts = {:?}
+orgs = {:?}
+
+[providers.app]
+type = "scim"
+base_url = "{}"
+auth = {{ type = "bearer", token = {{ file = "scim.token" }} }}
+
+[jobs.j]
+source = "hr"
+sink = "app"
+"#,
+                data.join("sample-accounts.csv").display().to_string(),
+                data.join("sample-orgs.csv").display().to_string(),
+                peer.url
+            ),
+        );
+        let run = |args: &'static [&'static str]| {
+            let d = d.clone();
+            tokio::task::spawn_blocking(move || idsync(&d, args))
+        };
+        let r = run(&["run", "j"]).await.unwrap();
+        ok(&r);
+        assert!(r.stdout.contains("failed 0"), "{}", r.all());
+        assert!(r.stdout.contains("create_account"), "{}", r.all());
+
+        // what arrived, read back from the server with the SCIM client
+        let token = d.join("scim.token");
+        let mut cfg = idsync_scim::TargetConfig::bearer(peer.url.clone(), "UNUSED");
+        cfg.auth = idsync_scim::AuthConfig::Bearer {
+            token: idsync_scim::SecretRef::File(token),
+        };
+        let client = idsync_scim::ScimClient::new(cfg).unwrap();
+        let users = idsync_core::source::collect_accounts(&client)
+            .await
+            .unwrap();
+        assert_eq!(users.len(), 200, "every person of the sample");
+        let ceo = users
+            .iter()
+            .find(|u| u.username == "zhang.wei")
+            .expect("zhang.wei arrived");
+        assert_eq!(ceo.display_name.as_deref(), Some("张伟"));
+        assert_eq!(ceo.email.as_deref(), Some("zhang.wei@example.com"));
+
+        let again = run(&["run", "j"]).await.unwrap();
+        ok(&again);
+        assert!(again.stdout.contains("nothing to do"), "{}", again.all());
+        drop(peer);
+    }
+}

@@ -239,3 +239,25 @@ impl Sink for Chaos<dyn Sink> {
             .await
     }
 }
+
+/// The layer stack a provider runs the suite under against its fake, inside out: when
+/// `chaos_every` is set, a [`ChaosLayer`] throttling every n-th call (so the retry layer
+/// must absorb it); then a 30 s timeout, the rate limit the adapter declares, retries with
+/// short backoffs (8 attempts, at most 2 s of `retry_after`), and tracing. The order is the
+/// recommended one (timeout and rate limit inside retry).
+pub fn provider_stack(chaos_every: Option<u64>) -> idsync_core::layers::Stack {
+    use idsync_core::layers::{RateLimitLayer, RetryLayer, Stack, TimeoutLayer, TracingLayer};
+    let mut s = Stack::new();
+    if let Some(n) = chaos_every {
+        s = s.push(ChaosLayer::new().every(n, Fault::Throttle(Duration::from_millis(10))));
+    }
+    s.push(TimeoutLayer::new(Duration::from_secs(30)))
+        .push(RateLimitLayer::from_capabilities())
+        .push(
+            RetryLayer::new()
+                .with_max_attempts(8)
+                .with_backoff(Duration::from_millis(10), Duration::from_millis(500))
+                .with_max_retry_after(Duration::from_secs(2)),
+        )
+        .push(TracingLayer::new())
+}

@@ -85,7 +85,7 @@ use idsync_core::{
 };
 
 pub use cases::CASES;
-pub use chaos::{ChaosLayer, Fault};
+pub use chaos::{ChaosLayer, Fault, provider_stack};
 pub use content::{ACCOUNT_FIELDS, AccountView, Content, OrgPath, show_path};
 pub use fixture::{Fixture, account, account_anchor, org_anchor};
 

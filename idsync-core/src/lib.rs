@@ -64,6 +64,9 @@ pub mod secret;
 pub mod source;
 pub mod store;
 
+/// `async_trait`, for the impls [`forward_source!`] writes in other crates.
+#[doc(hidden)]
+pub use async_trait::async_trait as __async_trait;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use directory::Directory;
 pub use engine::{
@@ -82,7 +85,7 @@ pub use model::{
 };
 pub use source::{
     Applied, Capabilities, ChangeSet, Descriptor, Op, OpKind, Page, PageRequest, PageToken, Patch,
-    RateLimit, Sink, Source, SourceExt, SyncCursor,
+    RateLimit, Rename, Sink, Source, SourceExt, SyncCursor,
 };
 pub use store::{
     AuditAction, AuditEntry, FeedEntry, Fence, HUB_KEY_FIELDS, HubWrite, JournalEntry,

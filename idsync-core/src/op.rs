@@ -86,6 +86,12 @@ pub struct ChangeSet {
     pub account_upserts: Vec<Account>,
     /// Accounts deleted.
     pub account_deletes: Vec<Anchor>,
+    /// Accounts whose source anchor changed (WeCom's `NewUserID`), in the order they
+    /// happened. The engine moves the link of `from` to `to` before it plans, so the
+    /// renamed account keeps its target and is never deleted and created again; its current
+    /// state comes in `account_upserts` under `to`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub account_renames: Vec<Rename>,
     /// The cursor to store once these changes are applied.
     pub cursor: Option<SyncCursor>,
     /// `false`: the cursor was too old or the change log was lost; run a full sync instead.
@@ -99,7 +105,17 @@ impl ChangeSet {
             && self.org_deletes.is_empty()
             && self.account_upserts.is_empty()
             && self.account_deletes.is_empty()
+            && self.account_renames.is_empty()
     }
+}
+
+/// A change of an entity's source anchor: the same entity, now known as `to`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Rename {
+    /// The anchor it had.
+    pub from: Anchor,
+    /// The anchor it has now.
+    pub to: Anchor,
 }
 
 /// The kind of an [`Op`], for counting, guarding and configuration (never compare op

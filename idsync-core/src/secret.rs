@@ -71,6 +71,18 @@ impl SecretRef {
         })
     }
 
+    /// The secret the keys `{key}_env` / `{key}_file` name, read now: `None` when neither
+    /// is set. Errors name the key and the variable or file, never the value.
+    pub fn read_keys(
+        key: &str,
+        env: Option<&str>,
+        file: Option<&Path>,
+    ) -> Result<Option<SecretString>> {
+        SecretRef::from_keys(key, env, file)?
+            .map(|r| r.read(key))
+            .transpose()
+    }
+
     /// A file reference resolved against `base` when relative (the config file's folder).
     pub fn relative_to(self, base: &Path) -> Self {
         match self {
@@ -136,6 +148,10 @@ mod tests {
         assert!(e.message().contains("IDSYNC_TEST_SURELY_UNSET_VAR"), "{e}");
         assert!(SecretRef::required("pw", None, None).is_err());
         assert!(SecretRef::from_keys("pw", None, None).unwrap().is_none());
+        assert!(SecretRef::read_keys("pw", None, None).unwrap().is_none());
+        let read = SecretRef::read_keys("pw", None, Some(&p)).unwrap().unwrap();
+        assert_eq!(read.expose_secret(), "s3cr3t-value");
+        assert!(SecretRef::read_keys("pw", Some("A"), Some(&p)).is_err());
         let both = SecretRef::from_keys("pw", Some("A"), Some(&p)).unwrap_err();
         assert!(both.message().contains("pw_env"), "{both}");
         std::fs::write(&p, "\n").unwrap();

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::model::{Account, Anchor, Org};
 
 pub use crate::op::{
-    Applied, ChangeSet, Op, OpKind, Page, PageRequest, PageToken, Patch, SyncCursor, paged,
+    Applied, ChangeSet, Op, OpKind, Page, PageRequest, PageToken, Patch, Rename, SyncCursor, paged,
 };
 
 /// A provider's rate limit: `requests` per `per`.

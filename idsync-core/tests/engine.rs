@@ -1113,3 +1113,56 @@ async fn the_progress_hook_follows_every_op_to_the_end() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_renamed_source_anchor_keeps_its_target_and_link() {
+    let s = hub_setup();
+    s.engine.run(&s.job).await.unwrap();
+    // WeCom's NewUserID: zhangsan's userid "1" becomes "1x"; lisi's manager follows
+    let mut renamed = person("1x", "zhangsan001", &["be"]);
+    renamed.employee_id = Some("E1".into());
+    renamed.manager = Some("4".into());
+    s.source
+        .edit(|d| {
+            d.accounts.remove(&Anchor::from("1"));
+            d.accounts.insert("1x".into(), renamed.clone());
+            d.accounts.get_mut(&Anchor::from("2")).unwrap().manager = Some("1x".into());
+        })
+        .unwrap();
+    let lisi = s.source.account(&"2".into()).await.unwrap().unwrap();
+    let cs = ChangeSet {
+        account_upserts: vec![renamed, lisi],
+        account_renames: vec![Rename {
+            from: "1".into(),
+            to: "1x".into(),
+        }],
+        complete: true,
+        ..ChangeSet::default()
+    };
+    let plan = s.engine.plan_changes(&s.job, cs, None).await.unwrap();
+    let ops: Vec<(&str, &str)> = plan
+        .ops
+        .iter()
+        .map(|p| (p.op.name(), p.op.anchor().as_str()))
+        .collect();
+    // one update of the same hub account (the username), no create, no delete
+    assert_eq!(ops, vec![("update_account", "1")], "{plan:#?}");
+    assert_eq!(plan.links.len(), 1);
+    assert_eq!(plan.links[0].source.as_str(), "1x");
+    assert_eq!(plan.links[0].target.as_str(), "1");
+    assert_eq!(plan.stale_links.len(), 1);
+    assert_eq!(plan.stale_links[0].source.as_str(), "1");
+    let r = s.engine.apply(&s.job, &plan).await.unwrap();
+    assert_eq!(r.counts.failed, 0, "{r:#?}");
+    let hub = s.store.hub_account(&"1".into()).await.unwrap().unwrap();
+    assert_eq!(hub.username, "zhangsan001");
+    assert_eq!(hub.status, Status::Active);
+    let links = s.engine.links("test", EntityKind::Account).await.unwrap();
+    let of = |src: &str| links.iter().find(|l| l.source.as_str() == src);
+    assert_eq!(of("1x").map(|l| l.target.as_str()), Some("1"));
+    assert!(of("1").is_none(), "{links:#?}");
+    assert_eq!(links.len(), 4);
+    // a full plan agrees: nothing to create, disable or delete
+    let full = s.engine.plan(&s.job).await.unwrap();
+    assert!(full.is_empty(), "{full:#?}");
+}

@@ -81,7 +81,12 @@ async fn main() -> idsync_core::Result<()> {
     });
     tenant_a.register_callback(
         callback_url,
-        CallbackCrypto::new(cb.token.clone(), &cb.aes_key, cfg_a.app_key.clone())?,
+        CallbackCrypto::new(
+            idsync_dingtalk::PROVIDER,
+            cb.token.clone(),
+            &cb.aes_key,
+            cfg_a.app_key.clone(),
+        )?,
     );
 
     let source_a = DingTalkSource::with_events(cfg_a, events)?;

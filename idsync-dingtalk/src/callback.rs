@@ -153,7 +153,9 @@ pub fn callback_router_with_clock(
     clock: Arc<dyn Clock>,
 ) -> Result<Router> {
     let owner = cfg.owner_key.clone().unwrap_or_else(|| app_key.to_owned());
-    let crypto = CallbackCrypto::new(cfg.token.clone(), &cfg.aes_key, owner)?;
+    let mut cfg = cfg.clone();
+    cfg.read_secrets()?;
+    let crypto = CallbackCrypto::new(crate::PROVIDER, cfg.token.clone(), &cfg.aes_key, owner)?;
     let state = Arc::new(RouterState {
         crypto,
         log,
@@ -238,7 +240,7 @@ async fn receive(
         st.log.push(&event.event_type, target, deleted);
     }
     let reply_ts = now_ms.to_string();
-    match st.crypto.reply("success", &reply_ts, &random_nonce()) {
+    match crate::crypto::reply(&st.crypto, "success", &reply_ts, &random_nonce()) {
         Ok(v) => Json(v).into_response(),
         Err(_) => reject(
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -1,8 +1,10 @@
 //! Configuration of a DingTalk tenant connection.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use idsync_core::Result;
+use idsync_core::secret::SecretRef;
 use secrecy::SecretString;
 use serde::Deserialize;
 
@@ -19,15 +21,27 @@ pub const INTERNATIONAL_BASE_URL: &str = "https://oapi.dingtalk.io";
 /// `base_url` is [`STANDARD_BASE_URL`] by default; use [`INTERNATIONAL_BASE_URL`] for
 /// dingtalk.io tenants, or your own host for a Dedicated DingTalk (专属钉钉) deployment.
 ///
+/// A config file names the secrets, never holds them: `app_secret_env` (an environment
+/// variable) or `app_secret_file` (a file), and the same for the callback's `token` and
+/// `aes_key`. They are read through [`SecretRef`] when a source, sink or endpoint is built
+/// ([`read_secrets`](Self::read_secrets)); code can set the values directly
+/// ([`DingTalkConfig::new`]).
+///
 /// ```
-/// let cfg: idsync_dingtalk::DingTalkConfig = toml_like();
-/// # fn toml_like() -> idsync_dingtalk::DingTalkConfig {
-/// #     serde_json::from_value(serde_json::json!({
-/// #         "app_key": "dingabc", "app_secret": "s3cret", "base_url": "https://oapi.example.com"
-/// #     })).unwrap()
-/// # }
+/// let file = std::env::temp_dir().join(format!("idsync-dt-doc-{}", std::process::id()));
+/// std::fs::write(&file, "s3cret\n").unwrap();
+/// let mut cfg: idsync_dingtalk::DingTalkConfig = serde_json::from_value(serde_json::json!({
+///     "app_key": "dingabc", "app_secret_file": file,
+///     "base_url": "https://oapi.example.com"
+/// })).unwrap();
 /// assert_eq!(cfg.base_url, "https://oapi.example.com");
+/// cfg.read_secrets().unwrap();
 /// assert!(!format!("{cfg:?}").contains("s3cret"));
+/// # std::fs::remove_file(&file).unwrap();
+/// // a secret written into the config is refused
+/// assert!(serde_json::from_value::<idsync_dingtalk::DingTalkConfig>(serde_json::json!({
+///     "app_key": "dingabc", "app_secret": "s3cret"
+/// })).is_err());
 /// ```
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,8 +51,16 @@ pub struct DingTalkConfig {
     pub base_url: String,
     /// The app's AppKey (also the default callback owner key).
     pub app_key: String,
-    /// The app's AppSecret.
+    /// The app's AppSecret, when set in code or read by [`read_secrets`](Self::read_secrets);
+    /// never read from a config file.
+    #[serde(skip_deserializing, default = "unset")]
     pub app_secret: SecretString,
+    /// The environment variable holding the AppSecret.
+    #[serde(default)]
+    pub app_secret_env: Option<String>,
+    /// The file holding the AppSecret.
+    #[serde(default)]
+    pub app_secret_file: Option<PathBuf>,
     /// A name for reports (defaults to the AppKey).
     #[serde(default)]
     pub instance: Option<String>,
@@ -146,10 +168,25 @@ fn default_reconnect_max() -> u64 {
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CallbackConfig {
-    /// The signing token.
+    /// The signing token (set in code, or read from `token_env` / `token_file`).
+    #[serde(skip_deserializing, default = "unset")]
     pub token: SecretString,
-    /// The 43-character EncodingAESKey.
+    /// The environment variable holding the token.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// The file holding the token.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// The 43-character EncodingAESKey (set in code, or read from `aes_key_env` /
+    /// `aes_key_file`).
+    #[serde(skip_deserializing, default = "unset")]
     pub aes_key: SecretString,
+    /// The environment variable holding the EncodingAESKey.
+    #[serde(default)]
+    pub aes_key_env: Option<String>,
+    /// The file holding the EncodingAESKey.
+    #[serde(default)]
+    pub aes_key_file: Option<PathBuf>,
     /// The key that ends each plaintext: AppKey (default), CorpId or suiteKey.
     #[serde(default)]
     pub owner_key: Option<String>,
@@ -159,6 +196,27 @@ pub struct CallbackConfig {
     /// How many events the in-memory change log keeps.
     #[serde(default = "default_log")]
     pub event_log_capacity: usize,
+}
+
+fn unset() -> SecretString {
+    SecretString::from(String::new())
+}
+
+/// Reads the secret `{key}_env` / `{key}_file` names into `value`; without a reference,
+/// `value` must have been set in code.
+fn read_into(
+    value: &mut SecretString,
+    what: &str,
+    env: Option<&str>,
+    file: Option<&std::path::Path>,
+) -> Result<()> {
+    use secrecy::ExposeSecret;
+    if let Some(v) = SecretRef::read_keys(what, env, file)? {
+        *value = v;
+    } else if value.expose_secret().is_empty() {
+        SecretRef::required(what, None, None)?;
+    }
+    Ok(())
 }
 
 fn default_base_url() -> String {
@@ -201,6 +259,8 @@ impl std::fmt::Debug for DingTalkConfig {
             .field("base_url", &self.base_url)
             .field("app_key", &self.app_key)
             .field("app_secret", &"[redacted]")
+            .field("app_secret_env", &self.app_secret_env)
+            .field("app_secret_file", &self.app_secret_file)
             .field("instance", &self.instance)
             .field("root_dept_id", &self.root_dept_id)
             .field("page_size", &self.page_size)
@@ -224,6 +284,10 @@ impl std::fmt::Debug for CallbackConfig {
         f.debug_struct("CallbackConfig")
             .field("token", &"[redacted]")
             .field("aes_key", &"[redacted]")
+            .field("token_env", &self.token_env)
+            .field("token_file", &self.token_file)
+            .field("aes_key_env", &self.aes_key_env)
+            .field("aes_key_file", &self.aes_key_file)
             .field("owner_key", &self.owner_key)
             .field("replay_window_secs", &self.replay_window_secs)
             .field("event_log_capacity", &self.event_log_capacity)
@@ -236,11 +300,32 @@ impl CallbackConfig {
     pub fn new(token: SecretString, aes_key: SecretString) -> Self {
         CallbackConfig {
             token,
+            token_env: None,
+            token_file: None,
             aes_key,
+            aes_key_env: None,
+            aes_key_file: None,
             owner_key: None,
             replay_window_secs: default_window(),
             event_log_capacity: default_log(),
         }
+    }
+
+    /// Reads the token and the EncodingAESKey the `*_env` / `*_file` keys name (see
+    /// [`DingTalkConfig::read_secrets`]).
+    pub fn read_secrets(&mut self) -> Result<()> {
+        read_into(
+            &mut self.token,
+            "token",
+            self.token_env.as_deref(),
+            self.token_file.as_deref(),
+        )?;
+        read_into(
+            &mut self.aes_key,
+            "aes_key",
+            self.aes_key_env.as_deref(),
+            self.aes_key_file.as_deref(),
+        )
     }
 }
 
@@ -251,6 +336,8 @@ impl DingTalkConfig {
             base_url: default_base_url(),
             app_key: app_key.into(),
             app_secret,
+            app_secret_env: None,
+            app_secret_file: None,
             instance: None,
             root_dept_id: default_root(),
             page_size: default_page_size(),
@@ -313,11 +400,43 @@ impl DingTalkConfig {
         Ok(cfg)
     }
 
-    /// Checks the values that can be checked offline.
+    /// Reads the secrets the config names (`app_secret_env` / `app_secret_file`, and the
+    /// callback's `token_*` / `aes_key_*`) through [`SecretRef`]. A secret without a
+    /// reference must have been set in code; errors name the key and the variable or
+    /// file, never the value. Sources, sinks, the Stream client and the callback endpoint
+    /// call it when they are built.
+    pub fn read_secrets(&mut self) -> Result<()> {
+        read_into(
+            &mut self.app_secret,
+            "app_secret",
+            self.app_secret_env.as_deref(),
+            self.app_secret_file.as_deref(),
+        )?;
+        if let Some(cb) = self.callback.as_mut() {
+            cb.read_secrets()?;
+        }
+        Ok(())
+    }
+
+    /// Checks the values that can be checked offline (secret references included, without
+    /// reading them).
     pub fn validate(&self) -> Result<()> {
         let bad = |m: &str| -> Result<()> { Err(DingTalkError::Config(m.to_owned()).into()) };
         if self.app_key.trim().is_empty() {
             return bad("app_key is empty");
+        }
+        SecretRef::from_keys(
+            "app_secret",
+            self.app_secret_env.as_deref(),
+            self.app_secret_file.as_deref(),
+        )?;
+        if let Some(cb) = &self.callback {
+            SecretRef::from_keys("token", cb.token_env.as_deref(), cb.token_file.as_deref())?;
+            SecretRef::from_keys(
+                "aes_key",
+                cb.aes_key_env.as_deref(),
+                cb.aes_key_file.as_deref(),
+            )?;
         }
         idsync_http::check_base_url(&self.base_url, self.allow_plaintext)
             .map_err(|e| e.into_error(crate::PROVIDER, "config"))?;
@@ -372,15 +491,48 @@ mod tests {
     }
 
     #[test]
-    fn unknown_fields_are_rejected() {
+    fn unknown_fields_and_inline_secrets_are_rejected() {
         let r: std::result::Result<DingTalkConfig, _> = serde_json::from_value(
-            serde_json::json!({"app_key": "a", "app_secret": "b", "bogus": 1}),
+            serde_json::json!({"app_key": "a", "app_secret_env": "B", "bogus": 1}),
         );
         assert!(r.is_err());
-        let ok: DingTalkConfig =
-            serde_json::from_value(serde_json::json!({"app_key": "a", "app_secret": "b"})).unwrap();
+        let inline: std::result::Result<DingTalkConfig, _> =
+            serde_json::from_value(serde_json::json!({"app_key": "a", "app_secret": "b"}));
+        assert!(inline.is_err());
+        let dir = std::env::temp_dir().join(format!("idsync-dt-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (f, v) in [("s", "app-s3cret"), ("t", "cb-t0ken"), ("k", "cb-aesk3y")] {
+            std::fs::write(dir.join(f), format!("{v}\n")).unwrap();
+        }
+        let mut ok: DingTalkConfig = serde_json::from_value(serde_json::json!({
+            "app_key": "a", "app_secret_file": dir.join("s"),
+            "callback": {"token_file": dir.join("t"), "aes_key_file": dir.join("k")}
+        }))
+        .unwrap();
         assert_eq!(ok.base_url, STANDARD_BASE_URL);
         assert_eq!(ok.page_size, 100);
+        ok.validate().unwrap();
+        ok.read_secrets().unwrap();
+        use secrecy::ExposeSecret;
+        assert_eq!(ok.app_secret.expose_secret(), "app-s3cret");
+        let cb = ok.callback.as_ref().unwrap();
+        assert_eq!(cb.token.expose_secret(), "cb-t0ken");
+        assert_eq!(cb.aes_key.expose_secret(), "cb-aesk3y");
+        let dbg = format!("{ok:?}");
+        for v in ["app-s3cret", "cb-t0ken", "cb-aesk3y"] {
+            assert!(!dbg.contains(v), "{dbg}");
+        }
+        // a reference is required, and only one
+        let mut none: DingTalkConfig =
+            serde_json::from_value(serde_json::json!({"app_key": "a"})).unwrap();
+        let e = none.read_secrets().unwrap_err();
+        assert!(e.message().contains("app_secret_env"), "{e}");
+        let both: DingTalkConfig = serde_json::from_value(serde_json::json!({
+            "app_key": "a", "app_secret_env": "A", "app_secret_file": "/b"
+        }))
+        .unwrap();
+        assert!(both.validate().unwrap_err().message().contains("not both"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

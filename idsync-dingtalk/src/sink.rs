@@ -10,10 +10,7 @@
 //! (`parent: None`) are created under it, and a person in no org is a member of it.
 
 use async_trait::async_trait;
-use idsync_core::{
-    Account, Anchor, Applied, Capabilities, ChangeSet, Descriptor, Error, Op, Org, Page,
-    PageRequest, Result, Sink, Source, SyncCursor,
-};
+use idsync_core::{Anchor, Applied, Capabilities, Error, Op, Result, Sink};
 use serde_json::{Value, json};
 
 use crate::PROVIDER;
@@ -150,13 +147,9 @@ impl DingTalkSink {
     }
 }
 
-#[async_trait]
-impl Source for DingTalkSink {
-    fn describe(&self) -> Descriptor {
-        self.source.describe()
-    }
-
-    fn capabilities(&self) -> Capabilities {
+impl DingTalkSink {
+    /// What the sink can do: the source's reads plus the writes it takes.
+    fn sink_capabilities(&self) -> Capabilities {
         Capabilities {
             create: true,
             update: true,
@@ -167,39 +160,9 @@ impl Source for DingTalkSink {
             ..self.source.capabilities_read()
         }
     }
-
-    async fn check(&self) -> Result<()> {
-        self.source.check().await
-    }
-
-    async fn orgs(&self, page: PageRequest) -> Result<Page<Org>> {
-        self.source.orgs(page).await
-    }
-
-    async fn accounts(&self, page: PageRequest) -> Result<Page<Account>> {
-        self.source.accounts(page).await
-    }
-
-    async fn org(&self, anchor: &Anchor) -> Result<Option<Org>> {
-        self.source.org(anchor).await
-    }
-
-    async fn account(&self, anchor: &Anchor) -> Result<Option<Account>> {
-        self.source.account(anchor).await
-    }
-
-    async fn find_accounts(&self, field: &str, value: &str) -> Result<Vec<Account>> {
-        self.source.find_accounts(field, value).await
-    }
-
-    async fn current_cursor(&self) -> Result<SyncCursor> {
-        self.source.current_cursor().await
-    }
-
-    async fn changes(&self, since: &SyncCursor) -> Result<ChangeSet> {
-        self.source.changes(since).await
-    }
 }
+
+idsync_core::forward_source!(DingTalkSink, source, DingTalkSink::sink_capabilities);
 
 #[async_trait]
 impl Sink for DingTalkSink {

@@ -108,8 +108,9 @@ impl DingTalkSource {
         Self::build(cfg, Some(events))
     }
 
-    fn build(cfg: DingTalkConfig, events: Option<Arc<EventLog>>) -> Result<Self> {
+    fn build(mut cfg: DingTalkConfig, events: Option<Arc<EventLog>>) -> Result<Self> {
         cfg.validate()?;
+        cfg.read_secrets()?;
         let client = Client::new(&cfg)?;
         Ok(DingTalkSource {
             inner: Arc::new(Shared {

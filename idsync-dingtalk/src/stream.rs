@@ -181,6 +181,8 @@ impl StreamClient {
     /// A client for the app in `cfg` (its `stream` settings, or the defaults), recording
     /// events in `log`.
     pub fn new(cfg: &DingTalkConfig, log: Arc<EventLog>) -> Result<Self> {
+        let mut cfg = cfg.clone();
+        cfg.read_secrets()?;
         let sc = cfg.stream.clone().unwrap_or_default();
         let mut settings = HttpSettings::new(sc.base_url.trim_end_matches('/'));
         settings.allow_plaintext = sc.allow_plaintext;

@@ -116,6 +116,7 @@ async fn official_check_url_push_is_acknowledged_and_replays_refused() {
     .await;
     assert_eq!(status, 200, "{body}");
     let crypto = CallbackCrypto::new(
+        idsync_dingtalk::PROVIDER,
         SecretString::from(v.token.clone()),
         &SecretString::from(v.encoding_aes_key.clone()),
         v.owner_key.clone(),
@@ -198,7 +199,13 @@ async fn events_become_a_change_set() {
     let url = serve(idsync_dingtalk::callback_router(&cfg, &app_key, log.clone()).unwrap()).await;
     let src = DingTalkSource::with_events(fake.client_config(), log.clone()).unwrap();
     assert!(src.capabilities().changes);
-    let crypto = CallbackCrypto::new(cfg.token.clone(), &cfg.aes_key, app_key.clone()).unwrap();
+    let crypto = CallbackCrypto::new(
+        idsync_dingtalk::PROVIDER,
+        cfg.token.clone(),
+        &cfg.aes_key,
+        app_key.clone(),
+    )
+    .unwrap();
 
     let start = src.current_cursor().await.unwrap();
     let mut n = 0;

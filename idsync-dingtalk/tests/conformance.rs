@@ -14,13 +14,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use idsync_conformance::{ChaosLayer, Fault, Harness, Options, run_all};
-use idsync_core::layers::{RateLimitLayer, RetryLayer, Stack, TimeoutLayer, TracingLayer};
+use idsync_conformance::{Harness, Options, provider_stack, run_all};
 use idsync_core::{Account, Anchor, EntityKind, Error, Org, Result, Sink, Source, Status};
 use idsync_dingtalk::fake::{FakeConfig, FakeDingTalk, FakeUser};
 use idsync_dingtalk::{
     CallbackConfig, CallbackCrypto, DingTalkSink, DingTalkSource, EventLog, callback_router,
 };
+use idsync_http::fake::FakeServer;
 use secrecy::SecretString;
 
 const CB_TOKEN: &str = "conformance-token";
@@ -32,37 +32,10 @@ struct DingTalkHarness {
     fakes: Mutex<Vec<FakeDingTalk>>,
     /// Fakes for the bad-credentials and throttled cases.
     others: Mutex<Vec<FakeDingTalk>>,
+    /// The callback endpoints the fakes push to.
+    servers: Mutex<Vec<FakeServer>>,
     /// Inject throttling (every n-th call) inside the retry layer.
     chaos_every: Option<u64>,
-}
-
-/// The recommended stack, inside out: (chaos,) timeout, rate limit from the adapter's
-/// capabilities, retry, tracing.
-fn stack(chaos_every: Option<u64>) -> Stack {
-    let mut s = Stack::new();
-    if let Some(n) = chaos_every {
-        s = s.push(ChaosLayer::new().every(n, Fault::Throttle(Duration::from_millis(10))));
-    }
-    s.push(TimeoutLayer::new(Duration::from_secs(30)))
-        .push(RateLimitLayer::from_capabilities())
-        .push(
-            RetryLayer::new()
-                .with_max_attempts(8)
-                .with_backoff(Duration::from_millis(10), Duration::from_millis(500))
-                .with_max_retry_after(Duration::from_secs(2)),
-        )
-        .push(TracingLayer::new())
-}
-
-async fn serve(router: axum::Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("the callback server must listen");
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(listener, router).await.unwrap();
-    });
-    format!("http://{addr}/")
 }
 
 impl DingTalkHarness {
@@ -149,16 +122,24 @@ impl Harness for DingTalkHarness {
             SecretString::from(CB_AES_KEY.to_owned()),
         );
         let log = Arc::new(EventLog::new(1000));
-        let url = serve(callback_router(&cb, &cfg.app_key, log.clone())?).await;
+        let server =
+            FakeServer::start("callback", callback_router(&cb, &cfg.app_key, log.clone())?).await?;
+        let url = format!("{}/", server.base_url());
+        self.servers.lock().unwrap().push(server);
         fake.register_callback(
             url,
-            CallbackCrypto::new(cb.token.clone(), &cb.aes_key, cfg.app_key.clone())?,
+            CallbackCrypto::new(
+                idsync_dingtalk::PROVIDER,
+                cb.token.clone(),
+                &cb.aes_key,
+                cfg.app_key.clone(),
+            )?,
         );
         let sink: Arc<dyn Sink> = Arc::new(DingTalkSink::from_source(DingTalkSource::with_events(
             cfg, log,
         )?));
         self.keep(fake);
-        Ok(stack(self.chaos_every).sink(sink))
+        Ok(provider_stack(self.chaos_every).sink(sink))
     }
 
     async fn bad_credentials(&self) -> Option<Arc<dyn Source>> {

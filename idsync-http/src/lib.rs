@@ -3,6 +3,8 @@
 #![forbid(unsafe_code)]
 #![warn(unreachable_pub, missing_debug_implementations)]
 
+#[cfg(feature = "callback-crypto")]
+pub mod callback_crypto;
 mod client;
 mod error;
 mod events;

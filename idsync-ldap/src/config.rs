@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+use idsync_core::secret::SecretRef;
 use idsync_core::{Error, Result};
 
 /// Which kind of server this is; it picks the defaults for every setting left out.
@@ -72,9 +73,17 @@ pub struct LdapConfig {
     /// DN (or, for AD, `user@domain`) to bind with; anonymous when absent.
     #[serde(default)]
     pub bind_dn: Option<String>,
-    /// Password for `bind_dn`.
-    #[serde(default)]
+    /// Password for `bind_dn`, when set in code ([`with_bind`](Self::with_bind)). A config
+    /// file never holds it: it names it with `bind_password_env` or `bind_password_file`,
+    /// read through [`SecretRef`] when the directory is built.
+    #[serde(skip_deserializing)]
     pub bind_password: Option<SecretString>,
+    /// The environment variable holding the bind password.
+    #[serde(default)]
+    pub bind_password_env: Option<String>,
+    /// The file holding the bind password (its trailing line break removed).
+    #[serde(default)]
+    pub bind_password_file: Option<PathBuf>,
     /// Everything below this DN is in scope; its own entry is neither an org nor an account.
     pub base_dn: String,
     /// The server kind.
@@ -156,6 +165,8 @@ impl fmt::Debug for LdapConfig {
                 "bind_password",
                 &self.bind_password.as_ref().map(|_| "[redacted]"),
             )
+            .field("bind_password_env", &self.bind_password_env)
+            .field("bind_password_file", &self.bind_password_file)
             .field("base_dn", &self.base_dn)
             .field("dialect", &self.dialect)
             .field("page_size", &self.page_size)
@@ -187,6 +198,8 @@ impl LdapConfig {
             tls_ca_file: None,
             bind_dn: None,
             bind_password: None,
+            bind_password_env: None,
+            bind_password_file: None,
             base_dn: base_dn.into(),
             dialect,
             page_size: default_page_size(),
@@ -235,6 +248,25 @@ impl LdapConfig {
             cfg.tls_ca_file = Some(ca.into());
         }
         Ok(cfg)
+    }
+
+    /// Reads the bind password `bind_password_env` / `bind_password_file` names (when one
+    /// is set) into `bind_password`. Errors name the variable or file, never the value.
+    pub fn read_secrets(&mut self) -> Result<()> {
+        if let Some(pw) = SecretRef::read_keys(
+            "bind_password",
+            self.bind_password_env.as_deref(),
+            self.bind_password_file.as_deref(),
+        )? {
+            self.bind_password = Some(pw);
+        }
+        Ok(())
+    }
+
+    fn has_password(&self) -> bool {
+        self.bind_password.is_some()
+            || self.bind_password_env.is_some()
+            || self.bind_password_file.is_some()
     }
 
     pub(crate) fn password(&self) -> &str {
@@ -383,10 +415,17 @@ impl LdapConfig {
         if self.page_size == 0 {
             return Err(Error::config("page_size must be at least 1"));
         }
-        if self.bind_dn.is_some() != self.bind_password.is_some() {
-            return Err(Error::config("bind_dn and bind_password go together"));
+        SecretRef::from_keys(
+            "bind_password",
+            self.bind_password_env.as_deref(),
+            self.bind_password_file.as_deref(),
+        )?;
+        if self.bind_dn.is_some() != self.has_password() {
+            return Err(Error::config(
+                "bind_dn and bind_password (`bind_password_env` or `bind_password_file`) go together",
+            ));
         }
-        if self.bind_password.is_some()
+        if self.has_password()
             && lower.starts_with("ldap://")
             && !self.starttls
             && !self.allow_plaintext
@@ -409,16 +448,23 @@ mod tests {
 
     #[test]
     fn deserializes_with_defaults_and_redacts() {
-        let cfg: LdapConfig = serde_json::from_value(serde_json::json!({
+        let dir = std::env::temp_dir().join(format!("idsync-ldap-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pw = dir.join("pw");
+        std::fs::write(&pw, "s3cret-Pa55\n").unwrap();
+        let mut cfg: LdapConfig = serde_json::from_value(serde_json::json!({
             "url": "ldaps://dc1.example.test",
             "base_dn": "DC=example,DC=test",
             "dialect": "ad",
             "bind_dn": "admin@example.test",
-            "bind_password": "s3cret-Pa55",
+            "bind_password_file": pw,
             "account_attributes": {"phone": "telephoneNumber", "title": ""}
         }))
         .unwrap();
         cfg.validate().unwrap();
+        assert_eq!(cfg.password(), "", "not read before read_secrets");
+        cfg.read_secrets().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(cfg.anchor_attr(), "objectGUID");
         assert_eq!(cfg.incremental_mode(), IncrementalMode::Dirsync);
         let map = cfg.account_map().unwrap();
@@ -460,6 +506,17 @@ mod tests {
             "url": "ldap://x", "base_dn": "dc=x", "bogus": 1
         }));
         assert!(bad.is_err());
+        // a password written into the config is refused; a reference is required
+        let inline = serde_json::from_value::<LdapConfig>(serde_json::json!({
+            "url": "ldaps://x", "base_dn": "dc=x", "bind_dn": "cn=a", "bind_password": "pw"
+        }));
+        assert!(inline.is_err());
+        let both: LdapConfig = serde_json::from_value(serde_json::json!({
+            "url": "ldaps://x", "base_dn": "dc=x", "bind_dn": "cn=a",
+            "bind_password_env": "A", "bind_password_file": "/b"
+        }))
+        .unwrap();
+        assert!(both.validate().unwrap_err().message().contains("not both"));
         let mut cfg = LdapConfig::new("http://x", "dc=x", Dialect::Openldap);
         assert!(cfg.validate().is_err());
         cfg.url = "ldap://x".into();

@@ -210,9 +210,12 @@ struct Served {
 }
 
 impl LdapDirectory {
-    /// Checks the configuration; no connection is made until the first call.
-    pub fn new(cfg: LdapConfig) -> Result<Self> {
+    /// Checks the configuration and reads the bind password it references
+    /// (`bind_password_env` / `bind_password_file`); no connection is made until the first
+    /// call.
+    pub fn new(mut cfg: LdapConfig) -> Result<Self> {
         cfg.validate()?;
+        cfg.read_secrets()?;
         let map = cfg.account_map()?;
         let base = Dn::parse(&cfg.base_dn).map_err(|e| Error::config(e.to_string()))?;
         Ok(LdapDirectory {

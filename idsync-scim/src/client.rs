@@ -27,7 +27,6 @@
 //! `manager.value` ← the manager's id in the app.
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -55,41 +54,9 @@ pub enum MatchBy {
     ExternalId,
 }
 
-/// A secret by reference: an environment variable or a file (trailing newline trimmed).
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SecretRef {
-    /// The environment variable holding it.
-    #[serde(default)]
-    pub env: Option<String>,
-    /// The file holding it.
-    #[serde(default)]
-    pub file: Option<PathBuf>,
-}
-
-impl SecretRef {
-    /// The secret from environment variable `name`.
-    pub fn env(name: impl Into<String>) -> Self {
-        SecretRef {
-            env: Some(name.into()),
-            file: None,
-        }
-    }
-
-    fn load(&self, what: &str) -> Result<SecretString> {
-        match (&self.env, &self.file) {
-            (Some(v), None) => std::env::var(v)
-                .map(SecretString::from)
-                .map_err(|_| Error::config(format!("{what}: environment variable {v} is not set"))),
-            (None, Some(f)) => std::fs::read_to_string(f)
-                .map(|s| SecretString::from(s.trim_end_matches(['\r', '\n']).to_owned()))
-                .map_err(|e| Error::config(format!("{what}: cannot read {}: {e}", f.display()))),
-            _ => Err(Error::config(format!(
-                "{what}: give exactly one of env or file"
-            ))),
-        }
-    }
-}
+/// Secrets by reference: `{ env = "VAR" }` or `{ file = "path" }` (the one type every
+/// provider config shares).
+pub use idsync_core::secret::SecretRef;
 
 /// How the client authenticates.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,7 +141,7 @@ impl TargetConfig {
         TargetConfig {
             base_url: base_url.into().trim_end_matches('/').to_owned(),
             auth: AuthConfig::Bearer {
-                token: SecretRef::env(token_env),
+                token: SecretRef::Env(token_env.into()),
             },
             match_by: MatchBy::default(),
             put_only: false,
@@ -237,7 +204,7 @@ impl ScimClient {
     /// A client for `cfg`. Reads the secrets now.
     pub fn new(cfg: TargetConfig) -> Result<Self> {
         let auth = match &cfg.auth {
-            AuthConfig::Bearer { token } => Auth::Bearer(token.load("scim auth.token")?),
+            AuthConfig::Bearer { token } => Auth::Bearer(token.read("scim auth.token")?),
             AuthConfig::Oauth2 {
                 token_url,
                 client_id,
@@ -246,7 +213,7 @@ impl ScimClient {
             } => Auth::Oauth2 {
                 token_url: token_url.clone(),
                 client_id: client_id.clone(),
-                secret: client_secret.load("scim auth.client_secret")?,
+                secret: client_secret.read("scim auth.client_secret")?,
                 scope: scope.clone(),
                 cached: tokio::sync::Mutex::new(None),
             },

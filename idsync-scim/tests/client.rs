@@ -37,10 +37,7 @@ fn target(tweak: impl FnOnce(TargetConfig) -> TargetConfig) -> Target {
     let (dir, file) = secret_file(&peer.token);
     let mut cfg = TargetConfig::bearer(peer.url.clone(), "UNUSED");
     cfg.auth = AuthConfig::Bearer {
-        token: SecretRef {
-            env: None,
-            file: Some(file),
-        },
+        token: SecretRef::File(file),
     };
     Target {
         cfg: tweak(cfg),
@@ -120,10 +117,7 @@ impl Harness for ScimHarness {
         let (dir, file) = secret_file("not-the-token");
         let mut cfg = t.cfg.clone();
         cfg.auth = AuthConfig::Bearer {
-            token: SecretRef {
-                env: None,
-                file: Some(file),
-            },
+            token: SecretRef::File(file),
         };
         let c: Arc<dyn Source> = Arc::new(ScimClient::new(cfg).unwrap());
         drop(dir);
@@ -373,10 +367,7 @@ async fn oauth2_client_credentials() {
         cfg.auth = AuthConfig::Oauth2 {
             token_url: format!("http://{addr}/token"),
             client_id: "idsync".into(),
-            client_secret: SecretRef {
-                env: None,
-                file: Some(file),
-            },
+            client_secret: SecretRef::File(file),
             scope: None,
         };
         ScimClient::new(cfg).unwrap()

@@ -11,8 +11,9 @@
 //!   corp, a timestamp outside the replay window, a (timestamp, nonce) pair seen before.
 //!
 //! Events carry ids only; [`WeComSource::changes`](crate::WeComSource) re-reads each
-//! entity. A `NewUserID` rename records the new userid (re-read and upserted), never a
-//! delete of the old one.
+//! entity. A `NewUserID` rename is recorded as a rename
+//! ([`Target::UserRenamed`](crate::Target)): the change set carries it, the engine moves
+//! the link, and the person keeps its account; never a delete and a create.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -26,7 +27,7 @@ use axum::routing::get;
 use idsync_core::Result;
 
 use crate::config::CallbackKeys;
-use crate::crypto::MsgCrypt;
+use crate::crypto::CallbackCrypto;
 use crate::event::{CallbackMessage, ContactChange, parse_envelope, parse_message};
 use crate::source::{Target, WeComEventLog};
 
@@ -80,7 +81,7 @@ impl ReplayGuard {
 }
 
 struct Shared {
-    crypto: MsgCrypt,
+    crypto: CallbackCrypto,
     guard: Mutex<ReplayGuard>,
     log: Arc<WeComEventLog>,
 }
@@ -169,7 +170,13 @@ pub fn record(log: &WeComEventLog, m: &CallbackMessage) {
         }
         ContactChange::UserUpdated { userid, new_userid } => (
             "update_user",
-            Target::User(new_userid.clone().unwrap_or_else(|| userid.clone())),
+            match new_userid {
+                Some(to) if to != userid => Target::UserRenamed {
+                    from: userid.clone(),
+                    to: to.clone(),
+                },
+                _ => Target::User(userid.clone()),
+            },
             false,
         ),
         ContactChange::UserDeleted { userid } => {
@@ -189,7 +196,7 @@ pub fn callback_router(
     corp_id: &str,
     log: Arc<WeComEventLog>,
 ) -> Result<Router> {
-    let crypto = MsgCrypt::new(keys.token.clone(), &keys.aes_key, corp_id)?;
+    let crypto = CallbackCrypto::new(crate::PROVIDER, keys.token.clone(), &keys.aes_key, corp_id)?;
     let shared = Arc::new(Shared {
         crypto,
         guard: Mutex::new(ReplayGuard::new(keys.replay_window)),

@@ -1,13 +1,15 @@
 //! Configuration of a WeCom corp connection.
 //!
 //! [`WeComConfig`] is what a config file holds: secrets only by reference (`*_env`, an
-//! environment variable's name, or `*_file`, a file path), never their values.
+//! environment variable's name, or `*_file`, a file path), never their values, read
+//! through the one shared [`SecretRef`].
 //! [`WeComConfig::resolve`] reads them into a [`Connection`], which the source and sink are
 //! built from (tests and the fake build a `Connection` directly).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
+use idsync_core::secret::SecretRef;
 use idsync_core::{Error, Result};
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -141,61 +143,35 @@ fn default_log() -> usize {
     10_000
 }
 
-/// Reads a secret named by an environment variable or a file. Errors name the variable
-/// or file, never the value.
-pub fn read_secret(what: &str, env: Option<&str>, file: Option<&Path>) -> Result<SecretString> {
-    match (env, file) {
-        (Some(_), Some(_)) => Err(Error::config(format!(
-            "{what}: give either `{what}_env` or `{what}_file`, not both"
-        ))),
-        (None, None) => Err(Error::config(format!(
-            "{what}: missing; set `{what}_env` (an environment variable name) or `{what}_file` (a file path)"
-        ))),
-        (Some(var), None) => match std::env::var(var) {
-            Ok(v) if !v.trim().is_empty() => Ok(SecretString::from(v.trim().to_owned())),
-            _ => Err(Error::config(format!(
-                "{what}: the environment variable {var} is not set or empty"
-            ))),
-        },
-        (None, Some(path)) => match std::fs::read_to_string(path) {
-            Ok(v) if !v.trim().is_empty() => Ok(SecretString::from(v.trim().to_owned())),
-            Ok(_) => Err(Error::config(format!(
-                "{what}: the file {} is empty",
-                path.display()
-            ))),
-            Err(e) => Err(Error::config(format!(
-                "{what}: cannot read {}: {e}",
-                path.display()
-            ))),
-        },
-    }
-}
-
 impl WeComConfig {
     /// Reads the referenced secrets and checks the settings.
     pub fn resolve(&self) -> Result<Connection> {
-        let secret = read_secret(
+        let secret = SecretRef::required(
             "secret",
             self.secret_env.as_deref(),
             self.secret_file.as_deref(),
+        )?
+        .read("secret")?;
+        let contact_secret = SecretRef::read_keys(
+            "contact_secret",
+            self.contact_secret_env.as_deref(),
+            self.contact_secret_file.as_deref(),
         )?;
-        let contact_secret = match (&self.contact_secret_env, &self.contact_secret_file) {
-            (None, None) => None,
-            (env, file) => Some(read_secret(
-                "contact_secret",
-                env.as_deref(),
-                file.as_deref(),
-            )?),
-        };
         let callback = match &self.callback {
             None => None,
             Some(cb) => Some(CallbackKeys {
-                token: read_secret("token", cb.token_env.as_deref(), cb.token_file.as_deref())?,
-                aes_key: read_secret(
+                token: SecretRef::required(
+                    "token",
+                    cb.token_env.as_deref(),
+                    cb.token_file.as_deref(),
+                )?
+                .read("token")?,
+                aes_key: SecretRef::required(
                     "aes_key",
                     cb.aes_key_env.as_deref(),
                     cb.aes_key_file.as_deref(),
-                )?,
+                )?
+                .read("aes_key")?,
                 replay_window: Duration::from_secs(cb.replay_window_secs),
                 event_log_capacity: cb.event_log_capacity,
             }),

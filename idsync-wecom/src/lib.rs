@@ -17,7 +17,7 @@ mod source;
 
 pub use callback::callback_router;
 pub use config::{CallbackConfig, CallbackKeys, Connection, WeComConfig};
-pub use crypto::MsgCrypt;
+pub use crypto::CallbackCrypto;
 pub use sink::WeComSink;
 pub use source::{Target, WeComEventLog, WeComSource};
 

@@ -16,10 +16,7 @@
 //! [`WeComSource`]'s.
 
 use async_trait::async_trait;
-use idsync_core::{
-    Account, Anchor, Applied, Capabilities, ChangeSet, Descriptor, Error, Op, Org, Page,
-    PageRequest, Result, Sink, Source, SyncCursor,
-};
+use idsync_core::{Anchor, Applied, Capabilities, Error, Op, Result, Sink, Source};
 use idsync_http::int_of;
 use serde_json::json;
 
@@ -71,13 +68,9 @@ impl WeComSink {
     }
 }
 
-#[async_trait]
-impl Source for WeComSink {
-    fn describe(&self) -> Descriptor {
-        self.source.describe()
-    }
-
-    fn capabilities(&self) -> Capabilities {
+impl WeComSink {
+    /// What the sink can do: the source's reads plus the writes it takes.
+    fn sink_capabilities(&self) -> Capabilities {
         Capabilities {
             create: true,
             update: true,
@@ -89,39 +82,9 @@ impl Source for WeComSink {
             ..self.source.capabilities()
         }
     }
-
-    async fn check(&self) -> Result<()> {
-        self.source.check().await
-    }
-
-    async fn orgs(&self, page: PageRequest) -> Result<Page<Org>> {
-        self.source.orgs(page).await
-    }
-
-    async fn accounts(&self, page: PageRequest) -> Result<Page<Account>> {
-        self.source.accounts(page).await
-    }
-
-    async fn org(&self, anchor: &Anchor) -> Result<Option<Org>> {
-        self.source.org(anchor).await
-    }
-
-    async fn account(&self, anchor: &Anchor) -> Result<Option<Account>> {
-        self.source.account(anchor).await
-    }
-
-    async fn find_accounts(&self, field: &str, value: &str) -> Result<Vec<Account>> {
-        self.source.find_accounts(field, value).await
-    }
-
-    async fn current_cursor(&self) -> Result<SyncCursor> {
-        self.source.current_cursor().await
-    }
-
-    async fn changes(&self, since: &SyncCursor) -> Result<ChangeSet> {
-        self.source.changes(since).await
-    }
 }
+
+idsync_core::forward_source!(WeComSink, source, WeComSink::sink_capabilities);
 
 #[async_trait]
 impl Sink for WeComSink {

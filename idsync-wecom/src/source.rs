@@ -19,7 +19,8 @@
 //! * **Changes**: the events a callback router recorded, each entity re-read (`user/get`,
 //!   `department/get`): only WeCom's explicit "not found" (60111 / 60003) becomes a delete;
 //!   any other failure fails the call, so the cursor is not advanced. A `NewUserID` rename
-//!   is an upsert under the new userid and never a delete of the old one.
+//!   is a [`Rename`] of the change set (the engine moves the link, so the person keeps its
+//!   target account) and an upsert under the new userid, never a delete of the old one.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -28,7 +29,7 @@ use async_trait::async_trait;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use idsync_core::{
     Account, Anchor, Capabilities, ChangeSet, Descriptor, Entity, Error, ErrorKind, Org, Page,
-    PageRequest, RateLimit, Result, Source, SourceExt, SyncCursor,
+    PageRequest, RateLimit, Rename, Result, Source, SourceExt, SyncCursor,
 };
 use idsync_http::{EventLog, decode_token, encode_token, int_of};
 use serde::{Deserialize, Serialize};
@@ -45,6 +46,14 @@ use crate::mapping::{account_from_user, listing_department, merge_dept_rows, org
 pub enum Target {
     /// A member (`userid`).
     User(String),
+    /// A member whose userid changed (`update_user` with `NewUserID`): the same person, its
+    /// link moves from `from` to `to`.
+    UserRenamed {
+        /// The old userid.
+        from: String,
+        /// The new userid (`NewUserID`), the one re-read.
+        to: String,
+    },
     /// A department (`id`).
     Dept(i64),
 }
@@ -203,17 +212,38 @@ impl WeComSource {
             .and_then(|v| v.get("userid").and_then(Value::as_str).map(str::to_owned)))
     }
 
-    /// Re-reads every entity of `targets` into a change set.
+    /// Re-reads every entity of `targets` into a change set. A rename becomes a
+    /// [`Rename`] of the change set and a re-read of the new userid (once, however many
+    /// events name it).
     async fn reread(&self, targets: Vec<(Target, bool)>) -> Result<ChangeSet> {
         let mut cs = ChangeSet {
             complete: true,
             ..ChangeSet::default()
         };
+        let mut seen = BTreeSet::new();
+        let mut reads = Vec::with_capacity(targets.len());
+        for (t, _) in targets {
+            let t = match t {
+                Target::UserRenamed { from, to } => {
+                    cs.account_renames.push(Rename {
+                        from: Anchor::new(from),
+                        to: Anchor::new(to.clone()),
+                    });
+                    Target::User(to)
+                }
+                t => t,
+            };
+            if seen.insert(t.clone()) {
+                reads.push(t);
+            }
+        }
         let n = self.inner.conn.concurrency.max(1);
-        let read: Vec<(Target, Option<Reread>)> = stream::iter(targets)
-            .map(|(t, _)| async move {
+        let read: Vec<(Target, Option<Reread>)> = stream::iter(reads)
+            .map(|t| async move {
                 let r = match &t {
-                    Target::User(u) => self.user(u).await?.map(Reread::Account),
+                    Target::User(u) | Target::UserRenamed { to: u, .. } => {
+                        self.user(u).await?.map(Reread::Account)
+                    }
                     Target::Dept(d) if *d == self.root() => Some(Reread::Root),
                     Target::Dept(d) => self.dept(*d).await?.map(Reread::Org),
                 };
@@ -227,7 +257,9 @@ impl WeComSource {
                 (_, Some(Reread::Account(a))) => cs.account_upserts.push(a),
                 (_, Some(Reread::Org(o))) => cs.org_upserts.push(o),
                 (_, Some(Reread::Root)) => {}
-                (Target::User(u), None) => cs.account_deletes.push(Anchor::new(u)),
+                (Target::User(u) | Target::UserRenamed { to: u, .. }, None) => {
+                    cs.account_deletes.push(Anchor::new(u))
+                }
                 (Target::Dept(d), None) => cs.org_deletes.push(Anchor::new(d.to_string())),
             }
         }

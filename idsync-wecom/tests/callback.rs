@@ -1,18 +1,21 @@
 //! The `change_contact` callback endpoint: URL verification with the official vector,
 //! forged / replayed / foreign requests refused, and events from the fake becoming change
-//! sets (re-read, renames as upserts, explicit "not found" as deletes, failures not
-//! advancing the cursor).
+//! sets (re-read, renames as renames, explicit "not found" as deletes, failures not
+//! advancing the cursor), and a rename through the engine keeping its hub account.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use idsync_core::{Account, Anchor, Op, Org, Sink, Source};
+use idsync_core::{
+    Account, Anchor, Engine, EntityKind, Guard, Hub, Job, MemoryStore, Op, OpKind, Org, Rename,
+    Sink, Source, Status, Store,
+};
 use idsync_wecom::event::{ContactChange, contact_event_xml};
 use idsync_wecom::fake::{FakeConfig, FakeWeCom};
 use idsync_wecom::{
-    CallbackKeys, MsgCrypt, WeComEventLog, WeComSink, WeComSource, callback_router,
+    CallbackCrypto, CallbackKeys, WeComEventLog, WeComSink, WeComSource, callback_router,
 };
 use secrecy::SecretString;
 use serde_json::json;
@@ -89,7 +92,8 @@ async fn events_are_refused_when_forged_replayed_stale_or_foreign() {
     let url =
         serve(callback_router(&keys(Duration::from_secs(300)), CORP, log.clone()).unwrap()).await;
     let http = reqwest::Client::new();
-    let crypto = MsgCrypt::new(
+    let crypto = CallbackCrypto::new(
+        idsync_wecom::PROVIDER,
         SecretString::from(TOKEN.to_owned()),
         &SecretString::from(AES_KEY.to_owned()),
         CORP,
@@ -113,7 +117,7 @@ async fn events_are_refused_when_forged_replayed_stale_or_foreign() {
         },
     );
     let ts = now_secs().to_string();
-    let (body, sig) = crypto.seal_event(&xml, &ts, "n1", "").unwrap();
+    let (body, sig) = idsync_wecom::crypto::seal_event(&crypto, &xml, &ts, "n1", "").unwrap();
     let r = post(body.clone(), sig.clone(), ts.clone(), "n1")
         .await
         .unwrap();
@@ -129,23 +133,24 @@ async fn events_are_refused_when_forged_replayed_stale_or_foreign() {
         403
     );
     // forged: the signature of another body
-    let (other, _) = crypto.seal_event(&xml, &ts, "n2", "").unwrap();
+    let (other, _) = idsync_wecom::crypto::seal_event(&crypto, &xml, &ts, "n2", "").unwrap();
     assert_eq!(
         post(other, sig, ts.clone(), "n2").await.unwrap().status(),
         403
     );
     // stale timestamp, properly signed
     let old = (now_secs() - 3600).to_string();
-    let (body, sig) = crypto.seal_event(&xml, &old, "n3", "").unwrap();
+    let (body, sig) = idsync_wecom::crypto::seal_event(&crypto, &xml, &old, "n3", "").unwrap();
     assert_eq!(post(body, sig, old, "n3").await.unwrap().status(), 403);
     // encrypted for another corp (same keys), properly signed
-    let foreign = MsgCrypt::new(
+    let foreign = CallbackCrypto::new(
+        idsync_wecom::PROVIDER,
         SecretString::from(TOKEN.to_owned()),
         &SecretString::from(AES_KEY.to_owned()),
         "wwsomeoneelse",
     )
     .unwrap();
-    let (body, sig) = foreign.seal_event(&xml, &ts, "n4", "").unwrap();
+    let (body, sig) = idsync_wecom::crypto::seal_event(&foreign, &xml, &ts, "n4", "").unwrap();
     assert_eq!(
         post(body, sig, ts.clone(), "n4").await.unwrap().status(),
         403
@@ -179,7 +184,7 @@ async fn wired() -> Wired {
     let url = serve(callback_router(&k, CORP, log.clone()).unwrap()).await;
     fake.register_callback(
         url,
-        MsgCrypt::new(k.token.clone(), &k.aes_key, CORP).unwrap(),
+        CallbackCrypto::new(idsync_wecom::PROVIDER, k.token.clone(), &k.aes_key, CORP).unwrap(),
     );
     let source = WeComSource::with_events(fake.connection(), log).unwrap();
     Wired {
@@ -229,8 +234,8 @@ async fn events_become_change_sets_by_re_reading() {
     let c1 = cs.cursor.unwrap();
     assert!(w.sink.changes(&c1).await.unwrap().is_empty());
 
-    // a rename in the console: update_user with NewUserID → an upsert of the new userid,
-    // no delete of the old one
+    // a rename in the console: update_user with NewUserID → a rename and an upsert of the
+    // new userid, no delete of the old one
     let r = w
         .fake
         .admin_call(
@@ -243,6 +248,13 @@ async fn events_become_change_sets_by_re_reading() {
     let cs = w.sink.changes(&c1).await.unwrap();
     assert_eq!(cs.account_upserts.len(), 1);
     assert_eq!(cs.account_upserts[0].anchor.as_str(), "zhangsan001");
+    assert_eq!(
+        cs.account_renames,
+        vec![Rename {
+            from: Anchor::new("zhangsan"),
+            to: Anchor::new("zhangsan001")
+        }]
+    );
     assert!(cs.account_deletes.is_empty(), "a rename is never a delete");
     let c2 = cs.cursor.unwrap();
 
@@ -291,6 +303,85 @@ async fn events_become_change_sets_by_re_reading() {
 }
 
 #[tokio::test]
+async fn a_renamed_userid_keeps_its_hub_account_and_link() {
+    let w = wired().await;
+    let dept = w
+        .sink
+        .apply(&Op::CreateOrg {
+            org: Org::new("proposal", None, "研发中心"),
+        })
+        .await
+        .unwrap()
+        .anchor
+        .unwrap();
+    for u in ["zhangsan", "lisi"] {
+        w.sink
+            .apply(&Op::CreateAccount {
+                account: person(u, dept.as_str()),
+            })
+            .await
+            .unwrap();
+    }
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let engine = Engine::new(store.clone());
+    let source: Arc<dyn Source> = Arc::new(w.sink);
+    let job = Job::new("wecom-to-hub", source, Arc::new(Hub::new(store.clone())))
+        .with_guard(Guard::off());
+    let first = engine.run_changes(&job).await.unwrap(); // no cursor yet: a full run
+    assert_eq!(first.counts.failed, 0, "{first:#?}");
+    assert_eq!(first.counts.by_op.get(&OpKind::CreateAccount), Some(&2));
+    let links = engine.links(&job.name, EntityKind::Account).await.unwrap();
+    let hub_of = |links: &[idsync_core::Link], src: &str| {
+        links
+            .iter()
+            .find(|l| l.source.as_str() == src)
+            .map(|l| l.target.clone())
+    };
+    let hub_zhangsan = hub_of(&links, "zhangsan").unwrap();
+
+    // the console renames zhangsan (update_user with NewUserID) and changes the title
+    let r = w
+        .fake
+        .admin_call(
+            "user/update",
+            &[],
+            json!({"userid": "zhangsan", "new_userid": "zhangsan001", "position": "经理"}),
+        )
+        .await;
+    assert_eq!(r["errcode"], 0, "{r}");
+    let report = engine.run_changes(&job).await.unwrap();
+    assert_eq!(report.counts.failed, 0, "{report:#?}");
+    assert!(report.cursor_committed);
+    for kind in [
+        OpKind::CreateAccount,
+        OpKind::DeleteAccount,
+        OpKind::DisableAccount,
+    ] {
+        assert_eq!(
+            report.counts.by_op.get(&kind),
+            None,
+            "{kind:?}: {report:#?}"
+        );
+    }
+    assert_eq!(report.counts.by_op.get(&OpKind::UpdateAccount), Some(&1));
+
+    // the same hub account, now linked from the new userid; no duplicate person
+    let links = engine.links(&job.name, EntityKind::Account).await.unwrap();
+    assert_eq!(links.len(), 2, "{links:#?}");
+    assert_eq!(hub_of(&links, "zhangsan001"), Some(hub_zhangsan.clone()));
+    assert_eq!(hub_of(&links, "zhangsan"), None);
+    let hub = store.hub_account(&hub_zhangsan).await.unwrap().unwrap();
+    assert_eq!(hub.status, Status::Active);
+    assert_eq!(hub.title.as_deref(), Some("经理"));
+    let all = idsync_core::source::collect_accounts(&Hub::new(store.clone()))
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 2, "{all:#?}");
+    // and a full run agrees: nothing to do
+    assert!(engine.plan(&job).await.unwrap().is_empty());
+}
+
+#[tokio::test]
 async fn a_config_with_a_callback_table_builds_source_and_endpoint() {
     let dir = std::env::temp_dir().join(format!("idsync-wecom-cb-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -308,7 +399,8 @@ async fn a_config_with_a_callback_table_builds_source_and_endpoint() {
     let c0 = source.current_cursor().await.unwrap();
     // the endpoint feeds this source's log
     let url = serve(router).await;
-    let crypto = MsgCrypt::new(
+    let crypto = CallbackCrypto::new(
+        idsync_wecom::PROVIDER,
         SecretString::from(TOKEN.to_owned()),
         &SecretString::from(AES_KEY.to_owned()),
         CORP,
@@ -316,7 +408,7 @@ async fn a_config_with_a_callback_table_builds_source_and_endpoint() {
     .unwrap();
     let xml = contact_event_xml(CORP, 1_700_000_000, &ContactChange::DeptDeleted { id: 1 });
     let ts = now_secs().to_string();
-    let (body, sig) = crypto.seal_event(&xml, &ts, "cfg1", "").unwrap();
+    let (body, sig) = idsync_wecom::crypto::seal_event(&crypto, &xml, &ts, "cfg1", "").unwrap();
     let r = reqwest::Client::new()
         .post(&url)
         .query(&[

@@ -16,12 +16,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use idsync_conformance::{ChaosLayer, Fault, Harness, Options, run_all};
-use idsync_core::layers::{RateLimitLayer, RetryLayer, Stack, TimeoutLayer, TracingLayer};
+use idsync_conformance::{Harness, Options, provider_stack, run_all};
 use idsync_core::{Account, Anchor, EntityKind, Error, Org, Result, Sink, Source, Status};
+use idsync_http::fake::FakeServer;
 use idsync_wecom::fake::{FakeConfig, FakeUser, FakeWeCom};
 use idsync_wecom::{
-    CallbackKeys, MsgCrypt, WeComEventLog, WeComSink, WeComSource, callback_router,
+    CallbackCrypto, CallbackKeys, WeComEventLog, WeComSink, WeComSource, callback_router,
 };
 use secrecy::SecretString;
 
@@ -34,34 +34,8 @@ const CB_AES_KEY: &str = "o1w0aum42yaptlz8alnhwikjd3jenzt9cb9wmzptgus";
 struct WeComHarness {
     fakes: Mutex<Vec<FakeWeCom>>,
     others: Mutex<Vec<FakeWeCom>>,
+    servers: Mutex<Vec<FakeServer>>,
     chaos_every: Option<u64>,
-}
-
-fn stack(chaos_every: Option<u64>) -> Stack {
-    let mut s = Stack::new();
-    if let Some(n) = chaos_every {
-        s = s.push(ChaosLayer::new().every(n, Fault::Throttle(Duration::from_millis(10))));
-    }
-    s.push(TimeoutLayer::new(Duration::from_secs(30)))
-        .push(RateLimitLayer::from_capabilities())
-        .push(
-            RetryLayer::new()
-                .with_max_attempts(8)
-                .with_backoff(Duration::from_millis(10), Duration::from_millis(500))
-                .with_max_retry_after(Duration::from_secs(2)),
-        )
-        .push(TracingLayer::new())
-}
-
-async fn serve(router: axum::Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("the callback server must listen");
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(listener, router).await.unwrap();
-    });
-    format!("http://{addr}/")
 }
 
 fn fake_config() -> FakeConfig {
@@ -137,15 +111,26 @@ impl Harness for WeComHarness {
             event_log_capacity: 1000,
         };
         let log = Arc::new(WeComEventLog::new(1000));
-        let url = serve(callback_router(&keys, &conn.corp_id, log.clone())?).await;
+        let server = FakeServer::start(
+            "callback",
+            callback_router(&keys, &conn.corp_id, log.clone())?,
+        )
+        .await?;
+        let url = format!("{}/", server.base_url());
+        self.servers.lock().unwrap().push(server);
         fake.register_callback(
             url,
-            MsgCrypt::new(keys.token.clone(), &keys.aes_key, conn.corp_id.clone())?,
+            CallbackCrypto::new(
+                idsync_wecom::PROVIDER,
+                keys.token.clone(),
+                &keys.aes_key,
+                conn.corp_id.clone(),
+            )?,
         );
         let sink: Arc<dyn Sink> =
             Arc::new(WeComSink::from_source(WeComSource::with_events(conn, log)?));
         self.fakes.lock().unwrap().push(fake);
-        Ok(stack(self.chaos_every).sink(sink))
+        Ok(provider_stack(self.chaos_every).sink(sink))
     }
 
     async fn bad_credentials(&self) -> Option<Arc<dyn Source>> {

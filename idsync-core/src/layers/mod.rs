@@ -272,6 +272,107 @@ macro_rules! layered {
 
 pub(crate) use layered;
 
+/// Implements [`Source`] for a type by forwarding every method to one of its fields, a
+/// source of its own (the pattern of provider sinks that wrap the provider's source);
+/// `capabilities` comes from a method of the type, since a sink declares what it can
+/// write. Every trait method is forwarded (`clippy::missing_trait_methods` is denied), so a
+/// method added to [`Source`] cannot fall back to its default here.
+///
+/// ```
+/// use idsync_core::{Applied, Capabilities, MemoryAdapter, Op, Result, Sink, Source};
+///
+/// #[derive(Debug)]
+/// struct ReadOnlyish {
+///     source: MemoryAdapter,
+/// }
+///
+/// impl ReadOnlyish {
+///     fn sink_capabilities(&self) -> Capabilities {
+///         Capabilities { delete: false, ..self.source.capabilities() }
+///     }
+/// }
+///
+/// idsync_core::forward_source!(ReadOnlyish, source, ReadOnlyish::sink_capabilities);
+///
+/// #[async_trait::async_trait]
+/// impl Sink for ReadOnlyish {
+///     async fn apply(&self, op: &Op) -> Result<Applied> {
+///         self.source.apply(op).await
+///     }
+/// }
+///
+/// let s = ReadOnlyish { source: MemoryAdapter::new("x") };
+/// assert_eq!(s.describe().instance, "x");
+/// assert!(!s.capabilities().delete);
+/// ```
+#[macro_export]
+macro_rules! forward_source {
+    ($ty:ty, $field:ident, $capabilities:path) => {
+        #[$crate::__async_trait]
+        #[deny(clippy::missing_trait_methods)]
+        impl $crate::source::Source for $ty {
+            fn describe(&self) -> $crate::source::Descriptor {
+                $crate::source::Source::describe(&self.$field)
+            }
+
+            fn capabilities(&self) -> $crate::source::Capabilities {
+                $capabilities(self)
+            }
+
+            async fn check(&self) -> $crate::error::Result<()> {
+                $crate::source::Source::check(&self.$field).await
+            }
+
+            async fn orgs(
+                &self,
+                page: $crate::source::PageRequest,
+            ) -> $crate::error::Result<$crate::source::Page<$crate::model::Org>> {
+                $crate::source::Source::orgs(&self.$field, page).await
+            }
+
+            async fn accounts(
+                &self,
+                page: $crate::source::PageRequest,
+            ) -> $crate::error::Result<$crate::source::Page<$crate::model::Account>> {
+                $crate::source::Source::accounts(&self.$field, page).await
+            }
+
+            async fn org(
+                &self,
+                anchor: &$crate::model::Anchor,
+            ) -> $crate::error::Result<Option<$crate::model::Org>> {
+                $crate::source::Source::org(&self.$field, anchor).await
+            }
+
+            async fn account(
+                &self,
+                anchor: &$crate::model::Anchor,
+            ) -> $crate::error::Result<Option<$crate::model::Account>> {
+                $crate::source::Source::account(&self.$field, anchor).await
+            }
+
+            async fn find_accounts(
+                &self,
+                field: &str,
+                value: &str,
+            ) -> $crate::error::Result<Vec<$crate::model::Account>> {
+                $crate::source::Source::find_accounts(&self.$field, field, value).await
+            }
+
+            async fn current_cursor(&self) -> $crate::error::Result<$crate::source::SyncCursor> {
+                $crate::source::Source::current_cursor(&self.$field).await
+            }
+
+            async fn changes(
+                &self,
+                since: &$crate::source::SyncCursor,
+            ) -> $crate::error::Result<$crate::source::ChangeSet> {
+                $crate::source::Source::changes(&self.$field, since).await
+            }
+        }
+    };
+}
+
 #[cfg(test)]
 pub(crate) mod testing {
     //! A scripted adapter for layer tests: a memory adapter that fails or stalls on

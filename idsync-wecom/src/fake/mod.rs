@@ -37,7 +37,7 @@ use serde_json::{Value, json};
 pub use state::{FakeDept, FakeUser, State};
 
 use crate::config::Connection;
-use crate::crypto::MsgCrypt;
+use crate::crypto::CallbackCrypto;
 use crate::event::{ContactChange, contact_event_xml};
 
 /// How the fake behaves.
@@ -92,7 +92,7 @@ struct Inner {
     windows: HashMap<String, (u128, u32)>,
     fails: FailQueue<i64>,
     stats: FakeStats,
-    callback: Option<(String, Arc<MsgCrypt>)>,
+    callback: Option<(String, Arc<CallbackCrypto>)>,
 }
 
 type Shared = Arc<Mutex<Inner>>;
@@ -293,7 +293,7 @@ async fn deliver(shared: &Shared, http: &reqwest::Client, events: Vec<ContactCha
 async fn push_one(
     http: &reqwest::Client,
     url: &str,
-    crypto: &MsgCrypt,
+    crypto: &CallbackCrypto,
     corp: &str,
     change: &ContactChange,
 ) -> bool {
@@ -306,7 +306,7 @@ async fn push_one(
     rand::Rng::fill(&mut rand::rng(), &mut r);
     let nonce: String = r.iter().map(|b| format!("{b:02x}")).collect();
     let xml = contact_event_xml(corp, i64::try_from(now).unwrap_or(0), change);
-    let Ok((body, sig)) = crypto.seal_event(&xml, &ts, &nonce, "") else {
+    let Ok((body, sig)) = crate::crypto::seal_event(crypto, &xml, &ts, &nonce, "") else {
         return false;
     };
     let sent = http
@@ -378,7 +378,7 @@ impl FakeWeCom {
     }
 
     /// Pushes `change_contact` callbacks to `url` with `crypto` from now on.
-    pub fn register_callback(&self, url: impl Into<String>, crypto: MsgCrypt) {
+    pub fn register_callback(&self, url: impl Into<String>, crypto: CallbackCrypto) {
         lock(&self.shared).callback = Some((url.into(), Arc::new(crypto)));
     }
 

@@ -20,7 +20,8 @@ use super::read::{load_links, read_err, target_accounts, target_orgs};
 use crate::engine::{Engine, Job};
 use crate::error::Result;
 use crate::model::{Account, Anchor, Entity, EntityKind, Org, key_matches};
-use crate::source::ChangeSet;
+use crate::source::{ChangeSet, Rename};
+use crate::store::Link;
 
 /// Plan a change set: only the changed entities are read on the target side.
 pub(crate) async fn plan_changes(
@@ -91,12 +92,14 @@ pub(crate) async fn plan_changes(
         .iter()
         .flat_map(|a| std::iter::once(a.anchor.clone()).chain(a.manager.clone()))
         .chain(cs.account_deletes.iter().cloned())
+        .chain(cs.account_renames.iter().map(|r| r.from.clone()))
         .collect();
     wanted.sort();
     wanted.dedup();
     let links = store
         .links_of(&job.name, EntityKind::Account, &wanted)
         .await?;
+    let links = relink_renames(&mut b, links, &cs.account_renames);
     ap.add_links(&links)?;
 
     // Target accounts: the linked ones of the changed entities, plus correlation
@@ -246,4 +249,24 @@ pub(crate) async fn plan_changes(
     };
     apply_guard(engine, job, &mut plan, harm).await?;
     Ok(plan)
+}
+
+/// Renamed source anchors keep their target: the link of `from` becomes a link of `to`
+/// (a new link of the plan) and the old one a stale link, so the account is planned as
+/// the linked entity it is (an update at most), never a delete and a create. Renames apply
+/// in order (`a -> b`, then `b -> c`); one whose `from` is not linked, or whose `to` is
+/// already linked, changes nothing.
+fn relink_renames(b: &mut Builder, mut links: Vec<Link>, renames: &[Rename]) -> Vec<Link> {
+    for r in renames {
+        if r.from == r.to || links.iter().any(|l| l.source == r.to) {
+            continue;
+        }
+        let Some(l) = links.iter_mut().find(|l| l.source == r.from) else {
+            continue;
+        };
+        b.stale.push(l.clone());
+        l.source = r.to.clone();
+        b.links.push(l.clone());
+    }
+    links
 }
