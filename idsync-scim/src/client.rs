@@ -608,7 +608,9 @@ impl ScimClient {
                 Ok(applied)
             }
             Op::UpdateAccount { anchor, changes } => {
-                let orgs = changes.get("orgs").filter(|_| self.cfg.groups != GroupMode::Off);
+                let orgs = changes
+                    .get("orgs")
+                    .filter(|_| self.cfg.groups != GroupMode::Off);
                 let applied = self.update(anchor, changes).await?;
                 if let Some(v) = orgs {
                     let want: Vec<Anchor> = match v {
@@ -713,9 +715,12 @@ impl ScimClient {
         }
         for rx in waits {
             rx.await.map_err(|_| {
-                Error::new(ErrorKind::Unavailable, "scim: a membership batch was dropped")
-                    .with_provider(PROVIDER)
-                    .temporary()
+                Error::new(
+                    ErrorKind::Unavailable,
+                    "scim: a membership batch was dropped",
+                )
+                .with_provider(PROVIDER)
+                .temporary()
             })??;
         }
         Ok(())
@@ -747,7 +752,9 @@ impl ScimClient {
             let changes: Vec<&Member> = batch.iter().map(|w| &w.change).collect();
             let r = self.patch_members(group, &changes).await;
             for w in batch {
-                let _ = w.done.send(r.as_ref().map(|_| ()).map_err(Error::clone_lossy));
+                let _ = w
+                    .done
+                    .send(r.as_ref().map(|_| ()).map_err(Error::clone_lossy));
             }
         }
     }

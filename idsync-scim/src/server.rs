@@ -1674,9 +1674,10 @@ impl ScimServer {
             return Ok(out);
         }
         let orgs = self.all_orgs().await?;
-        let filter_on_members = [&p.filter, &p.sort_by]
-            .iter()
-            .any(|x| x.as_deref().is_some_and(|f| f.to_ascii_lowercase().contains("members")));
+        let filter_on_members = [&p.filter, &p.sort_by].iter().any(|x| {
+            x.as_deref()
+                .is_some_and(|f| f.to_ascii_lowercase().contains("members"))
+        });
         let mut docs: Vec<Value> = Vec::with_capacity(orgs.len());
         if filter_on_members {
             let mut members: HashMap<Anchor, Vec<(Anchor, String)>> = HashMap::new();

@@ -450,19 +450,54 @@ async fn indexed_lookups_stay_exact() {
     let s = common::start(|c| c).await;
     let a = user(&s, "Alice.Smith").await;
     user(&s, "bob").await;
-    let (st, _) = patch(&s, a["id"].as_str().unwrap(), json!([{"op": "replace", "path": "title", "value": "Boss"}])).await;
+    let (st, _) = patch(
+        &s,
+        a["id"].as_str().unwrap(),
+        json!([{"op": "replace", "path": "title", "value": "Boss"}]),
+    )
+    .await;
     assert_eq!(st, 200);
     let q = |f: &str| format!("filter={}", enc(f));
     // userName is case-insensitive; the index finds it whatever the case.
-    assert_eq!(ids(&list(&s, &q("userName eq \"alice.smith\"")).await), ["Alice.Smith"]);
-    assert_eq!(ids(&list(&s, &q(&format!("urn:ietf:params:scim:schemas:core:2.0:User:userName eq \"ALICE.SMITH\""))).await), ["Alice.Smith"]);
+    assert_eq!(
+        ids(&list(&s, &q("userName eq \"alice.smith\"")).await),
+        ["Alice.Smith"]
+    );
+    assert_eq!(
+        ids(&list(
+            &s,
+            &q("urn:ietf:params:scim:schemas:core:2.0:User:userName eq \"ALICE.SMITH\"")
+        )
+        .await),
+        ["Alice.Smith"]
+    );
     // The whole filter still applies to the candidates.
-    assert_eq!(ids(&list(&s, &q("userName eq \"alice.smith\" and title eq \"Boss\"")).await), ["Alice.Smith"]);
-    assert!(ids(&list(&s, &q("userName eq \"alice.smith\" and title eq \"Intern\"")).await).is_empty());
-    assert!(ids(&list(&s, &q("userName eq \" alice.smith\"")).await).is_empty(), "eq is not trimmed");
-    assert_eq!(ids(&list(&s, &q(&format!("id eq \"{}\"", a["id"].as_str().unwrap()))).await), ["Alice.Smith"]);
+    assert_eq!(
+        ids(&list(&s, &q("userName eq \"alice.smith\" and title eq \"Boss\"")).await),
+        ["Alice.Smith"]
+    );
+    assert!(
+        ids(&list(
+            &s,
+            &q("userName eq \"alice.smith\" and title eq \"Intern\"")
+        )
+        .await)
+        .is_empty()
+    );
+    assert!(
+        ids(&list(&s, &q("userName eq \" alice.smith\"")).await).is_empty(),
+        "eq is not trimmed"
+    );
+    assert_eq!(
+        ids(&list(&s, &q(&format!("id eq \"{}\"", a["id"].as_str().unwrap()))).await),
+        ["Alice.Smith"]
+    );
     // Soft-deleted users are not found.
-    let r = s.delete(&format!("/Users/{}", a["id"].as_str().unwrap())).send().await.unwrap();
+    let r = s
+        .delete(&format!("/Users/{}", a["id"].as_str().unwrap()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 204);
     assert!(ids(&list(&s, &q("userName eq \"alice.smith\"")).await).is_empty());
 }
