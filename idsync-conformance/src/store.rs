@@ -54,6 +54,7 @@ pub type Case =
 pub const CASES: &[(&str, Case)] = &[
     ("hub_directory", |s, c| Box::pin(hub_directory(s, c))),
     ("hub_paging", |s, c| Box::pin(hub_paging(s, c))),
+    ("hub_positions", |s, c| Box::pin(hub_positions(s, c))),
     ("feed_order", |s, c| Box::pin(feed_order(s, c))),
     ("hub_apply_atomic", |s, c| Box::pin(hub_apply_atomic(s, c))),
     ("hub_apply_batch", |s, c| Box::pin(hub_apply_batch(s, c))),
@@ -417,6 +418,116 @@ pub async fn hub_paging(store: &Arc<dyn Store>, _clock: &Arc<ManualClock>) -> Re
     // Default page size.
     let all = s.hub_accounts(PageRequest::first()).await?;
     same(all.items.len(), anchors.len(), "default page holds all")?;
+    Ok(())
+}
+
+/// Positional listing (SCIM list pages): counts, `offset` / `limit` windows in anchor
+/// order with and without `except`, org windows, and the members of an org.
+pub async fn hub_positions(store: &Arc<dyn Store>, _clock: &Arc<ManualClock>) -> Result<()> {
+    let s = store.as_ref();
+    same(s.hub_account_count(&[]).await?, 0, "empty hub: no accounts")?;
+    same(s.hub_org_count().await?, 0, "empty hub: no orgs")?;
+    same(
+        s.hub_accounts_at(0, 10, &[]).await?,
+        Vec::new(),
+        "empty window",
+    )?;
+    let anchors = ["b", "B", "a", "ä", "a-1", "Z", "中", "10", "9"];
+    for a in ["o1", "o2"] {
+        s.hub_apply(&Op::CreateOrg { org: org(a, None) }, None)
+            .await?;
+    }
+    for (i, a) in anchors.iter().enumerate() {
+        let orgs: &[&str] = if i % 2 == 0 { &["o1"] } else { &["o2", "o1"] };
+        s.hub_apply(
+            &Op::CreateAccount {
+                account: account(a, orgs),
+            },
+            None,
+        )
+        .await?;
+    }
+    let mut want: Vec<String> = anchors.iter().map(|a| (*a).to_owned()).collect();
+    want.sort();
+    let ids = |v: Vec<Account>| -> Vec<String> {
+        v.into_iter().map(|a| a.anchor.into_string()).collect()
+    };
+    same(s.hub_account_count(&[]).await?, 9, "nine accounts")?;
+    for (offset, limit) in [(0, 9), (0, 3), (3, 3), (7, 5), (9, 1), (20, 2), (4, 0)] {
+        let end = (offset + limit).min(want.len());
+        let expect: Vec<String> = want.get(offset.min(end)..end).unwrap_or(&[]).to_vec();
+        same(
+            ids(s.hub_accounts_at(offset, limit, &[]).await?),
+            expect,
+            &format!("accounts at {offset}+{limit}"),
+        )?;
+    }
+    // Excepted accounts take no position; unknown ones change nothing.
+    let except = [
+        Anchor::from("B"),
+        Anchor::from("a-1"),
+        Anchor::from("nobody"),
+    ];
+    let rest: Vec<String> = want
+        .iter()
+        .filter(|a| !except.iter().any(|e| e.as_str() == a.as_str()))
+        .cloned()
+        .collect();
+    same(s.hub_account_count(&except).await?, 7, "count without two")?;
+    same(
+        ids(s.hub_accounts_at(0, 100, &except).await?),
+        rest.clone(),
+        "all but two",
+    )?;
+    same(
+        ids(s.hub_accounts_at(2, 3, &except).await?),
+        rest[2..5].to_vec(),
+        "a window without two",
+    )?;
+    // Orgs.
+    same(s.hub_org_count().await?, 2, "two orgs")?;
+    let org_ids: Vec<String> = s
+        .hub_orgs_at(1, 5)
+        .await?
+        .into_iter()
+        .map(|o| o.anchor.into_string())
+        .collect();
+    same(org_ids, vec!["o2".to_owned()], "orgs at 1+5")?;
+    // Members, in anchor order, whether the org is first or second in `orgs`.
+    same(
+        ids(s.hub_org_members(&Anchor::from("o1")).await?),
+        want.clone(),
+        "members of o1",
+    )?;
+    let odd: Vec<String> = {
+        let mut v: Vec<String> = anchors
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 2 == 1)
+            .map(|(_, a)| (*a).to_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    same(
+        ids(s.hub_org_members(&Anchor::from("o2")).await?),
+        odd,
+        "members of o2",
+    )?;
+    same(
+        ids(s.hub_org_members(&Anchor::from("none")).await?),
+        Vec::new(),
+        "members of no org",
+    )?;
+    // The windows follow writes.
+    s.hub_apply(&Op::DeleteAccount { anchor: "Z".into() }, None)
+        .await?;
+    same(s.hub_account_count(&[]).await?, 8, "after a delete")?;
+    same(
+        ids(s.hub_accounts_at(0, 1, &[]).await?),
+        vec!["10".to_owned()],
+        "first after deleting Z",
+    )?;
     Ok(())
 }
 

@@ -197,6 +197,64 @@ impl Store for MemoryStore {
             .collect())
     }
 
+    // --- positional listing (SCIM list pages) ------------------------------------------
+    // The memory store is small by nature: positions are counted under the lock.
+
+    async fn hub_account_count(&self, except: &[Anchor]) -> Result<usize> {
+        let st = self.lock()?;
+        let gone = except
+            .iter()
+            .filter(|a| st.hub.accounts.contains_key(*a))
+            .count();
+        Ok(st.hub.accounts.len() - gone)
+    }
+
+    async fn hub_accounts_at(
+        &self,
+        offset: usize,
+        limit: usize,
+        except: &[Anchor],
+    ) -> Result<Vec<Account>> {
+        Ok(self
+            .lock()?
+            .hub
+            .accounts
+            .values()
+            .filter(|a| !except.contains(&a.anchor))
+            .skip(offset)
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn hub_org_count(&self) -> Result<usize> {
+        Ok(self.lock()?.hub.orgs.len())
+    }
+
+    async fn hub_orgs_at(&self, offset: usize, limit: usize) -> Result<Vec<Org>> {
+        Ok(self
+            .lock()?
+            .hub
+            .orgs
+            .values()
+            .skip(offset)
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn hub_org_members(&self, org: &Anchor) -> Result<Vec<Account>> {
+        Ok(self
+            .lock()?
+            .hub
+            .accounts
+            .values()
+            .filter(|a| a.orgs.contains(org))
+            .cloned()
+            .collect())
+    }
+    // --- end of positional listing --------------------------------------------------------
+
     async fn hub_apply(&self, op: &Op, record: Option<&OpRecord>) -> Result<Applied> {
         let now = self.clock.now();
         let mut st = self.lock()?;

@@ -419,6 +419,111 @@ pub trait Store: Send + Sync + fmt::Debug {
         out
     }
 
+    // --- positional listing (SCIM list pages) ------------------------------------------
+    // For listings addressed by position (SCIM `startIndex` / `count`): a page costs what
+    // the page holds, not the hub. The defaults read the paged listing (a scan); the
+    // memory and SQL stores override them.
+
+    /// How many hub accounts there are, not counting those in `except`.
+    async fn hub_account_count(&self, except: &[Anchor]) -> Result<usize> {
+        let mut n = 0;
+        let mut req = PageRequest::sized(10_000);
+        loop {
+            let page = self.hub_accounts(req.clone()).await?;
+            n += page
+                .items
+                .iter()
+                .filter(|a| !except.contains(&a.anchor))
+                .count();
+            match page.next {
+                Some(t) => req.token = Some(t),
+                None => return Ok(n),
+            }
+        }
+    }
+
+    /// The hub accounts at positions `offset .. offset + limit` of the anchor order, where
+    /// the accounts in `except` (meant to be a short list) take no position.
+    async fn hub_accounts_at(
+        &self,
+        offset: usize,
+        limit: usize,
+        except: &[Anchor],
+    ) -> Result<Vec<Account>> {
+        let mut out = Vec::new();
+        let mut skip = offset;
+        let mut req = PageRequest::sized(10_000);
+        while out.len() < limit {
+            let page = self.hub_accounts(req.clone()).await?;
+            for a in page.items {
+                if except.contains(&a.anchor) {
+                    continue;
+                }
+                if skip > 0 {
+                    skip -= 1;
+                } else if out.len() < limit {
+                    out.push(a);
+                }
+            }
+            match page.next {
+                Some(t) => req.token = Some(t),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// How many hub orgs there are.
+    async fn hub_org_count(&self) -> Result<usize> {
+        let mut n = 0;
+        let mut req = PageRequest::sized(10_000);
+        loop {
+            let page = self.hub_orgs(req.clone()).await?;
+            n += page.items.len();
+            match page.next {
+                Some(t) => req.token = Some(t),
+                None => return Ok(n),
+            }
+        }
+    }
+
+    /// The hub orgs at positions `offset .. offset + limit` of the anchor order.
+    async fn hub_orgs_at(&self, offset: usize, limit: usize) -> Result<Vec<Org>> {
+        let mut out = Vec::new();
+        let mut skip = offset;
+        let mut req = PageRequest::sized(10_000);
+        while out.len() < limit {
+            let page = self.hub_orgs(req.clone()).await?;
+            for o in page.items {
+                if skip > 0 {
+                    skip -= 1;
+                } else if out.len() < limit {
+                    out.push(o);
+                }
+            }
+            match page.next {
+                Some(t) => req.token = Some(t),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// The hub accounts whose `orgs` contain `org`, in anchor order.
+    async fn hub_org_members(&self, org: &Anchor) -> Result<Vec<Account>> {
+        let mut out = Vec::new();
+        let mut req = PageRequest::sized(10_000);
+        loop {
+            let page = self.hub_accounts(req.clone()).await?;
+            out.extend(page.items.into_iter().filter(|a| a.orgs.contains(org)));
+            match page.next {
+                Some(t) => req.token = Some(t),
+                None => return Ok(out),
+            }
+        }
+    }
+    // --- end of positional listing --------------------------------------------------------
+
     // --- links ---------------------------------------------------------------------
     /// One page of a job's links of one kind, ordered by source anchor.
     async fn links(&self, job: &str, kind: EntityKind, page: PageRequest) -> Result<Page<Link>>;

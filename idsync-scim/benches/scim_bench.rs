@@ -1,11 +1,14 @@
-//! The SCIM server's throughput: list N users at `count=1000`, then 1,000 PATCHes, for
-//! idsync's server over an in-memory hub and, as the reference, a real scim2-server 0.8.3
-//! holding the same users, in the same run.
+//! The SCIM server's cost per list page at several hub sizes (first page, last page, a
+//! `userName eq` lookup), then a full listing at `count=1000` and 1,000 PATCHes at the
+//! largest size, for idsync's server over an in-memory hub and, as the reference, a real
+//! scim2-server 0.8.3 holding the same users, in the same run.
 //!
 //!   cargo bench -p idsync-scim --bench scim_bench
 //!
-//! `IDSYNC_SCIM_BENCH_USERS` (100000) sets N; `IDSYNC_SCIM_BENCH_PATCHES` (1000) the PATCHes.
-//! Requests are sent one at a time over keep-alive HTTP/1.1 on loopback.
+//! `IDSYNC_SCIM_BENCH_SIZES` (`1000,100000`) sets the hub sizes; `IDSYNC_SCIM_BENCH_PATCHES`
+//! (1000) the PATCHes; `IDSYNC_SCIM_BENCH_PEER_USERS` (10000; 0 skips it) the users given
+//! to scim2-server (filling it takes about 3 ms per user). Requests are sent one at a time
+//! over keep-alive HTTP/1.1 on loopback.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::collections::HashMap;
@@ -102,6 +105,62 @@ async fn measure(http: &reqwest::Client, base: &str, token: &str, n_patch: usize
     }
 }
 
+fn median(mut v: Vec<Duration>) -> f64 {
+    v.sort();
+    v[v.len() / 2].as_secs_f64() * 1000.0
+}
+
+/// Median milliseconds of 15 requests of a 100-user page at the start, a 100-user page at
+/// the end, and a `userName eq` lookup of a user in the middle.
+async fn page_costs(http: &reqwest::Client, base: &str, token: &str, n: usize) -> [f64; 3] {
+    let name = |i: usize| format!("user{i:07}");
+    let last = n.saturating_sub(99).max(1);
+    let filter = format!("userName eq \"{}\"", name(n / 2));
+    let queries = [
+        "startIndex=1&count=100".to_owned(),
+        format!("startIndex={last}&count=100"),
+        format!("filter={}", urlencode(&filter)),
+    ];
+    let mut out = [0.0; 3];
+    for (k, q) in queries.iter().enumerate() {
+        let mut times = Vec::new();
+        for _ in 0..15 {
+            let t = Instant::now();
+            let v: Value = http
+                .get(format!("{base}/Users?{q}"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            times.push(t.elapsed());
+            let got = v["Resources"].as_array().map_or(0, Vec::len);
+            let want = if k == 2 { 1 } else { 100.min(n) };
+            assert_eq!(got, want, "{q}: {v}");
+        }
+        out[k] = median(times);
+    }
+    out
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn show_pages(name: &str, n: usize, c: [f64; 3]) {
+    println!(
+        "{name} @ {n} users: page 1 (count=100) {:.2} ms; last page {:.2} ms; userName eq {:.2} ms",
+        c[0], c[1], c[2]
+    );
+}
+
 fn show(name: &str, t: &Timings) {
     println!(
         "{name}: listed {} users in {} pages in {:.2} s ({:.1} ms/page); {} PATCHes in {:.2} s ({:.2} ms each)",
@@ -123,13 +182,8 @@ fn free_port() -> u16 {
         .port()
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
-    let n = env_usize("IDSYNC_SCIM_BENCH_USERS", 100_000);
-    let n_patch = env_usize("IDSYNC_SCIM_BENCH_PATCHES", 1000);
-    let http = reqwest::Client::new();
-
-    // idsync: the hub is filled by an ordinary engine run, then served.
+/// A hub of `n` users filled by an ordinary engine run, served by idsync's SCIM server.
+async fn serve_hub(n: usize) -> String {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let engine = Engine::new(store.clone());
     let src = Arc::new(MemoryAdapter::with_data(
@@ -157,20 +211,44 @@ async fn main() {
     .unwrap();
     let app = axum::Router::new().nest("/scim/v2", server.router());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let ours = measure(&http, &base, TOKEN, n_patch).await;
-    show("idsync-scim", &ours);
+    base
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let sizes: Vec<usize> = std::env::var("IDSYNC_SCIM_BENCH_SIZES")
+        .unwrap_or_else(|_| "1000,100000".into())
+        .split(',')
+        .filter_map(|x| x.trim().parse().ok())
+        .collect();
+    let n_patch = env_usize("IDSYNC_SCIM_BENCH_PATCHES", 1000);
+    let n_peer = env_usize("IDSYNC_SCIM_BENCH_PEER_USERS", 10_000);
+    let http = reqwest::Client::new();
+
+    let largest = sizes.iter().copied().max().unwrap_or(0);
+    for &n in &sizes {
+        let base = serve_hub(n).await;
+        show_pages("idsync-scim", n, page_costs(&http, &base, TOKEN, n).await);
+        if n == largest {
+            let ours = measure(&http, &base, TOKEN, n_patch).await;
+            show("idsync-scim", &ours);
+        }
+    }
+    if n_peer == 0 {
+        return;
+    }
+    let n = n_peer;
 
     // scim2-server with the same users.
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/services/scim2.sh");
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("scim2-bench-{}", std::process::id()));
-    let out = Command::new("bash")
-        .arg(&script)
+    let mut cmd = Command::new("bash");
+    cmd.arg(&script)
         .arg("start")
         .arg(&dir)
-        .env("SCIM2_PORT", free_port().to_string())
-        .output()
-        .unwrap();
+        .env("SCIM2_PORT", free_port().to_string());
+    let out = cmd.output().unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -203,6 +281,11 @@ async fn main() {
     println!(
         "scim2-server: seeded with {n} users by POST in {:.2} s",
         t.elapsed().as_secs_f64()
+    );
+    show_pages(
+        "scim2-server 0.8.3",
+        n,
+        page_costs(&http, &url, &token, n).await,
     );
     let theirs = measure(&http, &url, &token, n_patch).await;
     show("scim2-server 0.8.3", &theirs);

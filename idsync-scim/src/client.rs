@@ -18,15 +18,24 @@
 //!   shortly before it expires, and fetched again on a 401). Secrets are read from an
 //!   environment variable or a file, never written in the config.
 //!
-//! The app's groups are not provisioned: the client's capabilities say `orgs: false`, so
-//! the engine syncs accounts only (SCIM groups are flat; the hub's org tree does not fit).
+//! * **Groups** ([`TargetConfig::groups`]): hub orgs become SCIM Groups. A Group is created
+//!   **empty** (matched first by `externalId` = the hub anchor; on 409 the Group of the same
+//!   `displayName` is adopted); members are then added and removed by PATCH `add` /
+//!   `remove` of `members`, never by a PUT of the member list. Membership changes of one
+//!   Group are queued and sent one PATCH at a time, at most [`TargetConfig::member_batch`]
+//!   (100) members per PATCH, so concurrent ops share requests and a big group goes in
+//!   several. A rename is a PATCH of `displayName`; a delete is a DELETE. In `nested` mode
+//!   (the default) a child org is a member of type `Group` of its parent's Group, so the
+//!   tree survives; `flat` keeps no parents (moves change nothing); `off` provisions no
+//!   Groups. Read back, an account's orgs are its direct Groups (the User's `groups` when the
+//!   app fills it, else a `members.value eq` search), sorted: SCIM has no primary group.
 //!
 //! Field mapping: `userName` ← username, `displayName`, `title`, `active` ← status, one
 //! `emails` value (work, primary) ← email, one `phoneNumbers` value (work, primary) ←
 //! phone, `externalId` ← the hub anchor, enterprise `employeeNumber` ← employee id and
 //! `manager.value` ← the manager's id in the app.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -41,7 +50,7 @@ use idsync_core::{
     PageRequest, PageToken, Patch, Result, Sink, Source, Status,
 };
 
-use crate::schema::{ENTERPRISE, LIST, PATCH_OP, USER};
+use crate::schema::{ENTERPRISE, GROUP, LIST, PATCH_OP, USER};
 
 /// How a create finds an existing user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -107,6 +116,26 @@ fn default_timeout() -> u64 {
     30
 }
 
+fn default_member_batch() -> usize {
+    100
+}
+
+/// How hub orgs are provisioned as SCIM Groups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupMode {
+    /// Orgs are Groups, and a child org is a member (`type: "Group"`) of its parent's
+    /// Group, so the whole tree is kept (RFC 7643 §4.2 allows groups in groups). The default.
+    #[default]
+    Nested,
+    /// Orgs are Groups without parents: for apps that take no groups in groups (Okta).
+    /// Moves change nothing in the app and the Groups read back as roots, so a job into
+    /// such a target should not own the org field `parent`.
+    Flat,
+    /// No Groups: accounts only.
+    Off,
+}
+
 /// A SCIM target (`type = "scim"`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -133,6 +162,13 @@ pub struct TargetConfig {
     /// The circuit breaker.
     #[serde(default)]
     pub breaker: BreakerConfig,
+    /// How hub orgs become SCIM Groups (`nested`, `flat` or `off`).
+    #[serde(default)]
+    pub groups: GroupMode,
+    /// The most members one PATCH of a Group adds or removes (100): a big group is
+    /// filled by several PATCHes, never in one request.
+    #[serde(default = "default_member_batch")]
+    pub member_batch: usize,
 }
 
 impl TargetConfig {
@@ -149,6 +185,8 @@ impl TargetConfig {
             page_size: None,
             timeout_secs: default_timeout(),
             breaker: BreakerConfig::default(),
+            groups: GroupMode::default(),
+            member_batch: default_member_batch(),
         }
     }
 }
@@ -176,6 +214,57 @@ pub struct ScimClient {
     http: reqwest::Client,
     auth: Auth,
     breaker: Mutex<Breaker>,
+    /// Membership changes waiting for their Group's next PATCH ([`ScimClient::change_members`]).
+    queues: Mutex<HashMap<Anchor, GroupQueue>>,
+}
+
+/// One change of a Group's members.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Member {
+    /// Add a User (`group: false`) or a Group (`group: true`).
+    Add { id: Anchor, group: bool },
+    /// Remove a member.
+    Remove(Anchor),
+}
+
+struct Waiting {
+    change: Member,
+    done: tokio::sync::oneshot::Sender<Result<()>>,
+}
+
+/// The membership changes of one Group: `busy` while a caller is sending its PATCHes.
+#[derive(Default)]
+struct GroupQueue {
+    busy: bool,
+    waiting: Vec<Waiting>,
+}
+
+/// Fails what is still queued for a Group when the caller sending its PATCHes is
+/// cancelled (a timeout layer dropped its future), so nobody waits forever.
+struct FlushGuard<'a> {
+    queues: &'a Mutex<HashMap<Anchor, GroupQueue>>,
+    group: &'a Anchor,
+    armed: bool,
+}
+
+impl Drop for FlushGuard<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if let Ok(mut q) = self.queues.lock()
+            && let Some(e) = q.remove(self.group)
+        {
+            for w in e.waiting {
+                let _ = w.done.send(Err(Error::new(
+                    ErrorKind::Unavailable,
+                    "scim: the request carrying this membership change was cancelled",
+                )
+                .with_provider(PROVIDER)
+                .temporary()));
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for ScimClient {
@@ -234,6 +323,7 @@ impl ScimClient {
             cfg,
             http,
             auth,
+            queues: Mutex::new(HashMap::new()),
         })
     }
 
@@ -474,8 +564,35 @@ impl ScimClient {
 
     async fn apply_inner(&self, op: &Op) -> Result<Applied> {
         match op {
-            Op::CreateAccount { account } => self.create(account).await,
-            Op::UpdateAccount { anchor, changes } => self.update(anchor, changes).await,
+            Op::CreateAccount { account } => {
+                let applied = self.create(account).await?;
+                if self.cfg.groups != GroupMode::Off
+                    && !account.orgs.is_empty()
+                    && let Some(id) = &applied.anchor
+                {
+                    self.set_user_groups(id, &[], &account.orgs).await?;
+                }
+                Ok(applied)
+            }
+            Op::UpdateAccount { anchor, changes } => {
+                let orgs = changes
+                    .get("orgs")
+                    .filter(|_| self.cfg.groups != GroupMode::Off);
+                let applied = self.update(anchor, changes).await?;
+                if let Some(v) = orgs {
+                    let want: Vec<Anchor> = match v {
+                        Value::Array(items) => items
+                            .iter()
+                            .filter_map(Value::as_str)
+                            .map(Anchor::from)
+                            .collect(),
+                        _ => Vec::new(),
+                    };
+                    let have = self.groups_of(anchor).await?;
+                    self.set_user_groups(anchor, &have, &want).await?;
+                }
+                Ok(applied)
+            }
             Op::DisableAccount { anchor } | Op::EnableAccount { anchor } => {
                 let active = matches!(op, Op::EnableAccount { .. });
                 let mut p = Patch::new();
@@ -496,15 +613,417 @@ impl ScimClient {
                     self.update(anchor, &p).await
                 }
             }
-            Op::CreateOrg { .. }
-            | Op::UpdateOrg { .. }
-            | Op::MoveOrg { .. }
-            | Op::DeleteOrg { .. } => Err(Error::unsupported(
-                "scim client: orgs are not provisioned (capabilities say orgs: false)",
-            )
-            .with_provider(PROVIDER)),
+            Op::CreateOrg { org } => self.create_group(org).await,
+            Op::UpdateOrg { anchor, changes } => {
+                self.groups_on()?;
+                match changes.get("name").and_then(Value::as_str) {
+                    Some(name) => self.rename_group(anchor, name).await,
+                    // Other org fields have no SCIM counterpart.
+                    None => Ok(Applied::with_anchor(anchor.clone())),
+                }
+            }
+            Op::MoveOrg { anchor, parent } => self.move_group(anchor, parent.as_ref()).await,
+            Op::DeleteOrg { anchor } => self.delete_group(anchor).await,
         }
     }
+}
+
+// ------------------------------------------------------------------------------ Groups
+
+impl ScimClient {
+    /// Add Users to a Group in PATCHes of at most [`TargetConfig::member_batch`] members
+    /// each: how a big group is filled (a first load, a migration) without one huge request.
+    pub async fn add_members(&self, group: &Anchor, users: &[Anchor]) -> Result<()> {
+        self.groups_on()?;
+        let changes = users
+            .iter()
+            .map(|u| Member::Add {
+                id: u.clone(),
+                group: false,
+            })
+            .collect();
+        self.change_members(group, changes).await
+    }
+
+    fn groups_on(&self) -> Result<()> {
+        if self.cfg.groups == GroupMode::Off {
+            return Err(Error::unsupported(
+                "scim client: orgs are not provisioned (groups = \"off\")",
+            )
+            .with_provider(PROVIDER));
+        }
+        Ok(())
+    }
+
+    /// Queue membership changes of `group` and wait until they are sent. Changes of one
+    /// Group go out one PATCH at a time, at most [`TargetConfig::member_batch`] members per
+    /// PATCH: what callers queue while a PATCH is in flight goes into the next one, so
+    /// concurrent ops share requests and a big group is filled in several.
+    async fn change_members(&self, group: &Anchor, changes: Vec<Member>) -> Result<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let mut waits = Vec::with_capacity(changes.len());
+        let lead = {
+            let mut q = self
+                .queues
+                .lock()
+                .map_err(|_| Error::unexpected("scim: membership queue lock poisoned"))?;
+            let e = q.entry(group.clone()).or_default();
+            for change in changes {
+                let (done, rx) = tokio::sync::oneshot::channel();
+                e.waiting.push(Waiting { change, done });
+                waits.push(rx);
+            }
+            !std::mem::replace(&mut e.busy, true)
+        };
+        if lead {
+            self.flush_members(group).await;
+        }
+        for rx in waits {
+            rx.await.map_err(|_| {
+                Error::new(
+                    ErrorKind::Unavailable,
+                    "scim: a membership batch was dropped",
+                )
+                .with_provider(PROVIDER)
+                .temporary()
+            })??;
+        }
+        Ok(())
+    }
+
+    async fn flush_members(&self, group: &Anchor) {
+        let mut guard = FlushGuard {
+            queues: &self.queues,
+            group,
+            armed: true,
+        };
+        loop {
+            let batch: Vec<Waiting> = {
+                let Ok(mut q) = self.queues.lock() else {
+                    return;
+                };
+                let Some(e) = q.get_mut(group) else {
+                    guard.armed = false;
+                    return;
+                };
+                if e.waiting.is_empty() {
+                    q.remove(group);
+                    guard.armed = false;
+                    return;
+                }
+                let n = e.waiting.len().min(self.cfg.member_batch.max(1));
+                e.waiting.drain(..n).collect()
+            };
+            let changes: Vec<&Member> = batch.iter().map(|w| &w.change).collect();
+            let r = self.patch_members(group, &changes).await;
+            for w in batch {
+                let _ = w
+                    .done
+                    .send(r.as_ref().map(|_| ()).map_err(Error::clone_lossy));
+            }
+        }
+    }
+
+    /// One PATCH of a Group's members: runs of adds as one `add` of `members`, removals
+    /// as `remove` with a value filter (RFC 7644 §3.5.2.2).
+    async fn patch_members(&self, group: &Anchor, changes: &[&Member]) -> Result<()> {
+        let mut ops: Vec<Value> = Vec::new();
+        let mut adds: Vec<Value> = Vec::new();
+        for c in changes {
+            match c {
+                Member::Add { id, group } => {
+                    let mut m = json!({"value": id.as_str()});
+                    if *group {
+                        m["type"] = json!("Group");
+                    }
+                    adds.push(m);
+                }
+                Member::Remove(id) => {
+                    if !adds.is_empty() {
+                        ops.push(json!({"op": "add", "path": "members", "value": std::mem::take(&mut adds)}));
+                    }
+                    ops.push(json!({
+                        "op": "remove",
+                        "path": format!("members[value eq {}]", quote(id.as_str())),
+                    }));
+                }
+            }
+        }
+        if !adds.is_empty() {
+            ops.push(json!({"op": "add", "path": "members", "value": adds}));
+        }
+        self.call(
+            Method::PATCH,
+            &format!("/Groups/{}", seg(group)),
+            Some(&json!({"schemas": [PATCH_OP], "Operations": ops})),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// The Groups that list `id` (a User or a Group) as a direct member, in id order.
+    async fn groups_of(&self, id: &Anchor) -> Result<Vec<Anchor>> {
+        let filter = urlencode(&format!("members.value eq {}", quote(id.as_str())));
+        let mut out = Vec::new();
+        let mut start = 1usize;
+        loop {
+            let path =
+                format!("/Groups?filter={filter}&attributes=id&startIndex={start}&count=100");
+            let v = match self.call(Method::GET, &path, None).await {
+                Ok(v) => v,
+                Err(e) if e.kind() == ErrorKind::NotFound => break,
+                Err(e) => return Err(e),
+            };
+            let items = resources(&v);
+            for i in &items {
+                out.push(id_of(i)?);
+            }
+            start += items.len();
+            let total = v.get("totalResults").and_then(Value::as_u64).unwrap_or(0) as usize;
+            if items.is_empty() || start > total {
+                break;
+            }
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// The groups of a User as the app reports them: its `groups` attribute (direct
+    /// memberships) when the app fills it, else a search of the Groups.
+    async fn user_groups(&self, user: &Value) -> Result<Vec<Anchor>> {
+        if let Some(items) = user.get("groups").and_then(Value::as_array) {
+            let mut out: Vec<Anchor> = items
+                .iter()
+                .filter(|g| g.get("type").and_then(Value::as_str) != Some("indirect"))
+                .filter_map(|g| g.get("value").and_then(Value::as_str))
+                .map(Anchor::from)
+                .collect();
+            out.sort();
+            out.dedup();
+            return Ok(out);
+        }
+        self.groups_of(&id_of(user)?).await
+    }
+
+    async fn org_of(&self, v: &Value) -> Result<Org> {
+        let id = id_of(v)?;
+        let parent = match self.cfg.groups {
+            GroupMode::Nested => self.groups_of(&id).await?.into_iter().next(),
+            GroupMode::Flat | GroupMode::Off => None,
+        };
+        let name = v
+            .get("displayName")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        Ok(Org::new(id, parent, name))
+    }
+
+    async fn find_group(&self, filter: &str) -> Result<Option<Value>> {
+        let path = format!(
+            "/Groups?filter={}&excludedAttributes=members&count=10",
+            urlencode(filter)
+        );
+        match self.call(Method::GET, &path, None).await {
+            Ok(v) => Ok(resources(&v).into_iter().next()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Create a Group with no members (match by `externalId` first; on 409 adopt the one
+    /// with the same `displayName`), then make it a member of its parent's Group.
+    async fn create_group(&self, org: &Org) -> Result<Applied> {
+        self.groups_on()?;
+        let body = json!({
+            "schemas": [GROUP],
+            "displayName": org.name,
+            "externalId": org.anchor.as_str(),
+        });
+        let by_ext = format!("externalId eq {}", quote(org.anchor.as_str()));
+        let id = match self.find_group(&by_ext).await? {
+            Some(found) => self.adopt_group(&found, org).await?,
+            None => match self.call(Method::POST, "/Groups", Some(&body)).await {
+                Ok(v) => id_of(&v)?,
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                    let by_name = format!("displayName eq {}", quote(&org.name));
+                    let found = self.find_group(&by_name).await?.ok_or(e)?;
+                    self.adopt_group(&found, org).await?
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        if self.cfg.groups == GroupMode::Nested
+            && let Some(p) = &org.parent
+        {
+            self.change_members(
+                p,
+                vec![Member::Add {
+                    id: id.clone(),
+                    group: true,
+                }],
+            )
+            .await?;
+        }
+        Ok(Applied::with_anchor(id))
+    }
+
+    async fn adopt_group(&self, found: &Value, org: &Org) -> Result<Anchor> {
+        let id = id_of(found)?;
+        let ops = json!([
+            {"op": "replace", "path": "displayName", "value": org.name},
+            {"op": "replace", "path": "externalId", "value": org.anchor.as_str()},
+        ]);
+        self.call(
+            Method::PATCH,
+            &format!("/Groups/{}", seg(&id)),
+            Some(&json!({"schemas": [PATCH_OP], "Operations": ops})),
+        )
+        .await?;
+        Ok(id)
+    }
+
+    /// A rename: PATCH of `displayName` (members untouched). In PUT-only mode the whole
+    /// Group is read and put back, members included: such apps get no other way.
+    async fn rename_group(&self, id: &Anchor, name: &str) -> Result<Applied> {
+        let path = format!("/Groups/{}", seg(id));
+        if self.cfg.put_only {
+            let mut g = self.call(Method::GET, &path, None).await?;
+            g["displayName"] = json!(name);
+            if let Some(m) = g.as_object_mut() {
+                m.remove("meta");
+            }
+            self.call(Method::PUT, &path, Some(&g)).await?;
+        } else {
+            let ops = json!([{"op": "replace", "path": "displayName", "value": name}]);
+            self.call(
+                Method::PATCH,
+                &path,
+                Some(&json!({"schemas": [PATCH_OP], "Operations": ops})),
+            )
+            .await?;
+        }
+        Ok(Applied::with_anchor(id.clone()))
+    }
+
+    async fn move_group(&self, id: &Anchor, parent: Option<&Anchor>) -> Result<Applied> {
+        self.groups_on()?;
+        if self.cfg.groups == GroupMode::Nested {
+            let old = self.groups_of(id).await?;
+            for p in old.iter().filter(|p| Some(*p) != parent) {
+                self.change_members(p, vec![Member::Remove(id.clone())])
+                    .await?;
+            }
+            if let Some(p) = parent
+                && !old.contains(p)
+            {
+                self.change_members(
+                    p,
+                    vec![Member::Add {
+                        id: id.clone(),
+                        group: true,
+                    }],
+                )
+                .await?;
+            }
+        }
+        Ok(Applied::with_anchor(id.clone()))
+    }
+
+    async fn delete_group(&self, id: &Anchor) -> Result<Applied> {
+        self.groups_on()?;
+        if self.cfg.groups == GroupMode::Nested {
+            for p in self.groups_of(id).await? {
+                self.change_members(&p, vec![Member::Remove(id.clone())])
+                    .await?;
+            }
+        }
+        self.call(Method::DELETE, &format!("/Groups/{}", seg(id)), None)
+            .await?;
+        Ok(Applied::with_anchor(id.clone()))
+    }
+
+    /// Make a User's direct Groups exactly `want`: PATCH adds and removes, no PUT.
+    async fn set_user_groups(&self, user: &Anchor, have: &[Anchor], want: &[Anchor]) -> Result<()> {
+        for g in want.iter().filter(|g| !have.contains(g)) {
+            self.change_members(
+                g,
+                vec![Member::Add {
+                    id: user.clone(),
+                    group: false,
+                }],
+            )
+            .await?;
+        }
+        for g in have.iter().filter(|g| !want.contains(g)) {
+            self.change_members(g, vec![Member::Remove(user.clone())])
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+impl ScimClient {
+    /// One page of `/Users` or `/Groups` by `startIndex` (the page token) and `count`.
+    async fn list_page(
+        &self,
+        resource: &str,
+        extra: &str,
+        page: &PageRequest,
+    ) -> Result<(Vec<Value>, Option<PageToken>)> {
+        let start: usize = match &page.token {
+            Some(t) => t.0.parse().map_err(|_| {
+                Error::invalid_data("scim: malformed page token").with_provider(PROVIDER)
+            })?,
+            None => 1,
+        };
+        let count = page.size.or(self.cfg.page_size).unwrap_or(100);
+        let v = self
+            .call(
+                Method::GET,
+                &format!("{resource}?{extra}startIndex={start}&count={count}"),
+                None,
+            )
+            .await?;
+        if v.get("schemas")
+            .and_then(Value::as_array)
+            .is_some_and(|s| !s.iter().any(|x| x == LIST))
+        {
+            return Err(Error::invalid_data(format!(
+                "scim: GET {resource} did not answer a ListResponse"
+            ))
+            .with_provider(PROVIDER));
+        }
+        let items = resources(&v);
+        let total = v
+            .get("totalResults")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| {
+                Error::invalid_data("scim: a ListResponse without totalResults")
+                    .with_provider(PROVIDER)
+            })? as usize;
+        let next_start = start + items.len();
+        if items.is_empty() && next_start <= total {
+            return Err(Error::new(
+                ErrorKind::Incomplete,
+                format!("scim: an empty page of {resource} at {start} of {total}"),
+            )
+            .with_provider(PROVIDER));
+        }
+        Ok((
+            items,
+            (next_start <= total).then(|| PageToken(next_start.to_string())),
+        ))
+    }
+}
+
+fn resources(v: &Value) -> Vec<Value> {
+    v.get("Resources")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
 }
 
 fn path_only(p: &str) -> &str {
@@ -695,8 +1214,8 @@ impl Source for ScimClient {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            orgs: false,
-            move_org: false,
+            orgs: self.cfg.groups != GroupMode::Off,
+            move_org: self.cfg.groups == GroupMode::Nested,
             assigns_anchors: true,
             ..Capabilities::read_write()
         }
@@ -708,64 +1227,43 @@ impl Source for ScimClient {
             .map(|_| ())
     }
 
-    async fn orgs(&self, _page: PageRequest) -> Result<Page<Org>> {
-        Ok(Page::last(Vec::new()))
+    async fn orgs(&self, page: PageRequest) -> Result<Page<Org>> {
+        if self.cfg.groups == GroupMode::Off {
+            return Ok(Page::last(Vec::new()));
+        }
+        let (items, next) = self
+            .list_page("/Groups", "excludedAttributes=members&", &page)
+            .await?;
+        let mut out = Vec::with_capacity(items.len());
+        for g in &items {
+            out.push(self.org_of(g).await?);
+        }
+        Ok(Page { items: out, next })
     }
 
     async fn accounts(&self, page: PageRequest) -> Result<Page<Account>> {
-        let start: usize = match &page.token {
-            Some(t) => t.0.parse().map_err(|_| {
-                Error::invalid_data("scim: malformed page token").with_provider(PROVIDER)
-            })?,
-            None => 1,
-        };
-        let count = page.size.or(self.cfg.page_size).unwrap_or(100);
-        let v = self
-            .call(
-                Method::GET,
-                &format!("/Users?startIndex={start}&count={count}"),
-                None,
-            )
-            .await?;
-        if v.get("schemas")
-            .and_then(Value::as_array)
-            .is_some_and(|s| !s.iter().any(|x| x == LIST))
-        {
-            return Err(
-                Error::invalid_data("scim: GET /Users did not answer a ListResponse")
-                    .with_provider(PROVIDER),
-            );
+        let (items, next) = self.list_page("/Users", "", &page).await?;
+        let mut out = Vec::with_capacity(items.len());
+        for u in &items {
+            let mut a = account_of(u)?;
+            if self.cfg.groups != GroupMode::Off {
+                a.orgs = self.user_groups(u).await?;
+            }
+            out.push(a);
         }
-        let items: Vec<Account> = v
-            .get("Resources")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .map(account_of)
-            .collect::<Result<_>>()?;
-        let total = v
-            .get("totalResults")
-            .and_then(Value::as_u64)
-            .ok_or_else(|| {
-                Error::invalid_data("scim: a ListResponse without totalResults")
-                    .with_provider(PROVIDER)
-            })? as usize;
-        let next_start = start + items.len();
-        if items.is_empty() && next_start <= total {
-            return Err(Error::new(
-                ErrorKind::Incomplete,
-                format!("scim: an empty page at {start} of {total} users"),
-            )
-            .with_provider(PROVIDER));
-        }
-        Ok(Page {
-            items,
-            next: (next_start <= total).then(|| PageToken(next_start.to_string())),
-        })
+        Ok(Page { items: out, next })
     }
 
-    async fn org(&self, _anchor: &Anchor) -> Result<Option<Org>> {
-        Ok(None)
+    async fn org(&self, anchor: &Anchor) -> Result<Option<Org>> {
+        if self.cfg.groups == GroupMode::Off {
+            return Ok(None);
+        }
+        let path = format!("/Groups/{}?excludedAttributes=members", seg(anchor));
+        match self.call(Method::GET, &path, None).await {
+            Ok(v) => self.org_of(&v).await.map(Some),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     async fn account(&self, anchor: &Anchor) -> Result<Option<Account>> {
@@ -773,7 +1271,13 @@ impl Source for ScimClient {
             .call(Method::GET, &format!("/Users/{}", seg(anchor)), None)
             .await
         {
-            Ok(v) => account_of(&v).map(Some),
+            Ok(v) => {
+                let mut a = account_of(&v)?;
+                if self.cfg.groups != GroupMode::Off {
+                    a.orgs = self.user_groups(&v).await?;
+                }
+                Ok(Some(a))
+            }
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
@@ -798,7 +1302,15 @@ impl Source for ScimClient {
         let found = self
             .search(&format!("{attr} eq {}", quote(value.trim())))
             .await?;
-        found.iter().map(account_of).collect()
+        let mut out = Vec::with_capacity(found.len());
+        for u in &found {
+            let mut a = account_of(u)?;
+            if self.cfg.groups != GroupMode::Off {
+                a.orgs = self.user_groups(u).await?;
+            }
+            out.push(a);
+        }
+        Ok(out)
     }
 }
 
@@ -875,6 +1387,7 @@ mod tests {
                 open_until: None,
             }),
             cfg,
+            queues: Mutex::new(HashMap::new()),
         };
         c.breaker_record(true);
         c.breaker_record(false);

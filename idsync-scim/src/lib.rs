@@ -48,6 +48,8 @@ pub mod resource;
 pub mod schema;
 pub mod server;
 
-pub use client::{AuthConfig, BreakerConfig, MatchBy, ScimClient, SecretRef, TargetConfig};
+pub use client::{
+    AuthConfig, BreakerConfig, GroupMode, MatchBy, ScimClient, SecretRef, TargetConfig,
+};
 pub use error::{ScimError, ScimResult};
 pub use server::{ClientConfig, DeletePolicy, ScimServer, ServerConfig, hash_token};

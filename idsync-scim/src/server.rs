@@ -6,7 +6,7 @@
 //! carries `If-Match` sees the version the previous write left, and of two racing PATCHes
 //! with the same `If-Match` one gets 412.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use axum::Router;
@@ -149,6 +149,9 @@ struct Inner {
     cfg: ServerConfig,
     clients: Vec<Client>,
     writes: tokio::sync::Mutex<()>,
+    /// The soft-deleted (hidden) users: found by one scan on the first list, kept by this
+    /// server's writes, and checked on every list (see [`ScimServer::tombstones`]).
+    tombstones: tokio::sync::Mutex<Option<BTreeSet<Anchor>>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -223,6 +226,7 @@ impl ScimServer {
                 cfg,
                 clients,
                 writes: tokio::sync::Mutex::new(()),
+                tombstones: tokio::sync::Mutex::new(None),
             }),
         })
     }
@@ -428,15 +432,56 @@ impl ScimServer {
 
     async fn members_of(&self, id: &Anchor) -> ScimResult<Vec<(Anchor, String)>> {
         Ok(self
-            .all_accounts()
+            .inner
+            .store
+            .hub_org_members(id)
             .await?
             .into_iter()
-            .filter(|a| !hidden(a) && a.orgs.contains(id))
+            .filter(|a| !hidden(a))
             .map(|a| {
                 let d = a.display_name.clone().unwrap_or_else(|| a.username.clone());
                 (a.anchor, d)
             })
             .collect())
+    }
+
+    /// The hidden (soft-deleted) users, for list pages to leave out. The first call scans
+    /// the hub once; after that the set is kept by this server's DELETEs and re-checked on
+    /// every call (one lookup per hidden user), so a user another job enabled again, or
+    /// deleted, drops out. Soft deletes made by *another* server process are seen after a
+    /// restart.
+    async fn tombstones(&self) -> ScimResult<Vec<Anchor>> {
+        let mut t = self.inner.tombstones.lock().await;
+        if t.is_none() {
+            let set: BTreeSet<Anchor> = self
+                .all_accounts()
+                .await?
+                .into_iter()
+                .filter(hidden)
+                .map(|a| a.anchor)
+                .collect();
+            *t = Some(set);
+        }
+        let Some(set) = t.as_mut() else {
+            return Ok(Vec::new());
+        };
+        let mut gone = Vec::new();
+        for a in set.iter() {
+            match self.inner.store.hub_account(a).await? {
+                Some(acc) if hidden(&acc) => {}
+                _ => gone.push(a.clone()),
+            }
+        }
+        for g in &gone {
+            set.remove(g);
+        }
+        Ok(set.iter().cloned().collect())
+    }
+
+    async fn note_tombstone(&self, a: &Anchor) {
+        if let Some(set) = self.inner.tombstones.lock().await.as_mut() {
+            set.insert(a.clone());
+        }
     }
 
     async fn group_doc(&self, id: &str) -> ScimResult<(Org, Vec<(Anchor, String)>, Value)> {
@@ -783,6 +828,34 @@ fn list_response(
     }))
 }
 
+/// The indexed hub field and value a User filter pins with `eq` (itself or one side of an
+/// `and`): every User the filter matches is among the hub accounts with that key, so the
+/// filter can be evaluated on those alone. `anchor` stands for `id`.
+fn index_key(f: &Filter) -> Option<(&'static str, String)> {
+    match f {
+        Filter::Compare(path, filter::CompareOp::Eq, Value::String(v)) => {
+            let text = path.text.as_str();
+            let (urn, name) = match schema::split_urn(text) {
+                Some((u, rest)) => (Some(u), rest),
+                None => (None, text),
+            };
+            let core = urn.is_none_or(|u| u.eq_ignore_ascii_case(schema::USER));
+            let ext = urn.is_some_and(|u| u.eq_ignore_ascii_case(schema::ENTERPRISE));
+            if core && name.eq_ignore_ascii_case("userName") {
+                Some(("username", v.clone()))
+            } else if core && name.eq_ignore_ascii_case("id") {
+                Some(("anchor", v.clone()))
+            } else if ext && name.eq_ignore_ascii_case("employeeNumber") {
+                Some(("employee_id", v.clone()))
+            } else {
+                None
+            }
+        }
+        Filter::And(a, b) => index_key(a).or_else(|| index_key(b)),
+        _ => None,
+    }
+}
+
 fn id_of(d: &Value) -> &str {
     d.get("id").and_then(Value::as_str).unwrap_or_default()
 }
@@ -867,34 +940,30 @@ async fn type_one(
 // ---------------------------------------------------------------------------- Users
 
 impl ScimServer {
+    /// A list page of Users. Without a filter or `sortBy`, the page is read by position
+    /// from the store (its cost follows the page, not the hub); a filter that pins
+    /// `userName`, `employeeNumber` or `id` with `eq` (alone or in an `and`) reads its
+    /// candidates through the hub's index and evaluates the whole filter on them; any
+    /// other filter, and `sortBy`, scan the hub.
     async fn list_users(&self, p: &ListParams) -> ScimResult<Value> {
-        let accounts: Vec<Account> = self
-            .all_accounts()
-            .await?
-            .into_iter()
-            .filter(|a| !hidden(a))
-            .collect();
-        let names = if accounts.iter().any(|a| !a.orgs.is_empty()) {
-            self.org_names().await?
-        } else {
-            HashMap::new()
-        };
-        let render =
-            |a: &Account| resource::render_user(a, self.base(), &|o| names.get(o).cloned());
         let max = self.inner.cfg.max_results;
-        if p.filter.is_none() && p.sort_by.is_none() {
-            // Only the page is rendered: the listing is in anchor order already.
-            let mut accounts = accounts;
-            accounts.sort_by(|a, b| a.anchor.cmp(&b.anchor));
-            let total = accounts.len();
+        let filter = p.filter.as_deref().map(filter::parse).transpose()?;
+        // Check the projection before reading anything.
+        projection(&USER_TYPE, p.attributes.as_ref(), p.excluded.as_ref())?;
+        if filter.is_none() && p.sort_by.is_none() {
+            let tomb = self.tombstones().await?;
             let start = p.start_index.unwrap_or(1).max(1) as usize;
             let count = p.count.map(|c| c.max(0) as usize).unwrap_or(max).min(max);
-            let docs: Vec<Value> = accounts
-                .iter()
-                .skip(start - 1)
-                .take(count)
-                .map(render)
-                .collect();
+            let total = self.inner.store.hub_account_count(&tomb).await?;
+            let accounts = if count == 0 {
+                Vec::new()
+            } else {
+                self.inner
+                    .store
+                    .hub_accounts_at(start - 1, count, &tomb)
+                    .await?
+            };
+            let docs = self.render_users(&accounts).await?;
             let mut out = list_response(
                 &USER_TYPE,
                 docs,
@@ -909,8 +978,36 @@ impl ScimServer {
             out["startIndex"] = json!(start);
             return Ok(out);
         }
-        let docs: Vec<Value> = accounts.iter().map(render).collect();
+        let candidates: Vec<Account> = match filter.as_ref().and_then(index_key) {
+            Some(("anchor", v)) => self
+                .inner
+                .store
+                .hub_account(&Anchor::from(v.as_str()))
+                .await?
+                .into_iter()
+                .collect(),
+            Some((field, v)) => self.inner.store.hub_find_accounts(field, &v).await?,
+            None => self.all_accounts().await?,
+        };
+        let visible: Vec<Account> = candidates.into_iter().filter(|a| !hidden(a)).collect();
+        let docs = self.render_users(&visible).await?;
         list_response(&USER_TYPE, docs, p, max)
+    }
+
+    /// Render users, looking up each org they name once.
+    async fn render_users(&self, accounts: &[Account]) -> ScimResult<Vec<Value>> {
+        let mut names: HashMap<Anchor, String> = HashMap::new();
+        for o in accounts.iter().flat_map(|a| a.orgs.iter()) {
+            if !names.contains_key(o)
+                && let Some(org) = self.inner.store.hub_org(o).await?
+            {
+                names.insert(o.clone(), org.name);
+            }
+        }
+        Ok(accounts
+            .iter()
+            .map(|a| resource::render_user(a, self.base(), &|o| names.get(o).cloned()))
+            .collect())
     }
 
     async fn user_response(&self, id: &Anchor, status: StatusCode) -> ScimResult<Response> {
@@ -936,7 +1033,9 @@ impl ScimServer {
     ) -> ScimResult<Option<Account>> {
         let want = name.to_lowercase();
         Ok(self
-            .all_accounts()
+            .inner
+            .store
+            .hub_find_accounts("username", name)
             .await?
             .into_iter()
             .find(|a| Some(&a.anchor) != except && a.username.to_lowercase() == want))
@@ -1056,6 +1155,7 @@ impl ScimServer {
                     },
                 )
                 .await?;
+                self.note_tombstone(&current.anchor).await;
             }
             DeletePolicy::Delete => {
                 let job = self.job(client, Scope::Users, DeletionPolicy::Delete);
@@ -1313,8 +1413,8 @@ impl ScimServer {
         let before: Vec<Anchor> = members.into_iter().map(|(a, _)| a).collect();
         let mut accounts = self.membership_changes(&org.anchor, &before, &[]).await?;
         // Hidden (soft-deleted) members leave the org too, or it cannot be deleted.
-        for a in self.all_accounts().await? {
-            if hidden(&a) && a.orgs.contains(&org.anchor) {
+        for a in self.inner.store.hub_org_members(&org.anchor).await? {
+            if hidden(&a) {
                 let mut a = a;
                 a.orgs.retain(|o| o != &org.anchor);
                 accounts.push(a);
@@ -1532,31 +1632,116 @@ impl ScimServer {
         Ok(out["Resources"].as_array().cloned().unwrap_or_default())
     }
 
+    /// A list page of Groups. Without a filter or `sortBy` the page is read by position;
+    /// otherwise the orgs are scanned (members are read only for a filter on them). Members
+    /// are read only for the Groups of the page, through the store's membership index, and
+    /// not at all when the projection leaves them out.
     async fn list_groups_with_max(&self, p: &ListParams, max: usize) -> ScimResult<Value> {
-        let orgs = self.all_orgs().await?;
-        let mut members: HashMap<Anchor, Vec<(Anchor, String)>> = HashMap::new();
-        for a in self.all_accounts().await? {
-            if hidden(&a) {
-                continue;
+        let proj = projection(&GROUP_TYPE, p.attributes.as_ref(), p.excluded.as_ref())?;
+        let filter = p.filter.as_deref().map(filter::parse).transpose()?;
+        let members_shown = !names_members(&proj.excluded)
+            && (proj.attributes.is_empty() || names_members(&proj.attributes));
+        if filter.is_none() && p.sort_by.is_none() {
+            let start = p.start_index.unwrap_or(1).max(1) as usize;
+            let count = p.count.map(|c| c.max(0) as usize).unwrap_or(max).min(max);
+            let total = self.inner.store.hub_org_count().await?;
+            let orgs = if count == 0 {
+                Vec::new()
+            } else {
+                self.inner.store.hub_orgs_at(start - 1, count).await?
+            };
+            let mut docs = Vec::with_capacity(orgs.len());
+            for o in &orgs {
+                let m = if members_shown {
+                    self.members_of(&o.anchor).await?
+                } else {
+                    Vec::new()
+                };
+                docs.push(resource::render_group(o, &m, self.base()));
             }
-            let d = a.display_name.clone().unwrap_or_else(|| a.username.clone());
-            for o in &a.orgs {
-                members
-                    .entry(o.clone())
-                    .or_default()
-                    .push((a.anchor.clone(), d.clone()));
+            let mut out = list_response(
+                &GROUP_TYPE,
+                docs,
+                &ListParams {
+                    start_index: None,
+                    count: Some(count as i64),
+                    ..p.clone()
+                },
+                max,
+            )?;
+            out["totalResults"] = json!(total);
+            out["startIndex"] = json!(start);
+            return Ok(out);
+        }
+        let orgs = self.all_orgs().await?;
+        let filter_on_members = [&p.filter, &p.sort_by].iter().any(|x| {
+            x.as_deref()
+                .is_some_and(|f| f.to_ascii_lowercase().contains("members"))
+        });
+        let mut docs: Vec<Value> = Vec::with_capacity(orgs.len());
+        if filter_on_members {
+            let mut members: HashMap<Anchor, Vec<(Anchor, String)>> = HashMap::new();
+            for a in self.all_accounts().await? {
+                if hidden(&a) {
+                    continue;
+                }
+                let d = a.display_name.clone().unwrap_or_else(|| a.username.clone());
+                for o in &a.orgs {
+                    members
+                        .entry(o.clone())
+                        .or_default()
+                        .push((a.anchor.clone(), d.clone()));
+                }
+            }
+            for o in &orgs {
+                let m = members.get(&o.anchor).map(Vec::as_slice).unwrap_or(&[]);
+                docs.push(resource::render_group(o, m, self.base()));
+            }
+            docs.sort_by(|a, b| id_of(a).cmp(id_of(b)));
+            return list_response(&GROUP_TYPE, docs, p, max);
+        }
+        // Filter and sort on the Groups without members, then fill in the page's members.
+        for o in &orgs {
+            docs.push(resource::render_group(o, &[], self.base()));
+        }
+        docs.sort_by(|a, b| id_of(a).cmp(id_of(b)));
+        let mut out = list_response(
+            &GROUP_TYPE,
+            docs,
+            &ListParams {
+                attributes: None,
+                excluded: None,
+                ..p.clone()
+            },
+            max,
+        )?;
+        if let Some(page) = out["Resources"].as_array_mut() {
+            let by_id: HashMap<&str, &Org> = orgs.iter().map(|o| (o.anchor.as_str(), o)).collect();
+            for d in page.iter_mut() {
+                let Some(o) = by_id.get(id_of(d)) else {
+                    continue;
+                };
+                let m = if members_shown {
+                    self.members_of(&o.anchor).await?
+                } else {
+                    Vec::new()
+                };
+                let doc = resource::render_group(o, &m, self.base());
+                *d = resource::project(&GROUP_TYPE, doc, &proj.attributes, &proj.excluded)?;
             }
         }
-        let mut docs: Vec<Value> = orgs
-            .iter()
-            .map(|o| {
-                let m = members.get(&o.anchor).map(Vec::as_slice).unwrap_or(&[]);
-                resource::render_group(o, m, self.base())
-            })
-            .collect();
-        docs.sort_by(|a, b| id_of(a).cmp(id_of(b)));
-        list_response(&GROUP_TYPE, docs, p, max)
+        Ok(out)
     }
+}
+
+/// Whether an attribute list names Group `members` (or one of its sub-attributes).
+fn names_members(names: &[String]) -> bool {
+    let urn = format!("{}:", schema::GROUP.to_ascii_lowercase());
+    names.iter().any(|n| {
+        let l = n.to_ascii_lowercase();
+        let l = l.strip_prefix(&urn).unwrap_or(&l);
+        l == "members" || l.starts_with("members.")
+    })
 }
 
 /// The parameters with only the attribute names `rt` knows.

@@ -959,6 +959,91 @@ macro_rules! sql_store {
                 Ok(rows.into_iter().map(|(j,)| j.0).collect())
             }
 
+            // --- positional listing (SCIM list pages) ----------------------------------
+            // OFFSET walks the primary key (no bodies are read for the skipped rows);
+            // members come through hub_memberships' primary key (org, account).
+
+            async fn hub_account_count(
+                &self,
+                except: &[idsync_core::Anchor],
+            ) -> idsync_core::Result<usize> {
+                let sql = format!(
+                    "SELECT count(*) FROM hub_accounts{}",
+                    $crate::sql::not_in(except.len(), 1)
+                );
+                let mut q = sqlx::query_as::<_, (i64,)>(&sql);
+                for a in except {
+                    q = q.bind(a.as_str());
+                }
+                let (n,) = q.fetch_one(self.reader()).await.map_err(Self::err)?;
+                Ok(usize::try_from(n).unwrap_or(0))
+            }
+
+            async fn hub_accounts_at(
+                &self,
+                offset: usize,
+                limit: usize,
+                except: &[idsync_core::Anchor],
+            ) -> idsync_core::Result<Vec<idsync_core::Account>> {
+                // Placeholders in the order they appear (SQLite numbers `$N` that way).
+                let n = except.len();
+                let sql = format!(
+                    "SELECT body FROM hub_accounts{} ORDER BY anchor LIMIT ${} OFFSET ${}",
+                    $crate::sql::not_in(n, 1),
+                    n + 1,
+                    n + 2
+                );
+                let mut q = sqlx::query_as::<_, (sqlx::types::Json<idsync_core::Account>,)>(&sql);
+                for a in except {
+                    q = q.bind(a.as_str());
+                }
+                let q = q
+                    .bind($crate::util::to_i64(limit))
+                    .bind($crate::util::to_i64(offset));
+                let rows = q.fetch_all(self.reader()).await.map_err(Self::err)?;
+                Ok(rows.into_iter().map(|(j,)| j.0).collect())
+            }
+
+            async fn hub_org_count(&self) -> idsync_core::Result<usize> {
+                let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM hub_orgs")
+                    .fetch_one(self.reader())
+                    .await
+                    .map_err(Self::err)?;
+                Ok(usize::try_from(n).unwrap_or(0))
+            }
+
+            async fn hub_orgs_at(
+                &self,
+                offset: usize,
+                limit: usize,
+            ) -> idsync_core::Result<Vec<idsync_core::Org>> {
+                let rows: Vec<(sqlx::types::Json<idsync_core::Org>,)> = sqlx::query_as(
+                    "SELECT body FROM hub_orgs ORDER BY anchor LIMIT $1 OFFSET $2",
+                )
+                .bind($crate::util::to_i64(limit))
+                .bind($crate::util::to_i64(offset))
+                .fetch_all(self.reader())
+                .await
+                .map_err(Self::err)?;
+                Ok(rows.into_iter().map(|(j,)| j.0).collect())
+            }
+
+            async fn hub_org_members(
+                &self,
+                org: &idsync_core::Anchor,
+            ) -> idsync_core::Result<Vec<idsync_core::Account>> {
+                let rows: Vec<(sqlx::types::Json<idsync_core::Account>,)> = sqlx::query_as(
+                    "SELECT a.body FROM hub_memberships m JOIN hub_accounts a ON a.anchor = m.account \
+                     WHERE m.org = $1 ORDER BY m.account",
+                )
+                .bind(org.as_str())
+                .fetch_all(self.reader())
+                .await
+                .map_err(|e| Self::err(e).with_context("org", org.as_str()))?;
+                Ok(rows.into_iter().map(|(j,)| j.0).collect())
+            }
+            // --- end of positional listing ------------------------------------------------
+
             async fn hub_apply(
                 &self,
                 op: &idsync_core::Op,
@@ -1678,6 +1763,16 @@ pub(crate) fn key_changes(
         .flat_map(|(field, key)| key_row(field, key.clone(), anchor.as_str()))
         .collect();
     batch.push(sql, args);
+}
+
+/// ` WHERE anchor NOT IN ($first, ...)` for `n` anchors, or nothing for none
+/// ([`Store::hub_accounts_at`](idsync_core::Store::hub_accounts_at)).
+pub(crate) fn not_in(n: usize, first: usize) -> String {
+    if n == 0 {
+        return String::new();
+    }
+    let marks: Vec<String> = (first..first + n).map(|i| format!("${i}")).collect();
+    format!(" WHERE anchor NOT IN ({})", marks.join(", "))
 }
 
 /// Hub accounts by one correlation key, in anchor order: one probe of the `hub_keys`

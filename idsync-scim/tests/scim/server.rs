@@ -1,9 +1,8 @@
 //! idsync's SCIM server over HTTP: what scim2-tester does not cover (filters, paging,
 //! sorting, ETags and races, errors, auth, the engine path), and one test per quirk of
 //! what Microsoft Entra ID and Okta really send.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-mod common;
+use crate::common;
 
 use common::Running;
 use idsync_core::{Anchor, EntityKind, Status};
@@ -387,6 +386,120 @@ async fn delete_disables_the_account_and_hides_the_resource() {
         .unwrap()
         .unwrap();
     assert_eq!(a.status, Status::Active);
+}
+
+#[tokio::test]
+async fn pages_by_position_leave_out_soft_deleted_users() {
+    let s = common::start(|c| c).await;
+    let mut made = Vec::new();
+    for i in 0..7 {
+        made.push(user(&s, &format!("p{i}")).await);
+    }
+    let del = |k: usize| {
+        let id = made[k]["id"].as_str().unwrap().to_owned();
+        let s = &s;
+        async move {
+            let r = s.delete(&format!("/Users/{id}")).send().await.unwrap();
+            assert_eq!(r.status().as_u16(), 204);
+        }
+    };
+    // Deleted before the first list (found by the first scan) ...
+    del(1).await;
+    del(4).await;
+    let walk = || async {
+        let mut seen = Vec::new();
+        let mut start = 1;
+        loop {
+            let v = list(&s, &format!("startIndex={start}&count=2")).await;
+            let got = ids(&v);
+            assert!(got.len() <= 2, "{v}");
+            seen.extend(got.clone());
+            start += got.len();
+            if got.is_empty() || start > v["totalResults"].as_u64().unwrap() as usize {
+                return (seen, v["totalResults"].as_u64().unwrap());
+            }
+        }
+    };
+    let (seen, total) = walk().await;
+    assert_eq!(total, 5);
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), 5, "no user twice, none missing: {seen:?}");
+    assert!(!seen.contains(&"p1".to_owned()) && !seen.contains(&"p4".to_owned()));
+    // ... and after it (kept by the server's own DELETE).
+    del(6).await;
+    let (seen, total) = walk().await;
+    assert_eq!((seen.len(), total), (4, 4), "{seen:?}");
+    assert!(!seen.contains(&"p6".to_owned()));
+    // A user that comes back takes its place again.
+    user(&s, "p4").await;
+    let (seen, total) = walk().await;
+    assert_eq!((seen.len(), total), (5, 5), "{seen:?}");
+    assert!(seen.contains(&"p4".to_owned()));
+    // Beyond the end: an empty page, the right total.
+    let v = list(&s, "startIndex=50&count=10").await;
+    assert_eq!((ids(&v).len(), v["totalResults"].as_u64()), (0, Some(5)));
+    // count=0: only the total.
+    let v = list(&s, "count=0").await;
+    assert_eq!((ids(&v).len(), v["totalResults"].as_u64()), (0, Some(5)));
+}
+
+#[tokio::test]
+async fn indexed_lookups_stay_exact() {
+    let s = common::start(|c| c).await;
+    let a = user(&s, "Alice.Smith").await;
+    user(&s, "bob").await;
+    let (st, _) = patch(
+        &s,
+        a["id"].as_str().unwrap(),
+        json!([{"op": "replace", "path": "title", "value": "Boss"}]),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let q = |f: &str| format!("filter={}", enc(f));
+    // userName is case-insensitive; the index finds it whatever the case.
+    assert_eq!(
+        ids(&list(&s, &q("userName eq \"alice.smith\"")).await),
+        ["Alice.Smith"]
+    );
+    assert_eq!(
+        ids(&list(
+            &s,
+            &q("urn:ietf:params:scim:schemas:core:2.0:User:userName eq \"ALICE.SMITH\"")
+        )
+        .await),
+        ["Alice.Smith"]
+    );
+    // The whole filter still applies to the candidates.
+    assert_eq!(
+        ids(&list(&s, &q("userName eq \"alice.smith\" and title eq \"Boss\"")).await),
+        ["Alice.Smith"]
+    );
+    assert!(
+        ids(&list(
+            &s,
+            &q("userName eq \"alice.smith\" and title eq \"Intern\"")
+        )
+        .await)
+        .is_empty()
+    );
+    assert!(
+        ids(&list(&s, &q("userName eq \" alice.smith\"")).await).is_empty(),
+        "eq is not trimmed"
+    );
+    assert_eq!(
+        ids(&list(&s, &q(&format!("id eq \"{}\"", a["id"].as_str().unwrap()))).await),
+        ["Alice.Smith"]
+    );
+    // Soft-deleted users are not found.
+    let r = s
+        .delete(&format!("/Users/{}", a["id"].as_str().unwrap()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    assert!(ids(&list(&s, &q("userName eq \"alice.smith\"")).await).is_empty());
 }
 
 #[tokio::test]

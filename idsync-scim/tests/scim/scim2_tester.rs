@@ -1,8 +1,7 @@
 //! scim2-tester 0.5.2 (through scim2-cli's `scim2 test`) against idsync's SCIM server:
 //! every check SUCCESS, none SKIPPED, none failing.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-mod common;
+use crate::common;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scim2_tester_reports_every_check_success() {
