@@ -94,6 +94,8 @@ pub struct Request {
     query: Vec<(String, QueryValue)>,
     headers: Vec<(HeaderName, QueryValue)>,
     body: Option<Value>,
+    /// A form body (`application/x-www-form-urlencoded`), in place of a JSON body.
+    form: Option<Vec<(String, QueryValue)>>,
 }
 
 impl std::fmt::Debug for Request {
@@ -115,7 +117,51 @@ impl Request {
             query: Vec::new(),
             headers: Vec::new(),
             body: None,
+            form: None,
         }
+    }
+
+    /// `GET` of a URL a provider handed out (an RFC 8288 `Link: rel="next"` target, a
+    /// `next` URL in a page body), relative to `base_url` or absolute. An absolute URL must
+    /// lie under `base_url` (same scheme, host, port and path prefix): credentials never go
+    /// to a host the configuration did not name. Its query becomes the request's query.
+    pub fn follow(base_url: &str, url: &str) -> std::result::Result<Self, HttpError> {
+        let base = reqwest::Url::parse(base_url.trim_end_matches('/'))
+            .map_err(|e| HttpError::Config(format!("base URL is not a URL: {e}")))?;
+        let joined = if url.starts_with('/') && !url.starts_with("//") {
+            // a path: relative to the base URL's path, or absolute on its host
+            let prefix = base.path().trim_end_matches('/');
+            let path = if url.starts_with(&format!("{prefix}/")) || prefix.is_empty() {
+                url.to_owned()
+            } else {
+                format!("{prefix}{url}")
+            };
+            base.join(&path)
+        } else {
+            reqwest::Url::parse(url)
+        }
+        .map_err(|_| HttpError::Decode("the next-page URL is not a URL".into()))?;
+        let prefix = base.path().trim_end_matches('/');
+        let same_origin = joined.scheme() == base.scheme()
+            && joined.host_str() == base.host_str()
+            && joined.port_or_known_default() == base.port_or_known_default();
+        let rest = joined.path().strip_prefix(prefix).unwrap_or_default();
+        if !same_origin
+            || !(rest.is_empty() || rest.starts_with('/'))
+            || !joined.path().starts_with(prefix)
+        {
+            return Err(HttpError::Decode(format!(
+                "the next-page URL points outside the base URL (to {}{}); refused, \
+                 credentials go only to the configured host",
+                joined.host_str().unwrap_or("?"),
+                joined.path()
+            )));
+        }
+        let mut r = Request::get(if rest.is_empty() { "/" } else { rest });
+        for (k, v) in joined.query_pairs() {
+            r = r.query(k.into_owned(), v.into_owned());
+        }
+        Ok(r)
     }
 
     /// `GET path`.
@@ -131,7 +177,38 @@ impl Request {
     /// Sets the JSON body.
     pub fn json(mut self, body: Value) -> Self {
         self.body = Some(body);
+        self.form = None;
         self
+    }
+
+    /// Adds a field of a form body (`application/x-www-form-urlencoded`, as OAuth2 token
+    /// endpoints take it); a form body replaces a JSON body.
+    pub fn form_field(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.body = None;
+        self.form
+            .get_or_insert_with(Vec::new)
+            .push((key.into(), QueryValue::Plain(value.into())));
+        self
+    }
+
+    /// Adds a secret field of a form body (kept out of logs and `Debug` output).
+    pub fn secret_form_field(mut self, key: impl Into<String>, value: SecretString) -> Self {
+        self.body = None;
+        self.form
+            .get_or_insert_with(Vec::new)
+            .push((key.into(), QueryValue::Secret(value)));
+        self
+    }
+
+    /// `Authorization: Basic base64(user:password)` (RFC 7617), as a secret header.
+    pub fn basic_auth(self, user: &str, password: &SecretString) -> Self {
+        use base64::Engine as _;
+        let raw = format!("{user}:{}", password.expose_secret());
+        let encoded = base64::engine::general_purpose::STANDARD.encode(raw.as_bytes());
+        self.secret_header(
+            reqwest::header::AUTHORIZATION,
+            SecretString::from(format!("Basic {encoded}")),
+        )
     }
 
     /// Adds a query parameter.
@@ -286,13 +363,26 @@ impl JsonClient {
 
     /// [`send`](JsonClient::send) with the toolkit's error (to branch on token errors).
     pub async fn try_send(&self, req: &Request) -> std::result::Result<Value, HttpError> {
+        self.try_send_full(req).await.map(|a| a.body)
+    }
+
+    /// Like [`send`](JsonClient::send), keeping the status and the response headers
+    /// (`Link`, `X-Total-Count`, ...).
+    pub async fn send_full(&self, req: &Request) -> Result<Answer> {
+        self.try_send_full(req)
+            .await
+            .map_err(|e| e.into_error(self.inner.provider, req.path()))
+    }
+
+    /// [`send_full`](JsonClient::send_full) with the toolkit's error.
+    pub async fn try_send_full(&self, req: &Request) -> std::result::Result<Answer, HttpError> {
         let ticket = self.inner.pacer.wait(&req.path).await;
         let out = self.exchange(req).await;
         drop(ticket);
         out
     }
 
-    async fn exchange(&self, req: &Request) -> std::result::Result<Value, HttpError> {
+    async fn exchange(&self, req: &Request) -> std::result::Result<Answer, HttpError> {
         let url = format!("{}{}", self.inner.base, req.path);
         tracing::trace!(
             provider = self.inner.provider,
@@ -332,14 +422,29 @@ impl JsonClient {
         if let Some(body) = &req.body {
             b = b.json(body);
         }
+        if let Some(form) = &req.form {
+            let pairs: Vec<(&str, &str)> = form
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str(),
+                        match v {
+                            QueryValue::Plain(p) => p.as_str(),
+                            QueryValue::Secret(s) => s.expose_secret(),
+                        },
+                    )
+                })
+                .collect();
+            b = b.form(&pairs);
+        }
         let resp = b.send().await.map_err(HttpError::transport)?;
         self.read(resp).await
     }
 
-    async fn read(&self, mut resp: reqwest::Response) -> std::result::Result<Value, HttpError> {
+    async fn read(&self, mut resp: reqwest::Response) -> std::result::Result<Answer, HttpError> {
         let status = resp.status().as_u16();
-        let retry_after = resp
-            .headers()
+        let headers = std::mem::take(resp.headers_mut());
+        let retry_after = headers
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
@@ -381,7 +486,38 @@ impl JsonClient {
                 retry_after,
             });
         }
-        Ok(json)
+        Ok(Answer {
+            status,
+            headers,
+            body: json,
+        })
+    }
+}
+
+/// A whole answer: status, headers and the checked JSON body.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The HTTP status (2xx: other statuses are errors).
+    pub status: u16,
+    /// The response headers.
+    pub headers: reqwest::header::HeaderMap,
+    /// The body, after the error-body hook.
+    pub body: Value,
+}
+
+impl Answer {
+    /// A header's value as text, when present and visible ASCII.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The target of the RFC 8288 `Link` header's `rel="next"`, if any.
+    pub fn next_link(&self) -> Option<String> {
+        self.headers
+            .get_all(reqwest::header::LINK)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|v| crate::link::find_rel(v, "next"))
     }
 }
 
@@ -454,14 +590,30 @@ impl TokenAuth {
         self.cache.get(|| self.source.fetch(&self.client)).await
     }
 
+    async fn token_http(&self) -> std::result::Result<Token, HttpError> {
+        self.token().await.map_err(HttpError::Token)
+    }
+
     /// Sends `req` with the token; see the type's docs.
     pub async fn send(&self, req: &Request) -> Result<Value> {
+        self.send_full(req).await.map(|a| a.body)
+    }
+
+    /// Like [`send`](TokenAuth::send), keeping the status and the headers.
+    pub async fn send_full(&self, req: &Request) -> Result<Answer> {
+        self.try_send_full(req)
+            .await
+            .map_err(|e| e.into_error(self.client.provider(), req.path()))
+    }
+
+    /// [`send_full`](TokenAuth::send_full) with the toolkit's error (to branch on statuses).
+    pub async fn try_send_full(&self, req: &Request) -> std::result::Result<Answer, HttpError> {
         let mut retried = false;
         loop {
-            let token = self.token().await?;
+            let token = self.token_http().await?;
             match self
                 .client
-                .try_send(&req.with_token(&self.placement, &token))
+                .try_send_full(&req.with_token(&self.placement, &token))
                 .await
             {
                 Err(e) if !retried && e.is_token_error() => {
@@ -473,9 +625,7 @@ impl TokenAuth {
                     self.cache.invalidate(&token).await;
                     retried = true;
                 }
-                other => {
-                    return other.map_err(|e| e.into_error(self.client.provider(), req.path()));
-                }
+                other => return other,
             }
         }
     }
