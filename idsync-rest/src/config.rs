@@ -325,9 +325,12 @@ pub enum Pagination {
         /// The first page's number (1).
         #[serde(default = "one")]
         first: u64,
-        /// Where the total count is.
-        #[serde(default, flatten)]
-        total: Total,
+        /// JSON pointer to the total count in the body (`/meta/total`).
+        #[serde(default)]
+        total: Option<String>,
+        /// Header holding the total count (`X-Total-Count`).
+        #[serde(default)]
+        total_header: Option<String>,
     },
     /// `?offset=N&limit=M`. Ends on a short or empty page, or when the total is reached.
     Offset {
@@ -337,9 +340,12 @@ pub enum Pagination {
         /// The limit parameter (`limit`).
         #[serde(default = "limit_param")]
         size_param: String,
-        /// Where the total count is.
-        #[serde(default, flatten)]
-        total: Total,
+        /// JSON pointer to the total count in the body (`/meta/total`).
+        #[serde(default)]
+        total: Option<String>,
+        /// Header holding the total count (`X-Total-Count`).
+        #[serde(default)]
+        total_header: Option<String>,
     },
     /// A cursor in the body, sent back as a parameter. Ends when the cursor is absent,
     /// null or empty (or `has_more` is false).
@@ -373,18 +379,6 @@ pub enum Pagination {
         #[serde(default)]
         first_query: BTreeMap<String, String>,
     },
-}
-
-/// Where a page says how many items the whole listing has.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Total {
-    /// JSON pointer to the total in the body (`/meta/total`).
-    #[serde(default)]
-    pub total: Option<String>,
-    /// Header holding the total (`X-Total-Count`).
-    #[serde(default)]
-    pub total_header: Option<String>,
 }
 
 fn page_param() -> String {
@@ -512,7 +506,7 @@ impl EntityConfig {
         }
         match &self.pagination {
             Pagination::Page { total, .. } | Pagination::Offset { total, .. } => {
-                if let Some(t) = &total.total {
+                if let Some(t) = total {
                     pointers.push((format!("{what}.pagination.total"), t));
                 }
             }

@@ -42,6 +42,8 @@ pub struct RestDirectory {
     auth: Auth,
     headers: Vec<(HeaderName, String)>,
     instance: String,
+    /// The base URL's path (`/api/v1`), so errors name the whole URL path.
+    base_path: String,
 }
 
 impl std::fmt::Debug for RestDirectory {
@@ -235,12 +237,16 @@ impl RestDirectory {
                 .and_then(|u| u.host_str().map(str::to_owned))
                 .unwrap_or_else(|| cfg.base_url.clone())
         });
+        let base_path = idsync_http::check_base_url(&cfg.base_url, true)
+            .map(|u| u.path().trim_end_matches('/').to_owned())
+            .unwrap_or_default();
         Ok(RestDirectory {
             cfg,
             client,
             auth,
             headers,
             instance,
+            base_path,
         })
     }
 
@@ -391,7 +397,7 @@ impl RestDirectory {
             },
         };
         let http = self.listing_request(cfg, &st, since)?;
-        let path = http.path().to_owned();
+        let path = format!("{}{}", self.base_path, http.path());
         let number = st.index + 1;
         let at_ = At::page(path.clone(), number);
         let answer = self.send(http, Some(number), false).await?;
@@ -422,25 +428,33 @@ impl RestDirectory {
         }
         let n = out.len() as u64;
         let total = match &cfg.pagination {
-            Pagination::Page { total, .. } | Pagination::Offset { total, .. } => {
-                let from_header = total
-                    .total_header
+            Pagination::Page {
+                total,
+                total_header,
+                ..
+            }
+            | Pagination::Offset {
+                total,
+                total_header,
+                ..
+            } => {
+                let from_header = total_header
                     .as_deref()
                     .and_then(|h| answer.header(h))
                     .and_then(|v| v.trim().parse::<u64>().ok());
-                let from_body = total.total.as_deref().and_then(|p| int_at(body, p));
-                if total.total_header.is_some() && from_header.is_none() {
+                let from_body = total.as_deref().and_then(|p| int_at(body, p));
+                if total_header.is_some() && from_header.is_none() {
                     return Err(RestError::Shape {
                         at: at_,
                         pointer: String::new(),
                         what: format!(
                             "the total header {} is missing or not a number",
-                            total.total_header.as_deref().unwrap_or_default()
+                            total_header.as_deref().unwrap_or_default()
                         ),
                     }
                     .into());
                 }
-                if let Some(p) = &total.total
+                if let Some(p) = total
                     && from_body.is_none()
                 {
                     return Err(RestError::Shape {
@@ -875,7 +889,12 @@ impl Source for RestDirectory {
         match self.lookup(cfg, anchor).await? {
             Some(v) => {
                 let path = fill(cfg.item_path.as_deref().unwrap_or_default(), anchor);
-                Ok(Some(self.read_org(cfg, &v, &At::single(path), 0)?))
+                Ok(Some(self.read_org(
+                    cfg,
+                    &v,
+                    &At::single(self.base_path.clone() + &path),
+                    0,
+                )?))
             }
             None => Ok(None),
         }
@@ -890,7 +909,11 @@ impl Source for RestDirectory {
         match self.lookup(cfg, anchor).await? {
             Some(v) => {
                 let path = fill(cfg.item_path.as_deref().unwrap_or_default(), anchor);
-                Ok(Some(self.read_account(&v, &At::single(path), 0)?))
+                Ok(Some(self.read_account(
+                    &v,
+                    &At::single(self.base_path.clone() + &path),
+                    0,
+                )?))
             }
             None => Ok(None),
         }

@@ -10,7 +10,7 @@ mod map;
 
 pub use config::{
     AuthConfig, EntityConfig, FieldSpec, Incremental, Pagination, RestConfig, StatusSpec,
-    TimeFormat, Total, WriteSpec,
+    TimeFormat, WriteSpec,
 };
 pub use connector::{RestDirectory, escape_segment};
 
