@@ -84,6 +84,22 @@ enum QueryValue {
     Secret(SecretString),
 }
 
+/// Pairs with their secret values exposed, for the wire only.
+fn exposed(pairs: &[(String, QueryValue)]) -> Vec<(&str, &str)> {
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str(),
+                match v {
+                    QueryValue::Plain(p) => p.as_str(),
+                    QueryValue::Secret(s) => s.expose_secret(),
+                },
+            )
+        })
+        .collect()
+}
+
 /// One request: method, path (appended to the base URL; also the pacing key), query,
 /// headers and an optional JSON body. Secrets go in through the `secret_*` methods, which
 /// keep them out of logs and `Debug` output.
@@ -393,20 +409,7 @@ impl JsonClient {
         );
         let mut b = self.inner.http.request(req.method.clone(), url);
         if !req.query.is_empty() {
-            let q: Vec<(&str, &str)> = req
-                .query
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.as_str(),
-                        match v {
-                            QueryValue::Plain(p) => p.as_str(),
-                            QueryValue::Secret(s) => s.expose_secret(),
-                        },
-                    )
-                })
-                .collect();
-            b = b.query(&q);
+            b = b.query(&exposed(&req.query));
         }
         for (name, v) in &req.headers {
             let (raw, secret) = match v {
@@ -423,19 +426,7 @@ impl JsonClient {
             b = b.json(body);
         }
         if let Some(form) = &req.form {
-            let pairs: Vec<(&str, &str)> = form
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.as_str(),
-                        match v {
-                            QueryValue::Plain(p) => p.as_str(),
-                            QueryValue::Secret(s) => s.expose_secret(),
-                        },
-                    )
-                })
-                .collect();
-            b = b.form(&pairs);
+            b = b.form(&exposed(form));
         }
         let resp = b.send().await.map_err(HttpError::transport)?;
         self.read(resp).await
@@ -634,6 +625,40 @@ impl TokenAuth {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn next_urls_stay_under_the_base_url() {
+        let base = "https://hr.example.com/api/v2";
+        let r =
+            Request::follow(base, "https://hr.example.com/api/v2/people?page=2&x=a%20b").unwrap();
+        assert_eq!(r.path(), "/people");
+        assert_eq!(r.display_query(&[]), "page=2&x=a b");
+        let r = Request::follow(base, "/api/v2/people?cursor=c1").unwrap();
+        assert_eq!(r.path(), "/people");
+        let r = Request::follow(base, "/people?cursor=c1").unwrap();
+        assert_eq!(r.path(), "/people", "a path relative to the base");
+        for bad in [
+            "https://evil.example/api/v2/people",
+            "http://hr.example.com/api/v2/people",
+            "https://hr.example.com:8443/api/v2/people",
+            "https://hr.example.com/other/people",
+            "https://hr.example.com/api/v2x/people",
+            "//evil.example/api/v2/people",
+        ] {
+            let e = Request::follow(base, bad).unwrap_err();
+            assert!(
+                e.to_string().contains("outside the base URL")
+                    || e.to_string().contains("not a URL"),
+                "{bad}: {e}"
+            );
+        }
+        let form = Request::new(Method::POST, "/token")
+            .form_field("grant_type", "client_credentials")
+            .secret_form_field("client_secret", SecretString::from("S3".to_owned()))
+            .basic_auth("id", &SecretString::from("pw".to_owned()));
+        assert!(!format!("{form:?}").contains("S3"));
+        assert!(form.body().is_none());
+    }
 
     #[test]
     fn request_debug_and_logs_redact_secrets() {

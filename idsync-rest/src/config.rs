@@ -565,21 +565,12 @@ impl EntityConfig {
             }
         }
         for k in self.fields.keys() {
-            let known = match what {
-                "orgs" => ["anchor", "name", "parent", "order"].contains(&k.as_str()),
-                _ => [
-                    "anchor",
-                    "username",
-                    "display_name",
-                    "email",
-                    "phone",
-                    "employee_id",
-                    "title",
-                    "orgs",
-                    "manager",
-                ]
-                .contains(&k.as_str()),
+            let typed = match what {
+                "orgs" => idsync_core::model::ORG_FIELDS,
+                _ => idsync_core::model::ACCOUNT_FIELDS,
             };
+            // the status has a table of its own (its values are mapped)
+            let known = k == "anchor" || (k != "status" && typed.contains(&k.as_str()));
             if !known && !k.starts_with("attrs.") {
                 out.push(format!(
                     "{what}.fields: unknown model field {k:?}{}",

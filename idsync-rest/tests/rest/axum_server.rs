@@ -422,3 +422,32 @@ username = "/login"
         );
     }
 }
+
+mod docs {
+    /// The `[providers.hr]` samples in the workspace README and the crate docs parse and
+    /// have no problems.
+    #[test]
+    fn the_readme_samples_are_valid_configs() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        for file in ["../README.md", "README.md"] {
+            let text = std::fs::read_to_string(root.join(file)).unwrap();
+            let block = text
+                .split("```toml\n")
+                .skip(1)
+                .map(|b| b.split("```").next().unwrap())
+                .find(|b| b.contains("type = \"rest\""))
+                .unwrap_or_else(|| panic!("{file} has no rest sample"));
+            let doc: toml::Table = toml::from_str(block).unwrap();
+            let mut hr = doc["providers"]["hr"].as_table().unwrap().clone();
+            assert_eq!(hr.remove("type").unwrap().as_str(), Some("rest"));
+            let cfg: idsync_rest::RestConfig = toml::Value::Table(hr)
+                .try_into()
+                .unwrap_or_else(|e| panic!("{file}: {e}"));
+            assert!(cfg.problems().is_empty(), "{file}: {:?}", cfg.problems());
+            assert!(
+                cfg.orgs.is_some() && cfg.accounts.incremental.is_some(),
+                "{file}"
+            );
+        }
+    }
+}

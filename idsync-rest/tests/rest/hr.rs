@@ -150,3 +150,95 @@ async fn incremental_reads_by_updated_since_with_an_overlap() {
     assert_eq!(again.account_upserts.len(), 2);
     assert!(c.changes(&SyncCursor("yesterday".into())).await.is_err());
 }
+
+/// Writes on a json-server of this test's own: PUT updates (read, change, send whole), an
+/// attrs object, creates that keep the proposed anchor, disable, delete, NotFound.
+#[tokio::test]
+async fn put_updates_attrs_object_and_deletes() {
+    use idsync_core::{Account, ErrorKind, Op, Patch, Sink};
+    let server = crate::rest::server::JsonServer::start(Some(
+        r#"{"staff": [{"id": "s1", "login": "ann", "name": "Ann", "extra": {"cc": "1", "site": "SH"}, "active": true}]}"#,
+    ));
+    let c = connector(&format!(
+        r#"
+base_url = "{}"
+[accounts]
+path = "/staff"
+attrs = "/extra"
+item_path = "/staff/{{anchor}}"
+create = {{ path = "/staff" }}
+update = {{ path = "/staff/{{anchor}}", method = "PUT" }}
+delete = {{ path = "/staff/{{anchor}}" }}
+[accounts.fields]
+anchor = "/id"
+username = "/login"
+display_name = "/name"
+title = "/title"
+[accounts.status]
+pointer = "/active"
+active = true
+disabled = false
+"#,
+        server.url
+    ));
+    let caps = c.capabilities();
+    assert!(caps.create && caps.update && caps.disable && caps.delete && !caps.assigns_anchors);
+    let mut p = Patch::new();
+    p.insert("attrs.cc".into(), Value::from("2"));
+    p.insert("title".into(), Value::from("Lead"));
+    c.apply(&Op::UpdateAccount {
+        anchor: "s1".into(),
+        changes: p,
+    })
+    .await
+    .unwrap();
+    let a = c.account(&"s1".into()).await.unwrap().unwrap();
+    assert_eq!(a.title.as_deref(), Some("Lead"));
+    assert_eq!(a.username, "ann", "PUT sent the whole entity");
+    assert_eq!(a.attrs["cc"], Value::from("2"));
+    assert_eq!(a.attrs["site"], Value::from("SH"), "other attrs kept");
+    c.apply(&Op::DisableAccount {
+        anchor: "s1".into(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        c.account(&"s1".into()).await.unwrap().unwrap().status,
+        Status::Disabled
+    );
+
+    let mut b = Account::new("s2", "bob");
+    b.attrs.insert("cc".into(), Value::from("9"));
+    let applied = c.apply(&Op::CreateAccount { account: b }).await.unwrap();
+    assert_eq!(applied.anchor.as_ref().map(|a| a.as_str()), Some("s2"));
+    let all = collect_accounts(&c).await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[1].attrs["cc"], Value::from("9"));
+    assert_eq!(all[1].status, Status::Active);
+    c.apply(&Op::DeleteAccount {
+        anchor: "s2".into(),
+    })
+    .await
+    .unwrap();
+    let e = c
+        .apply(&Op::DeleteAccount {
+            anchor: "s2".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    let mut p = Patch::new();
+    p.insert("phone".into(), Value::from("1"));
+    let e = c
+        .apply(&Op::UpdateAccount {
+            anchor: "s1".into(),
+            changes: p,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.kind(),
+        ErrorKind::Unsupported,
+        "an unmapped field is refused: {e}"
+    );
+}
