@@ -4,7 +4,8 @@
 #   bash scripts/test.sh
 #
 # It installs and starts what the tests need (OpenLDAP slapd, Samba as an AD domain
-# controller, PostgreSQL 15, oidc-provider on Node.js, scim2-server with scim2-tester)
+# controller, PostgreSQL 15, oidc-provider on Node.js, scim2-server with scim2-tester,
+# json-server with a generated HR data set)
 # through scripts/services/*.sh, exports their connection
 # facts for the tests, then runs: cargo fmt --check, cargo clippy -D warnings, cargo doc
 # with warnings denied, and all tests. The services are stopped on exit.
@@ -59,6 +60,7 @@ start_service samba-ad
 start_service postgres
 start_service oidc-provider
 start_service scim2
+start_service json-server
 
 step "cargo fmt --check"
 cargo fmt --all --check

@@ -205,6 +205,10 @@ pub fn registry() -> Vec<Registration> {
         Registration::of::<idsync_scim::TargetConfig>(),
         #[cfg(not(feature = "provider-scim"))]
         Registration::missing("scim"),
+        #[cfg(feature = "provider-rest")]
+        Registration::of::<idsync_rest::RestConfig>(),
+        #[cfg(not(feature = "provider-rest"))]
+        Registration::missing("rest"),
     ]
 }
 
@@ -277,6 +281,30 @@ impl Provider for idsync_scim::TargetConfig {
             } => *r = r.clone().relative_to(base),
         }
         Ok(Built::both(idsync_scim::ScimClient::new(c)?))
+    }
+}
+
+/// `type = "rest"`: any REST/JSON API (`idsync_rest::RestConfig`: base URL, auth with
+/// secrets by `*_env` / `*_file`, per entity the listing, pagination, field pointers and
+/// optional write endpoints). Secret files are resolved against the config's folder.
+#[cfg(feature = "provider-rest")]
+#[async_trait]
+impl Provider for idsync_rest::RestConfig {
+    const TYPE: &'static str = "rest";
+
+    fn validate(&self) -> Vec<String> {
+        self.problems()
+    }
+
+    fn can_sink(&self) -> bool {
+        std::iter::once(&self.accounts)
+            .chain(self.orgs.as_ref())
+            .any(|e| e.create.is_some() || e.update.is_some() || e.delete.is_some())
+    }
+
+    async fn build(&self, _: &str, ctx: &BuildContext, _: Role) -> Result<Built, CliError> {
+        let cfg = self.clone().relative_to(&ctx.base_dir);
+        Ok(Built::both(idsync_rest::RestDirectory::new(cfg)?))
     }
 }
 
@@ -935,12 +963,45 @@ mod tests {
         }
     }
 
-    #[cfg(any(feature = "provider-ldap", feature = "provider-dingtalk"))]
+    #[cfg(any(
+        feature = "provider-ldap",
+        feature = "provider-dingtalk",
+        feature = "provider-rest"
+    ))]
     fn ctx() -> BuildContext {
         BuildContext {
             store: Arc::new(idsync_core::MemoryStore::new()),
             base_dir: ".".into(),
         }
+    }
+
+    #[cfg(feature = "provider-rest")]
+    #[tokio::test]
+    async fn rest_provider_builds_with_a_secret_file_relative_to_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("hr-token"), "sekrit-rest-token\n").unwrap();
+        let text = "[providers.hr]\ntype = \"rest\"\nbase_url = \"http://127.0.0.1:9/api\"\n\
+             [providers.hr.auth]\ntype = \"bearer\"\ntoken_file = \"hr-token\"\n\
+             [providers.hr.accounts]\npath = \"/people\"\n\
+             update = { path = \"/people/{anchor}\" }\n\
+             [providers.hr.accounts.fields]\nanchor = \"/id\"\nusername = \"/login\"\n";
+        let cfg = crate::Config::parse(&dir.path().join("t.toml"), text.to_owned()).unwrap();
+        assert!(cfg.validate().is_empty(), "{:?}", cfg.validate());
+        let p = cfg.provider("hr").unwrap();
+        let ctx = BuildContext {
+            base_dir: dir.path().to_owned(),
+            ..ctx()
+        };
+        let built = build("hr", &p, &ctx, Role::Sink).await.unwrap();
+        assert!(built.sink.is_some());
+        assert_eq!(built.source.describe().provider, "rest");
+        let debug = format!("{built:?} {cfg:?} {p:?}");
+        assert!(!debug.contains("sekrit"), "{debug}");
+        // a missing anchor pointer is named by `validate`
+        let bad = text.replace("anchor = \"/id\"\n", "");
+        let cfg = crate::Config::parse(&dir.path().join("t.toml"), bad).unwrap();
+        let problems = format!("{:?}", cfg.validate());
+        assert!(problems.contains("anchor"), "{problems}");
     }
 
     #[cfg(feature = "provider-ldap")]

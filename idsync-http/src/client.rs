@@ -84,6 +84,22 @@ enum QueryValue {
     Secret(SecretString),
 }
 
+/// Pairs with their secret values exposed, for the wire only.
+fn exposed(pairs: &[(String, QueryValue)]) -> Vec<(&str, &str)> {
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str(),
+                match v {
+                    QueryValue::Plain(p) => p.as_str(),
+                    QueryValue::Secret(s) => s.expose_secret(),
+                },
+            )
+        })
+        .collect()
+}
+
 /// One request: method, path (appended to the base URL; also the pacing key), query,
 /// headers and an optional JSON body. Secrets go in through the `secret_*` methods, which
 /// keep them out of logs and `Debug` output.
@@ -94,6 +110,8 @@ pub struct Request {
     query: Vec<(String, QueryValue)>,
     headers: Vec<(HeaderName, QueryValue)>,
     body: Option<Value>,
+    /// A form body (`application/x-www-form-urlencoded`), in place of a JSON body.
+    form: Option<Vec<(String, QueryValue)>>,
 }
 
 impl std::fmt::Debug for Request {
@@ -115,7 +133,51 @@ impl Request {
             query: Vec::new(),
             headers: Vec::new(),
             body: None,
+            form: None,
         }
+    }
+
+    /// `GET` of a URL a provider handed out (an RFC 8288 `Link: rel="next"` target, a
+    /// `next` URL in a page body), relative to `base_url` or absolute. An absolute URL must
+    /// lie under `base_url` (same scheme, host, port and path prefix): credentials never go
+    /// to a host the configuration did not name. Its query becomes the request's query.
+    pub fn follow(base_url: &str, url: &str) -> std::result::Result<Self, HttpError> {
+        let base = reqwest::Url::parse(base_url.trim_end_matches('/'))
+            .map_err(|e| HttpError::Config(format!("base URL is not a URL: {e}")))?;
+        let joined = if url.starts_with('/') && !url.starts_with("//") {
+            // a path: relative to the base URL's path, or absolute on its host
+            let prefix = base.path().trim_end_matches('/');
+            let path = if url.starts_with(&format!("{prefix}/")) || prefix.is_empty() {
+                url.to_owned()
+            } else {
+                format!("{prefix}{url}")
+            };
+            base.join(&path)
+        } else {
+            reqwest::Url::parse(url)
+        }
+        .map_err(|_| HttpError::Decode("the next-page URL is not a URL".into()))?;
+        let prefix = base.path().trim_end_matches('/');
+        let same_origin = joined.scheme() == base.scheme()
+            && joined.host_str() == base.host_str()
+            && joined.port_or_known_default() == base.port_or_known_default();
+        let rest = joined.path().strip_prefix(prefix).unwrap_or_default();
+        if !same_origin
+            || !(rest.is_empty() || rest.starts_with('/'))
+            || !joined.path().starts_with(prefix)
+        {
+            return Err(HttpError::Decode(format!(
+                "the next-page URL points outside the base URL (to {}{}); refused, \
+                 credentials go only to the configured host",
+                joined.host_str().unwrap_or("?"),
+                joined.path()
+            )));
+        }
+        let mut r = Request::get(if rest.is_empty() { "/" } else { rest });
+        for (k, v) in joined.query_pairs() {
+            r = r.query(k.into_owned(), v.into_owned());
+        }
+        Ok(r)
     }
 
     /// `GET path`.
@@ -131,7 +193,38 @@ impl Request {
     /// Sets the JSON body.
     pub fn json(mut self, body: Value) -> Self {
         self.body = Some(body);
+        self.form = None;
         self
+    }
+
+    /// Adds a field of a form body (`application/x-www-form-urlencoded`, as OAuth2 token
+    /// endpoints take it); a form body replaces a JSON body.
+    pub fn form_field(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.body = None;
+        self.form
+            .get_or_insert_with(Vec::new)
+            .push((key.into(), QueryValue::Plain(value.into())));
+        self
+    }
+
+    /// Adds a secret field of a form body (kept out of logs and `Debug` output).
+    pub fn secret_form_field(mut self, key: impl Into<String>, value: SecretString) -> Self {
+        self.body = None;
+        self.form
+            .get_or_insert_with(Vec::new)
+            .push((key.into(), QueryValue::Secret(value)));
+        self
+    }
+
+    /// `Authorization: Basic base64(user:password)` (RFC 7617), as a secret header.
+    pub fn basic_auth(self, user: &str, password: &SecretString) -> Self {
+        use base64::Engine as _;
+        let raw = format!("{user}:{}", password.expose_secret());
+        let encoded = base64::engine::general_purpose::STANDARD.encode(raw.as_bytes());
+        self.secret_header(
+            reqwest::header::AUTHORIZATION,
+            SecretString::from(format!("Basic {encoded}")),
+        )
     }
 
     /// Adds a query parameter.
@@ -286,13 +379,26 @@ impl JsonClient {
 
     /// [`send`](JsonClient::send) with the toolkit's error (to branch on token errors).
     pub async fn try_send(&self, req: &Request) -> std::result::Result<Value, HttpError> {
+        self.try_send_full(req).await.map(|a| a.body)
+    }
+
+    /// Like [`send`](JsonClient::send), keeping the status and the response headers
+    /// (`Link`, `X-Total-Count`, ...).
+    pub async fn send_full(&self, req: &Request) -> Result<Answer> {
+        self.try_send_full(req)
+            .await
+            .map_err(|e| e.into_error(self.inner.provider, req.path()))
+    }
+
+    /// [`send_full`](JsonClient::send_full) with the toolkit's error.
+    pub async fn try_send_full(&self, req: &Request) -> std::result::Result<Answer, HttpError> {
         let ticket = self.inner.pacer.wait(&req.path).await;
         let out = self.exchange(req).await;
         drop(ticket);
         out
     }
 
-    async fn exchange(&self, req: &Request) -> std::result::Result<Value, HttpError> {
+    async fn exchange(&self, req: &Request) -> std::result::Result<Answer, HttpError> {
         let url = format!("{}{}", self.inner.base, req.path);
         tracing::trace!(
             provider = self.inner.provider,
@@ -303,20 +409,7 @@ impl JsonClient {
         );
         let mut b = self.inner.http.request(req.method.clone(), url);
         if !req.query.is_empty() {
-            let q: Vec<(&str, &str)> = req
-                .query
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.as_str(),
-                        match v {
-                            QueryValue::Plain(p) => p.as_str(),
-                            QueryValue::Secret(s) => s.expose_secret(),
-                        },
-                    )
-                })
-                .collect();
-            b = b.query(&q);
+            b = b.query(&exposed(&req.query));
         }
         for (name, v) in &req.headers {
             let (raw, secret) = match v {
@@ -332,14 +425,17 @@ impl JsonClient {
         if let Some(body) = &req.body {
             b = b.json(body);
         }
+        if let Some(form) = &req.form {
+            b = b.form(&exposed(form));
+        }
         let resp = b.send().await.map_err(HttpError::transport)?;
         self.read(resp).await
     }
 
-    async fn read(&self, mut resp: reqwest::Response) -> std::result::Result<Value, HttpError> {
+    async fn read(&self, mut resp: reqwest::Response) -> std::result::Result<Answer, HttpError> {
         let status = resp.status().as_u16();
-        let retry_after = resp
-            .headers()
+        let headers = std::mem::take(resp.headers_mut());
+        let retry_after = headers
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
@@ -381,7 +477,38 @@ impl JsonClient {
                 retry_after,
             });
         }
-        Ok(json)
+        Ok(Answer {
+            status,
+            headers,
+            body: json,
+        })
+    }
+}
+
+/// A whole answer: status, headers and the checked JSON body.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The HTTP status (2xx: other statuses are errors).
+    pub status: u16,
+    /// The response headers.
+    pub headers: reqwest::header::HeaderMap,
+    /// The body, after the error-body hook.
+    pub body: Value,
+}
+
+impl Answer {
+    /// A header's value as text, when present and visible ASCII.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The target of the RFC 8288 `Link` header's `rel="next"`, if any.
+    pub fn next_link(&self) -> Option<String> {
+        self.headers
+            .get_all(reqwest::header::LINK)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|v| crate::link::find_rel(v, "next"))
     }
 }
 
@@ -454,14 +581,30 @@ impl TokenAuth {
         self.cache.get(|| self.source.fetch(&self.client)).await
     }
 
+    async fn token_http(&self) -> std::result::Result<Token, HttpError> {
+        self.token().await.map_err(HttpError::Token)
+    }
+
     /// Sends `req` with the token; see the type's docs.
     pub async fn send(&self, req: &Request) -> Result<Value> {
+        self.send_full(req).await.map(|a| a.body)
+    }
+
+    /// Like [`send`](TokenAuth::send), keeping the status and the headers.
+    pub async fn send_full(&self, req: &Request) -> Result<Answer> {
+        self.try_send_full(req)
+            .await
+            .map_err(|e| e.into_error(self.client.provider(), req.path()))
+    }
+
+    /// [`send_full`](TokenAuth::send_full) with the toolkit's error (to branch on statuses).
+    pub async fn try_send_full(&self, req: &Request) -> std::result::Result<Answer, HttpError> {
         let mut retried = false;
         loop {
-            let token = self.token().await?;
+            let token = self.token_http().await?;
             match self
                 .client
-                .try_send(&req.with_token(&self.placement, &token))
+                .try_send_full(&req.with_token(&self.placement, &token))
                 .await
             {
                 Err(e) if !retried && e.is_token_error() => {
@@ -473,9 +616,7 @@ impl TokenAuth {
                     self.cache.invalidate(&token).await;
                     retried = true;
                 }
-                other => {
-                    return other.map_err(|e| e.into_error(self.client.provider(), req.path()));
-                }
+                other => return other,
             }
         }
     }
@@ -484,6 +625,40 @@ impl TokenAuth {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn next_urls_stay_under_the_base_url() {
+        let base = "https://hr.example.com/api/v2";
+        let r =
+            Request::follow(base, "https://hr.example.com/api/v2/people?page=2&x=a%20b").unwrap();
+        assert_eq!(r.path(), "/people");
+        assert_eq!(r.display_query(&[]), "page=2&x=a b");
+        let r = Request::follow(base, "/api/v2/people?cursor=c1").unwrap();
+        assert_eq!(r.path(), "/people");
+        let r = Request::follow(base, "/people?cursor=c1").unwrap();
+        assert_eq!(r.path(), "/people", "a path relative to the base");
+        for bad in [
+            "https://evil.example/api/v2/people",
+            "http://hr.example.com/api/v2/people",
+            "https://hr.example.com:8443/api/v2/people",
+            "https://hr.example.com/other/people",
+            "https://hr.example.com/api/v2x/people",
+            "//evil.example/api/v2/people",
+        ] {
+            let e = Request::follow(base, bad).unwrap_err();
+            assert!(
+                e.to_string().contains("outside the base URL")
+                    || e.to_string().contains("not a URL"),
+                "{bad}: {e}"
+            );
+        }
+        let form = Request::new(Method::POST, "/token")
+            .form_field("grant_type", "client_credentials")
+            .secret_form_field("client_secret", SecretString::from("S3".to_owned()))
+            .basic_auth("id", &SecretString::from("pw".to_owned()));
+        assert!(!format!("{form:?}").contains("S3"));
+        assert!(form.body().is_none());
+    }
 
     #[test]
     fn request_debug_and_logs_redact_secrets() {

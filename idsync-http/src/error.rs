@@ -162,6 +162,9 @@ pub enum HttpError {
     /// The client configuration is wrong.
     #[error("configuration: {0}")]
     Config(String),
+    /// No access token could be had (the token request failed); the error as it came.
+    #[error("{0}")]
+    Token(Error),
 }
 
 impl HttpError {
@@ -216,6 +219,11 @@ impl HttpError {
             HttpError::BodyTooLarge { .. } => Class::new(K::Unavailable, P),
             HttpError::Decode(_) => Class::new(K::InvalidData, P),
             HttpError::Config(_) => Class::new(K::ConfigInvalid, P),
+            HttpError::Token(e) => Class {
+                kind: e.kind(),
+                status: e.status(),
+                retry_after: e.retry_after(),
+            },
         }
     }
 
@@ -227,6 +235,9 @@ impl HttpError {
     /// Converts into an [`idsync_core::Error`] of `provider`, naming `path` as the
     /// operation. The provider code is the specific code (API errors) or the HTTP status.
     pub fn into_error(self, provider: &str, path: &str) -> Error {
+        if let HttpError::Token(e) = self {
+            return e;
+        }
         let class = self.class();
         let (message, code, context) = match &self {
             HttpError::Api(a) => (a.message.clone(), a.code.clone(), a.context.clone()),

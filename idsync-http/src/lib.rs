@@ -10,6 +10,8 @@ mod error;
 mod events;
 #[cfg(feature = "fake")]
 pub mod fake;
+mod link;
+mod oauth2;
 mod pace;
 mod page;
 mod token;
@@ -17,11 +19,13 @@ mod tree;
 mod url;
 
 pub use client::{
-    BodyCheck, DEFAULT_MAX_BODY_BYTES, HttpSettings, JsonClient, Request, TokenAuth,
+    Answer, BodyCheck, DEFAULT_MAX_BODY_BYTES, HttpSettings, JsonClient, Request, TokenAuth,
     TokenPlacement, TokenSource,
 };
 pub use error::{ApiError, Class, HttpError, classify_status, parse_retry_after};
 pub use events::{Batch, Event, EventLog};
+pub use link::find_rel;
+pub use oauth2::ClientCredentials;
 pub use pace::{Limit, Pacer, Ticket};
 pub use page::{decode_token, encode_token};
 pub use token::{IssuedToken, Token, TokenCache};
