@@ -1113,3 +1113,6 @@ async fn the_progress_hook_follows_every_op_to_the_end() {
         }
     }
 }
+
+#[path = "engine/distribution.rs"]
+mod distribution;
