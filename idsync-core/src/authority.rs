@@ -135,7 +135,10 @@ pub fn is_authority_field(kind: EntityKind, field: &str) -> bool {
         EntityKind::Account => ACCOUNT_FIELDS,
         EntityKind::Org => ORG_FIELDS,
     };
-    typed.contains(&field) || field.strip_prefix(ATTR_PREFIX).is_some_and(|a| !a.is_empty())
+    typed.contains(&field)
+        || field
+            .strip_prefix(ATTR_PREFIX)
+            .is_some_and(|a| !a.is_empty())
 }
 
 fn check_field(kind: EntityKind, field: &str) -> Result<()> {

@@ -87,8 +87,8 @@ pub use authority::{FieldAuthority, Refusal};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use directory::Directory;
 pub use engine::{
-    DeletionPolicy, Distribution, Engine, Guard, Job, OpOutcome, Plan, PlannedOp, Progress, ProgressHook, Report,
-    ReportCounts, Target, Threshold,
+    DeletionPolicy, Distribution, Engine, Guard, Job, OpOutcome, Plan, PlannedOp, Progress,
+    ProgressHook, Report, ReportCounts, Target, Threshold,
 };
 pub use error::{Error, ErrorKind, ErrorStatus, Result};
 pub use hub::Hub;

@@ -314,7 +314,11 @@ impl Distribution {
     /// A change set for an inbound job that did not come from its source's cursor (a bulk
     /// import, a login), planned and applied like [`Engine::plan_changes`]; then
     /// [`distribute`](Self::distribute). The job's cursor is not touched.
-    pub async fn apply_changes(&self, name: &str, changes: ChangeSet) -> Result<DistributionReport> {
+    pub async fn apply_changes(
+        &self,
+        name: &str,
+        changes: ChangeSet,
+    ) -> Result<DistributionReport> {
         let job = self.inbound_job(name)?;
         let mut changes = changes;
         changes.cursor = None;

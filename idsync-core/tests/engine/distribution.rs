@@ -89,7 +89,11 @@ async fn settle(s: &Spokes) {
     let first = s.dist.cycle().await;
     assert_eq!(first.failed().count(), 0, "{first:#?}");
     assert_eq!(ran(&first, "a-in").counts.applied, 5, "{first:#?}");
-    assert_eq!(ran(&first, "hub-b").counts.applied, 5, "3 orgs and 2 accounts reach B");
+    assert_eq!(
+        ran(&first, "hub-b").counts.applied,
+        5,
+        "3 orgs and 2 accounts reach B"
+    );
     assert_eq!(ran(&first, "hub-a").counts.planned, 0, "A already agrees");
     // B's echo of those creates comes back to b-in: links, no op; the feed does not move.
     let echo = s.dist.cycle().await;
@@ -117,9 +121,17 @@ async fn changes_travel_both_ways_through_the_hub_and_echoes_stop() {
     assert_eq!(r.failed().count(), 0, "{r:#?}");
     assert_eq!(ran(&r, "a-in").counts.applied, 2, "{r:#?}");
     let out = ran(&r, "hub-b");
-    assert_eq!(out.counts.by_op.get(&OpKind::UpdateOrg), Some(&1), "{out:#?}");
+    assert_eq!(
+        out.counts.by_op.get(&OpKind::UpdateOrg),
+        Some(&1),
+        "{out:#?}"
+    );
     assert_eq!(out.counts.by_op.get(&OpKind::UpdateAccount), Some(&1));
-    assert_eq!(ran(&r, "hub-a").counts.planned, 0, "A is where it came from");
+    assert_eq!(
+        ran(&r, "hub-a").counts.planned,
+        0,
+        "A is where it came from"
+    );
     let research = b_org(&s, "Research");
     assert_eq!(b_account(&s, "alice").orgs, vec![research.anchor.clone()]);
     // B's echo: nothing, and then a quiet hub.
@@ -139,12 +151,23 @@ async fn changes_travel_both_ways_through_the_hub_and_echoes_stop() {
     assert_eq!(r.failed().count(), 0, "{r:#?}");
     assert_eq!(ran(&r, "b-in").counts.applied, 2, "{r:#?}");
     let out = ran(&r, "hub-a");
-    assert_eq!(out.counts.by_op.get(&OpKind::UpdateOrg), Some(&1), "{out:#?}");
+    assert_eq!(
+        out.counts.by_op.get(&OpKind::UpdateOrg),
+        Some(&1),
+        "{out:#?}"
+    );
     assert_eq!(out.counts.by_op.get(&OpKind::UpdateAccount), Some(&1));
-    assert_eq!(ran(&r, "hub-b").counts.planned, 0, "B is where it came from");
+    assert_eq!(
+        ran(&r, "hub-b").counts.planned,
+        0,
+        "B is where it came from"
+    );
     let a = s.a.snapshot().unwrap();
     assert_eq!(a.orgs[&Anchor::from("sales")].name, "Vertrieb");
-    assert_eq!(a.accounts[&Anchor::from("2")].orgs, vec![Anchor::from("sales")]);
+    assert_eq!(
+        a.accounts[&Anchor::from("2")].orgs,
+        vec![Anchor::from("sales")]
+    );
     // Since the first pass B was never listed: b-in read B's changes, hub-b read the hub's
     // feed and looked B's linked orgs and accounts up by anchor.
     let listed = s.b_pages.load(std::sync::atomic::Ordering::Relaxed) - pages;
@@ -164,7 +187,8 @@ async fn changes_travel_both_ways_through_the_hub_and_echoes_stop() {
 #[tokio::test]
 async fn a_non_owner_write_is_refused_and_reported_and_owned_fields_still_flow() {
     let mut auth = FieldAuthority::new();
-    auth.set(EntityKind::Account, "display_name", "a-in").unwrap();
+    auth.set(EntityKind::Account, "display_name", "a-in")
+        .unwrap();
     auth.set(EntityKind::Org, "parent", "a-in").unwrap();
     let s = spokes(Some(auth));
     settle(&s).await;
@@ -192,9 +216,19 @@ async fn a_non_owner_write_is_refused_and_reported_and_owned_fields_still_flow()
         .find(|x| x.kind == EntityKind::Account)
         .unwrap();
     assert_eq!(acc.anchor, Anchor::from("1"));
-    assert_eq!(acc.fields.get("display_name").map(String::as_str), Some("a-in"));
-    assert_eq!(acc.values["display_name"], serde_json::json!("Alice from B"));
-    let o = b_in.refused.iter().find(|x| x.kind == EntityKind::Org).unwrap();
+    assert_eq!(
+        acc.fields.get("display_name").map(String::as_str),
+        Some("a-in")
+    );
+    assert_eq!(
+        acc.values["display_name"],
+        serde_json::json!("Alice from B")
+    );
+    let o = b_in
+        .refused
+        .iter()
+        .find(|x| x.kind == EntityKind::Org)
+        .unwrap();
     assert_eq!(o.anchor, Anchor::from("rd"));
     assert_eq!(o.fields.get("parent").map(String::as_str), Some("a-in"));
     // The unowned title went through, the rest did not.
@@ -216,10 +250,15 @@ async fn a_non_owner_write_is_refused_and_reported_and_owned_fields_still_flow()
         .find(|e| e.op.as_str() == idsync_core::authority::REFUSED_AUDIT)
         .unwrap_or_else(|| panic!("no refusal audited: {audit:#?}"));
     assert_eq!(refused.job, "b-in");
-    assert_eq!(refused.before, Some(serde_json::json!({"display_name": "a-in"})));
+    assert_eq!(
+        refused.before,
+        Some(serde_json::json!({"display_name": "a-in"}))
+    );
     // The title reached A.
     assert_eq!(
-        s.a.snapshot().unwrap().accounts[&Anchor::from("1")].title.as_deref(),
+        s.a.snapshot().unwrap().accounts[&Anchor::from("1")]
+            .title
+            .as_deref(),
         Some("Lead")
     );
 
@@ -247,7 +286,11 @@ async fn distribution_rejects_point_to_point_jobs_and_unknown_owners() {
     let d = Distribution::new(Engine::new(store.clone()));
     let e = d.with_job(Job::new("x-to-y", x.clone(), y)).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::ConfigInvalid);
-    assert!(e.message().contains("neither writes into nor reads from the hub"), "{e}");
+    assert!(
+        e.message()
+            .contains("neither writes into nor reads from the hub"),
+        "{e}"
+    );
     let hub = Arc::new(Hub::new(store.clone()));
     let d = Distribution::new(Engine::new(store))
         .with_job(Job::new("x-in", x.clone(), hub.clone()))

@@ -103,7 +103,14 @@ pub(crate) async fn plan_changes(
     // Org changes whose orgs and parents are all linked are planned from lookups by anchor;
     // only one that needs correlation by place reads all org links and the target's tree.
     let linked_orgs = if touches_orgs {
-        linked_org_changes(engine, job, &cs.org_upserts, &cs.org_deletes, &mapped_upserts).await?
+        linked_org_changes(
+            engine,
+            job,
+            &cs.org_upserts,
+            &cs.org_deletes,
+            &mapped_upserts,
+        )
+        .await?
     } else {
         None
     };
