@@ -1,4 +1,5 @@
 //! Two-way distribution through the hub and field authority, on two memory spokes.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -47,7 +48,7 @@ fn spokes(authority: Option<FieldAuthority>) -> Spokes {
         .unwrap()
         .with_job(job("hub-a", hub.clone(), a.clone().into()))
         .unwrap()
-        .with_job(job("hub-b", hub.clone(), b.clone().into()))
+        .with_job(job("hub-b", hub, b.clone().into()))
         .unwrap();
     if let Some(auth) = authority {
         dist = dist.with_authority(auth).unwrap();
@@ -85,6 +86,26 @@ fn b_org(s: &Spokes, name: &str) -> Org {
         .unwrap_or_else(|| panic!("no org {name} in B"))
 }
 
+/// One cycle after a rename and a move in a spoke: `inbound` applies both, `outbound`
+/// takes them to the other spoke, and `back` (to where they came from) plans nothing.
+async fn travelled(s: &Spokes, inbound: &str, outbound: &str, back: &str) {
+    let r = s.dist.cycle().await;
+    assert_eq!(r.failed().count(), 0, "{r:#?}");
+    assert_eq!(ran(&r, inbound).counts.applied, 2, "{r:#?}");
+    let out = ran(&r, outbound);
+    assert_eq!(
+        out.counts.by_op.get(&OpKind::UpdateOrg),
+        Some(&1),
+        "{out:#?}"
+    );
+    assert_eq!(out.counts.by_op.get(&OpKind::UpdateAccount), Some(&1));
+    assert_eq!(
+        ran(&r, back).counts.planned,
+        0,
+        "{back} is where it came from"
+    );
+}
+
 async fn settle(s: &Spokes) {
     let first = s.dist.cycle().await;
     assert_eq!(first.failed().count(), 0, "{first:#?}");
@@ -117,21 +138,7 @@ async fn changes_travel_both_ways_through_the_hub_and_echoes_stop() {
         d.accounts.get_mut(&Anchor::from("1")).unwrap().orgs = vec!["rd".into()];
     })
     .unwrap();
-    let r = s.dist.cycle().await;
-    assert_eq!(r.failed().count(), 0, "{r:#?}");
-    assert_eq!(ran(&r, "a-in").counts.applied, 2, "{r:#?}");
-    let out = ran(&r, "hub-b");
-    assert_eq!(
-        out.counts.by_op.get(&OpKind::UpdateOrg),
-        Some(&1),
-        "{out:#?}"
-    );
-    assert_eq!(out.counts.by_op.get(&OpKind::UpdateAccount), Some(&1));
-    assert_eq!(
-        ran(&r, "hub-a").counts.planned,
-        0,
-        "A is where it came from"
-    );
+    travelled(&s, "a-in", "hub-b", "hub-a").await;
     let research = b_org(&s, "Research");
     assert_eq!(b_account(&s, "alice").orgs, vec![research.anchor.clone()]);
     // B's echo: nothing, and then a quiet hub.
@@ -147,21 +154,7 @@ async fn changes_travel_both_ways_through_the_hub_and_echoes_stop() {
         d.accounts.get_mut(&bob_b).unwrap().orgs = vec![sales_b.clone()];
     })
     .unwrap();
-    let r = s.dist.cycle().await;
-    assert_eq!(r.failed().count(), 0, "{r:#?}");
-    assert_eq!(ran(&r, "b-in").counts.applied, 2, "{r:#?}");
-    let out = ran(&r, "hub-a");
-    assert_eq!(
-        out.counts.by_op.get(&OpKind::UpdateOrg),
-        Some(&1),
-        "{out:#?}"
-    );
-    assert_eq!(out.counts.by_op.get(&OpKind::UpdateAccount), Some(&1));
-    assert_eq!(
-        ran(&r, "hub-b").counts.planned,
-        0,
-        "B is where it came from"
-    );
+    travelled(&s, "b-in", "hub-a", "hub-b").await;
     let a = s.a.snapshot().unwrap();
     assert_eq!(a.orgs[&Anchor::from("sales")].name, "Vertrieb");
     assert_eq!(

@@ -298,8 +298,6 @@ pub(crate) async fn plan_changes(
     let mut plan = b.finish(job, run_id, true, read);
     let org_base = if whole_tree {
         org_links.len()
-    } else if touches_orgs && plan.count(crate::source::OpKind::DeleteOrg) > 0 {
-        store.link_count(&job.name, EntityKind::Org).await?
     } else if plan.count(crate::source::OpKind::DeleteOrg) > 0 || !job.guard.per_op.is_empty() {
         store.link_count(&job.name, EntityKind::Org).await?
     } else {
