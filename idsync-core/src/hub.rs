@@ -16,6 +16,10 @@ use crate::model::{Account, Anchor, EntityKind, Org};
 use crate::source::{Capabilities, ChangeSet, Descriptor, Page, PageRequest, Source, SyncCursor};
 use crate::store::{HUB_KEY_FIELDS, Store};
 
+/// The provider name a hub describes itself with ([`Descriptor::provider`]); layers pass
+/// it through, so a wrapped hub is still recognized as the hub.
+pub const PROVIDER: &str = "hub";
+
 /// The hub directory over a store.
 #[derive(Debug, Clone)]
 pub struct Hub {
@@ -43,7 +47,7 @@ const FEED_BATCH: usize = 10_000;
 #[async_trait]
 impl Source for Hub {
     fn describe(&self) -> Descriptor {
-        Descriptor::new("hub", self.name.clone())
+        Descriptor::new(PROVIDER, self.name.clone())
     }
 
     fn capabilities(&self) -> Capabilities {

@@ -34,11 +34,29 @@
 //! # }
 //! ```
 //!
+//! ## Two-way distribution and field authority
+//!
+//! Inbound jobs write their spoke's changes into the hub; outbound jobs read the hub's
+//! change feed ([`Hub`] is an incremental source whose cursor is a feed sequence number) and
+//! take the changes to the other spokes. [`Distribution`] runs the jobs of one hub in that
+//! order — the inbound change sets, then each outbound job the feed moved past — so a change
+//! made in AD reaches DingTalk in one pass, and one made in DingTalk reaches AD. Loops stop
+//! by themselves: a write an outbound job made comes back from its spoke as a change that
+//! maps to what the hub already holds, and an unchanged entity produces no op.
+//!
+//! A [`FieldAuthority`] gives each hub field one owning inbound job
+//! ([`Job::with_authority`], or [`Distribution::with_authority`] for all of them). A change
+//! of an owned field by another job is taken out of its op and reported
+//! ([`Report::refused`], [`ReportCounts::refused_fields`], an `authority_refused` audit
+//! entry). Fields without an owner behave as before: every job whose mapping writes a
+//! field may change it.
+//!
 //! | piece | what |
 //! |---|---|
 //! | [`model`] | anchors, orgs, accounts, validation |
 //! | [`source`] | `Source`, `Sink`, pages, ops, change sets, capabilities |
-//! | [`engine`] | jobs, plans, the guard, apply, reports, incremental runs |
+//! | [`engine`] | jobs, plans, the guard, apply, reports, incremental runs; [`Distribution`] |
+//! | [`authority`] | [`FieldAuthority`]: which job owns which hub field |
 //! | [`mapping`] | rename, constant, template, transforms, scoping |
 //! | [`layers`] | retry, rate limit, concurrency limit, timeout, tracing; [`layers::Stack`] |
 //! | [`store`] | the `Store` trait; [`MemoryStore`] |
@@ -48,6 +66,7 @@
 #![forbid(unsafe_code)]
 #![warn(unreachable_pub, missing_debug_implementations)]
 
+pub mod authority;
 pub mod clock;
 pub mod directory;
 pub mod engine;
@@ -67,11 +86,12 @@ pub mod store;
 /// `async_trait`, for the impls [`forward_source!`] writes in other crates.
 #[doc(hidden)]
 pub use async_trait::async_trait as __async_trait;
+pub use authority::{FieldAuthority, Refusal};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use directory::Directory;
 pub use engine::{
-    DeletionPolicy, Engine, Guard, Job, OpOutcome, Plan, PlannedOp, Progress, ProgressHook, Report,
-    ReportCounts, Target, Threshold,
+    DeletionPolicy, Distribution, Engine, Guard, Job, OpOutcome, Plan, PlannedOp, Progress,
+    ProgressHook, Report, ReportCounts, Target, Threshold,
 };
 pub use error::{Error, ErrorKind, ErrorStatus, Result};
 pub use hub::Hub;

@@ -1166,3 +1166,6 @@ async fn a_renamed_source_anchor_keeps_its_target_and_link() {
     let full = s.engine.plan(&s.job).await.unwrap();
     assert!(full.is_empty(), "{full:#?}");
 }
+
+#[path = "engine/distribution.rs"]
+mod distribution;

@@ -4,6 +4,9 @@
 
 mod common;
 
+#[path = "openldap/two_way.rs"]
+mod two_way;
+
 use std::collections::BTreeMap;
 
 use idsync_core::source::{collect_accounts, collect_orgs};

@@ -12,6 +12,7 @@ use serde_json::Value;
 use super::Progress;
 use super::plan::{Plan, PlannedOp};
 use super::{Engine, GuardVerdict, Job, Target};
+use crate::authority::{REFUSED_AUDIT, Refusal};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{Anchor, Entity, EntityKind};
 use crate::source::{Applied, Capabilities, Op, OpKind};
@@ -85,6 +86,10 @@ pub struct ReportCounts {
     pub linked: usize,
     /// Ambiguous correlations.
     pub conflicts: usize,
+    /// Field changes refused because another job owns the field
+    /// ([`FieldAuthority`](crate::FieldAuthority)); [`Report::refused`] names them.
+    #[serde(default)]
+    pub refused_fields: usize,
     /// Applied ops by kind.
     pub by_op: BTreeMap<OpKind, usize>,
     /// The plan was stopped by the guard and approved (the guard's rolling window does not
@@ -112,6 +117,9 @@ pub struct Report {
     pub conflicts: Vec<super::Conflict>,
     /// Warnings from planning.
     pub warnings: Vec<String>,
+    /// Changes field authority refused, per entity, with each field's owner.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<Refusal>,
     /// Whether the source cursor was committed.
     pub cursor_committed: bool,
     /// Set when the run stopped because the job's lease was lost (another worker took it
@@ -131,12 +139,14 @@ impl Report {
             counts: ReportCounts {
                 planned: plan.ops.len(),
                 conflicts: plan.conflicts.len(),
+                refused_fields: plan.refused_fields(),
                 ..ReportCounts::default()
             },
             outcomes: Vec::new(),
             guard: plan.guard.clone(),
             conflicts: plan.conflicts.clone(),
             warnings: plan.warnings.clone(),
+            refused: plan.refused.clone(),
             cursor_committed: false,
             lease_lost: None,
         }
@@ -722,6 +732,36 @@ async fn close_superseded_intents(engine: &Engine, job: &Job, plan: &Plan) -> Re
     Ok(())
 }
 
+/// One audit entry per entity whose changes field authority refused: `before` names each
+/// field's owner, `after` the values this job wanted.
+async fn audit_refusals(engine: &Engine, job: &Job, plan: &Plan) -> Result<()> {
+    for r in &plan.refused {
+        tracing::warn!(job = %job.name, refused = %r.describe(), "field authority refused a change");
+        let audit = AuditEntry {
+            run_id: plan.run_id.clone(),
+            job: job.name.clone(),
+            kind: r.kind,
+            anchor: r.anchor.clone(),
+            op: REFUSED_AUDIT.into(),
+            before: serde_json::to_value(&r.fields).ok(),
+            after: serde_json::to_value(&r.values).ok(),
+            at: engine.clock.now(),
+        };
+        engine
+            .store
+            .record(&OpRecord {
+                job: job.name.clone(),
+                kind: r.kind,
+                journal: None,
+                link: None,
+                shadow: None,
+                audit: Some(audit),
+            })
+            .await?;
+    }
+    Ok(())
+}
+
 pub(crate) async fn apply_plan(engine: &Engine, job: &Job, plan: &Plan) -> Result<Report> {
     // The hub of the engine's own store takes a phase's ops in large batches, each op
     // still all-or-nothing with its record.
@@ -810,6 +850,14 @@ pub(crate) async fn apply_plan(engine: &Engine, job: &Job, plan: &Plan) -> Resul
             }
             Err(e) => return Err(e),
         }
+    }
+    if lost.is_none()
+        && let Err(e) = audit_refusals(engine, job, plan).await
+    {
+        if !is_lease_lost(&e) {
+            return Err(e);
+        }
+        lost = Some(e);
     }
     let shadow_entities = Mutex::new(load_shadow(engine, job, plan).await?);
 
@@ -959,6 +1007,7 @@ pub(crate) async fn apply_plan(engine: &Engine, job: &Job, plan: &Plan) -> Resul
         linked,
         approved: plan.guard.stopped,
         conflicts: plan.conflicts.len(),
+        refused_fields: plan.refused_fields(),
         ..ReportCounts::default()
     };
     for o in &outcomes {
@@ -1006,6 +1055,7 @@ pub(crate) async fn apply_plan(engine: &Engine, job: &Job, plan: &Plan) -> Resul
         guard: plan.guard.clone(),
         conflicts: plan.conflicts.clone(),
         warnings: plan.warnings.clone(),
+        refused: plan.refused.clone(),
         cursor_committed,
         lease_lost: lost.as_ref().map(ErrorInfo::from),
     })

@@ -22,6 +22,7 @@
 //!   `idsync` binary uses mimalloc; BENCHMARKS.md has both figures).
 
 mod apply;
+mod distribution;
 mod index;
 mod plan;
 
@@ -31,6 +32,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::authority::FieldAuthority;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, ErrorKind, Result};
 use crate::hub::Hub;
@@ -40,6 +42,7 @@ use crate::source::{ChangeSet, Op, OpKind, Sink, Source, SyncCursor};
 use crate::store::{Fence, Link, RunRecord, RunStatus, Store};
 
 pub use apply::{ErrorInfo, OpOutcome, OpState, Report, ReportCounts};
+pub use distribution::{Distribution, DistributionReport, JobOutcome, JobRun};
 pub use plan::{Conflict, PendingRef, Plan, PlannedOp};
 
 /// What happens to target entities whose source entity is gone.
@@ -304,6 +307,10 @@ pub struct Job {
     /// every write of an apply goes through [`Store::fenced`], so a worker that lost the
     /// lease stops at its next op (the report's [`Report::lease_lost`]).
     pub fence: Option<Fence>,
+    /// Who owns which hub field ([`FieldAuthority`]): when the job writes into the hub,
+    /// its changes of fields another job owns are refused and reported. `None` (the
+    /// default): every field the mapping writes may change.
+    pub authority: Option<Arc<FieldAuthority>>,
 }
 
 /// How far an apply has come: given to a job's [`ProgressHook`] each time ops end.
@@ -363,6 +370,7 @@ impl Job {
             sync_orgs: true,
             progress: None,
             fence: None,
+            authority: None,
         }
     }
 
@@ -406,6 +414,12 @@ impl Job {
     /// [Leases and fencing](crate::Store#leases-and-fencing)).
     pub fn with_fence(mut self, fence: Fence) -> Self {
         self.fence = Some(fence);
+        self
+    }
+
+    /// Subject the job's hub writes to field authority (see [`FieldAuthority`]).
+    pub fn with_authority(mut self, authority: Arc<FieldAuthority>) -> Self {
+        self.authority = Some(authority);
         self
     }
 

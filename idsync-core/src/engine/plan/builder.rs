@@ -3,7 +3,10 @@
 
 use std::collections::BTreeMap;
 
+use serde_json::Value;
+
 use super::{Conflict, PendingRef, Plan, PlannedOp};
+use crate::authority::{FieldAuthority, Refusal};
 use crate::engine::{GuardVerdict, Job};
 use crate::model::{Anchor, EntityKind};
 use crate::source::Op;
@@ -90,6 +93,11 @@ impl Builder {
         // In place (a plan of a million creates is large): the old id breaks ties, so the
         // order is total and the same on every run.
         let mut ops = std::mem::take(&mut self.ops);
+        let planned = ops.len();
+        let refused = match (&job.authority, job.target.hub()) {
+            (Some(a), Some(_)) if !a.is_empty() => refuse_unowned(&mut ops, a, &job.name),
+            _ => Vec::new(),
+        };
         ops.sort_unstable_by(|x, y| {
             x.phase
                 .cmp(&y.phase)
@@ -98,7 +106,7 @@ impl Builder {
                 .then_with(|| x.source.cmp(&y.source))
                 .then_with(|| x.id.cmp(&y.id))
         });
-        let mut new_id = vec![0usize; ops.len()];
+        let mut new_id = vec![usize::MAX; planned];
         for (new, p) in ops.iter().enumerate() {
             if let Some(slot) = new_id.get_mut(p.id) {
                 *slot = new;
@@ -109,6 +117,8 @@ impl Builder {
             for d in &mut p.deps {
                 *d = new_id.get(*d).copied().unwrap_or(*d);
             }
+            // (Only creates are depended on, and field authority never drops one.)
+            p.deps.retain(|d| *d != usize::MAX);
             p.deps.sort_unstable();
             for r in &mut p.pending {
                 r.op = new_id.get(r.op).copied().unwrap_or(r.op);
@@ -135,9 +145,69 @@ impl Builder {
                 .map(|(w, n)| if n > 1 { format!("{w} ({n} times)") } else { w })
                 .collect(),
             read,
+            refused,
             guard: GuardVerdict::default(),
             cursor: None,
             cursor_from: None,
         }
     }
+}
+
+/// Take out of `ops` every change of a hub field another job owns (an op left with nothing
+/// to change is dropped), and say what was taken, one [`Refusal`] per entity in anchor
+/// order. Creates, deletes and the follow-up update of a create are left alone.
+fn refuse_unowned(ops: &mut Vec<PlannedOp>, a: &FieldAuthority, job: &str) -> Vec<Refusal> {
+    let mut by_entity: BTreeMap<(EntityKind, Anchor), Refusal> = BTreeMap::new();
+    ops.retain_mut(|p| {
+        if p.pending.iter().any(|r| r.field == "anchor") {
+            return true;
+        }
+        let kind = p.op.entity();
+        let mut fields = BTreeMap::new();
+        let mut values = BTreeMap::new();
+        let mut refuse = |field: &str, value: Value| match a.owner(kind, field) {
+            Some(owner) if owner != job => {
+                fields.insert(field.to_owned(), owner.to_owned());
+                values.insert(field.to_owned(), value);
+                true
+            }
+            _ => false,
+        };
+        let keep = match &mut p.op {
+            Op::UpdateAccount { changes, .. } | Op::UpdateOrg { changes, .. } => {
+                changes.retain(|f, v| !refuse(f, v.clone()));
+                !changes.is_empty()
+            }
+            Op::MoveOrg { parent, .. } => {
+                let v = parent
+                    .as_ref()
+                    .map_or(Value::Null, |p| Value::from(p.as_str()));
+                !refuse("parent", v)
+            }
+            Op::EnableAccount { .. } => !refuse("status", Value::from("active")),
+            Op::DisableAccount { .. } => !refuse("status", Value::from("disabled")),
+            _ => true,
+        };
+        if fields.is_empty() {
+            return keep;
+        }
+        // References into refused fields go with them.
+        p.pending.retain(|r| !fields.contains_key(&r.field));
+        p.deps = p.pending.iter().map(|r| r.op).collect();
+        p.deps.sort_unstable();
+        p.deps.dedup();
+        let r = by_entity
+            .entry((kind, p.op.anchor().clone()))
+            .or_insert_with(|| Refusal {
+                kind,
+                anchor: p.op.anchor().clone(),
+                source: p.source.clone(),
+                fields: BTreeMap::new(),
+                values: BTreeMap::new(),
+            });
+        r.fields.extend(fields);
+        r.values.extend(values);
+        keep
+    });
+    by_entity.into_values().collect()
 }

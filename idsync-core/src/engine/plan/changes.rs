@@ -2,9 +2,10 @@
 //! target. The links of the changed accounts (and of their managers and orgs) are looked
 //! up by anchor, the target accounts by anchor, correlation candidates by the sink's
 //! `find_accounts`, so the cost follows the size of the change, not of the directory.
-//! Two paths still read whole listings, and say so: a change set that touches orgs reads
-//! the target's org tree (correlation by place needs it), and a sink that cannot be read
-//! is diffed against its whole shadow copy.
+//! Changed orgs that are linked (with their parents) are looked up by anchor too. Two paths
+//! still read whole listings, and say so: a change set with an org that is not linked yet,
+//! or whose parent is not, reads the target's org tree and every org link (correlation by
+//! place needs them), and a sink that cannot be read is diffed against its whole shadow copy.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -22,6 +23,65 @@ use crate::error::Result;
 use crate::model::{Account, Anchor, Entity, EntityKind, Org, key_matches};
 use crate::source::{ChangeSet, Rename};
 use crate::store::Link;
+
+/// The org links and target orgs a change set of orgs needs, when every changed org, every
+/// parent and every org of a changed account is linked and each linked target is found
+/// by a lookup: then nothing is correlated by place and no listing is read. `None`: the
+/// whole tree is needed (an unlinked org, a stale link, a sink that cannot be read).
+async fn linked_org_changes(
+    engine: &Engine,
+    job: &Job,
+    upserts: &[Org],
+    deletes: &[Anchor],
+    accounts: &[Account],
+) -> Result<Option<(FxHashMap<Anchor, Anchor>, Vec<Org>)>> {
+    if !job.target.capabilities().readable {
+        return Ok(None);
+    }
+    let mut wanted: Vec<Anchor> = upserts
+        .iter()
+        .flat_map(|o| std::iter::once(o.anchor.clone()).chain(o.parent.clone()))
+        .chain(deletes.iter().cloned())
+        .chain(accounts.iter().flat_map(|a| a.orgs.iter().cloned()))
+        .collect();
+    wanted.sort();
+    wanted.dedup();
+    let links: FxHashMap<Anchor, Anchor> = engine
+        .store
+        .links_of(&job.name, EntityKind::Org, &wanted)
+        .await?
+        .into_iter()
+        .map(|l| (l.source, l.target))
+        .collect();
+    let all_linked = upserts.iter().all(|o| {
+        links.contains_key(&o.anchor) && o.parent.as_ref().is_none_or(|p| links.contains_key(p))
+    });
+    if !all_linked {
+        return Ok(None);
+    }
+    let mut targets: Vec<Anchor> = upserts
+        .iter()
+        .map(|o| &o.anchor)
+        .chain(deletes)
+        .filter_map(|s| links.get(s).cloned())
+        .collect();
+    targets.sort();
+    targets.dedup();
+    let mut orgs = Vec::with_capacity(targets.len());
+    for t in targets {
+        match job
+            .target
+            .as_source()
+            .org(&t)
+            .await
+            .map_err(|e| read_err("target", "orgs", e))?
+        {
+            Some(o) => orgs.push(o),
+            None => return Ok(None),
+        }
+    }
+    Ok(Some((links, orgs)))
+}
 
 /// Plan a change set: only the changed entities are read on the target side.
 pub(crate) async fn plan_changes(
@@ -41,34 +101,49 @@ pub(crate) async fn plan_changes(
         }
     }
     let touches_orgs = with_orgs && (!cs.org_upserts.is_empty() || !cs.org_deletes.is_empty());
-    // Org links: all of them when orgs change (the org planner correlates by place), else
-    // only those of the orgs the changed accounts are in.
-    let org_links: FxHashMap<Anchor, Anchor> = if touches_orgs {
-        load_links(engine, &job.name, EntityKind::Org, |t| t).await?
-    } else if with_orgs {
-        let mut refs: Vec<Anchor> = mapped_upserts
-            .iter()
-            .flat_map(|a| a.orgs.iter().cloned())
-            .collect();
-        refs.sort();
-        refs.dedup();
-        store
-            .links_of(&job.name, EntityKind::Org, &refs)
-            .await?
-            .into_iter()
-            .map(|l| (l.source, l.target))
-            .collect()
+    // Org changes whose orgs and parents are all linked are planned from lookups by anchor;
+    // only one that needs correlation by place reads all org links and the target's tree.
+    let linked_orgs = if touches_orgs {
+        linked_org_changes(
+            engine,
+            job,
+            &cs.org_upserts,
+            &cs.org_deletes,
+            &mapped_upserts,
+        )
+        .await?
     } else {
-        FxHashMap::default()
+        None
     };
-    let target_orgs: Vec<Org> = if touches_orgs {
-        target_orgs(engine, job)
-            .try_collect()
-            .await
-            .map_err(|e| read_err("target", "orgs", e))?
-    } else {
-        Vec::new()
-    };
+    let whole_tree = touches_orgs && linked_orgs.is_none();
+    let (org_links, target_orgs): (FxHashMap<Anchor, Anchor>, Vec<Org>) =
+        if let Some(found) = linked_orgs {
+            found
+        } else if whole_tree {
+            let links = load_links(engine, &job.name, EntityKind::Org, |t| t).await?;
+            let orgs = target_orgs(engine, job)
+                .try_collect()
+                .await
+                .map_err(|e| read_err("target", "orgs", e))?;
+            (links, orgs)
+        } else if with_orgs {
+            // Only the links of the orgs the changed accounts are in.
+            let mut refs: Vec<Anchor> = mapped_upserts
+                .iter()
+                .flat_map(|a| a.orgs.iter().cloned())
+                .collect();
+            refs.sort();
+            refs.dedup();
+            let links = store
+                .links_of(&job.name, EntityKind::Org, &refs)
+                .await?
+                .into_iter()
+                .map(|l| (l.source, l.target))
+                .collect();
+            (links, Vec::new())
+        } else {
+            (FxHashMap::default(), Vec::new())
+        };
     read.insert("source_orgs".to_owned(), cs.org_upserts.len());
     read.insert("target_orgs".to_owned(), target_orgs.len());
     let source_orgs = if with_orgs {
@@ -224,7 +299,7 @@ pub(crate) async fn plan_changes(
     let target_entries = ap.entries.len();
     ap.finish(&mut b, engine, false, &explicit_deletes).await?;
     let mut plan = b.finish(job, run_id, true, read);
-    let org_base = if touches_orgs {
+    let org_base = if whole_tree {
         org_links.len()
     } else if plan.count(crate::source::OpKind::DeleteOrg) > 0 || !job.guard.per_op.is_empty() {
         store.link_count(&job.name, EntityKind::Org).await?

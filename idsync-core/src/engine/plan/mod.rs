@@ -127,6 +127,10 @@ pub struct Plan {
     pub warnings: Vec<String>,
     /// Entities read: source orgs, source accounts, target orgs, target accounts.
     pub read: BTreeMap<String, usize>,
+    /// Changes of hub fields another job owns ([`FieldAuthority`](crate::FieldAuthority)):
+    /// taken out of the ops, one entry per entity.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<crate::authority::Refusal>,
     /// The guard's verdict.
     pub guard: GuardVerdict,
     /// The source cursor to commit after a fully successful apply.
@@ -144,6 +148,9 @@ pub struct PlanSummary {
     pub links: usize,
     /// Conflicts.
     pub conflicts: usize,
+    /// Field changes refused by field authority.
+    #[serde(default)]
+    pub refused_fields: usize,
     /// Guard stopped it.
     pub needs_approval: bool,
 }
@@ -164,8 +171,14 @@ impl Plan {
             ops,
             links: self.links.len(),
             conflicts: self.conflicts.len(),
+            refused_fields: self.refused_fields(),
             needs_approval: self.guard.stopped,
         }
+    }
+
+    /// How many field changes field authority refused.
+    pub fn refused_fields(&self) -> usize {
+        self.refused.iter().map(|r| r.fields.len()).sum()
     }
 
     /// Number of ops of one kind.
