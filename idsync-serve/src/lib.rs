@@ -13,7 +13,7 @@
 //! like any run, idempotent under an `Idempotency-Key`). Both are plain routers over a
 //! [`Store`](idsync_core::Store) without authentication of their own: `idsync serve` mounts
 //! them behind its token layer (scope `read` for the feed and snapshots, `import` for
-//! imports). Webhook push is the sink of the `idsync-webhook` crate.
+//! imports).
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 #![warn(unreachable_pub, missing_debug_implementations)]
