@@ -9,7 +9,7 @@
 //! in-memory [`Directory`], which defines the rules), paging, the change feed's order,
 //! the atomicity of `hub_apply` with a record, `hub_apply_batch` (answers as one by one, in
 //! order), links, shadow copies, cursor conflicts,
-//! runs, the journal and open intents, audit trails, leases (expiry on the store's clock,
+//! runs, the journal and open intents, feed retention (prune and floor), idempotency keys, audit trails, leases (expiry on the store's clock,
 //! tokens) and fenced writes, a worker that stalls while another takes its lease over, and
 //! the engine end to end (memory source → hub over the store; a second run plans nothing).
 //!
@@ -56,6 +56,8 @@ pub const CASES: &[(&str, Case)] = &[
     ("hub_paging", |s, c| Box::pin(hub_paging(s, c))),
     ("hub_positions", |s, c| Box::pin(hub_positions(s, c))),
     ("feed_order", |s, c| Box::pin(feed_order(s, c))),
+    ("feed_retention", |s, c| Box::pin(feed_retention(s, c))),
+    ("idempotency_keys", |s, c| Box::pin(idempotency_keys(s, c))),
     ("hub_apply_atomic", |s, c| Box::pin(hub_apply_atomic(s, c))),
     ("hub_apply_batch", |s, c| Box::pin(hub_apply_batch(s, c))),
     ("links_and_shadow", |s, c| Box::pin(links_and_shadow(s, c))),
@@ -627,6 +629,161 @@ pub async fn feed_order(store: &Arc<dyn Store>, clock: &Arc<ManualClock>) -> Res
         "feed from 4",
     )?;
     same(s.feed(1_000, 10).await?.len(), 0, "feed past the end")?;
+    Ok(())
+}
+
+/// `feed_prune` drops a prefix of the feed by time, `feed_floor` says where the retained
+/// feed starts, and the head and the next sequence numbers do not move.
+pub async fn feed_retention(store: &Arc<dyn Store>, clock: &Arc<ManualClock>) -> Result<()> {
+    let s = store.as_ref();
+    same(s.feed_floor().await?, 0, "floor of an empty feed")?;
+    same(
+        s.feed_prune(epoch()).await?,
+        0,
+        "pruning an empty feed removes nothing",
+    )?;
+    same(
+        s.feed_floor().await?,
+        0,
+        "floor of an empty feed after a prune",
+    )?;
+    for i in 0..6 {
+        s.hub_apply(
+            &Op::CreateOrg {
+                org: org(&format!("r{i}"), None),
+            },
+            None,
+        )
+        .await?;
+        clock.advance(chrono::Duration::seconds(10));
+    }
+    // Entries at epoch + 0, 10, ..., 50 s, seq 1..=6.
+    same(s.feed_floor().await?, 0, "nothing pruned yet")?;
+    same(
+        s.feed_prune(epoch()).await?,
+        0,
+        "nothing is older than the first entry",
+    )?;
+    same(
+        s.feed_prune(epoch() + chrono::Duration::seconds(25))
+            .await?,
+        3,
+        "the entries before the first at or after the cut",
+    )?;
+    same(s.feed_floor().await?, 3, "floor after the prune")?;
+    same(s.feed_head().await?, 6, "the head does not move")?;
+    same(
+        s.feed(0, 100)
+            .await?
+            .iter()
+            .map(|f| f.seq)
+            .collect::<Vec<_>>(),
+        vec![4, 5, 6],
+        "the retained feed",
+    )?;
+    same(
+        s.feed_prune(epoch() + chrono::Duration::seconds(25))
+            .await?,
+        0,
+        "pruning twice at the same time removes nothing more",
+    )?;
+    same(
+        s.feed_prune(epoch() + chrono::Duration::days(1)).await?,
+        3,
+        "everything is older",
+    )?;
+    same(
+        s.feed_floor().await?,
+        6,
+        "floor of a feed pruned empty is the head",
+    )?;
+    same(s.feed_head().await?, 6, "the head still does not move")?;
+    same(s.feed(0, 100).await?.len(), 0, "nothing retained")?;
+    s.hub_apply(
+        &Op::CreateOrg {
+            org: org("after", None),
+        },
+        None,
+    )
+    .await?;
+    let feed = s.feed(0, 100).await?;
+    same(
+        feed.iter().map(|f| f.seq).collect::<Vec<_>>(),
+        vec![7],
+        "numbers go on after the pruned head",
+    )?;
+    same(s.feed_floor().await?, 6, "floor below the new entry")?;
+    Ok(())
+}
+
+/// `idempotency_put` keeps the first record of a (scope, key) and answers later ones with
+/// it; `idempotency_prune` forgets old records.
+pub async fn idempotency_keys(store: &Arc<dyn Store>, clock: &Arc<ManualClock>) -> Result<()> {
+    use idsync_core::store::IdempotencyRecord;
+    let s = store.as_ref();
+    let rec = |scope: &str, key: &str, hash: &str, at: DateTime<Utc>| IdempotencyRecord {
+        scope: scope.into(),
+        key: key.into(),
+        request_hash: hash.into(),
+        response: json!({"status": 200, "body": {"hash": hash, "名": "导入"}}),
+        at,
+    };
+    same(
+        s.idempotency_get("import:a", "k1").await?,
+        None,
+        "unknown key",
+    )?;
+    let first = rec("import:a", "k1", "h1", epoch());
+    same(s.idempotency_put(&first).await?, None, "first put stores")?;
+    same(
+        s.idempotency_get("import:a", "k1").await?,
+        Some(first.clone()),
+        "stored record read back",
+    )?;
+    clock.advance(chrono::Duration::seconds(30));
+    let second = rec(
+        "import:a",
+        "k1",
+        "h2",
+        epoch() + chrono::Duration::seconds(30),
+    );
+    same(
+        s.idempotency_put(&second).await?,
+        Some(first.clone()),
+        "a taken key answers with the first record",
+    )?;
+    same(
+        s.idempotency_get("import:a", "k1").await?,
+        Some(first.clone()),
+        "the first record stays",
+    )?;
+    let other_scope = rec(
+        "import:b",
+        "k1",
+        "h3",
+        epoch() + chrono::Duration::seconds(30),
+    );
+    same(
+        s.idempotency_put(&other_scope).await?,
+        None,
+        "the same key in another scope is free",
+    )?;
+    same(
+        s.idempotency_prune(epoch() + chrono::Duration::seconds(10))
+            .await?,
+        1,
+        "prune forgets the older record",
+    )?;
+    same(
+        s.idempotency_get("import:a", "k1").await?,
+        None,
+        "pruned record gone",
+    )?;
+    same(
+        s.idempotency_get("import:b", "k1").await?,
+        Some(other_scope),
+        "newer record kept",
+    )?;
     Ok(())
 }
 

@@ -15,14 +15,18 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::model::{Account, Anchor, EntityKind, Org, key_matches};
 use crate::source::{Applied, Op, Page, PageRequest, PageToken, SyncCursor};
 use crate::store::{
-    AuditEntry, FeedEntry, Fence, HUB_KEY_FIELDS, JournalEntry, JournalState, Lease, Link,
-    LinkChange, OpRecord, RunRecord, ShadowChange, Store, lease_lost, unindexed,
+    AuditEntry, FeedEntry, Fence, HUB_KEY_FIELDS, IdempotencyRecord, JournalEntry, JournalState,
+    Lease, Link, LinkChange, OpRecord, RunRecord, ShadowChange, Store, lease_lost, unindexed,
 };
 
 #[derive(Debug, Default)]
 struct State {
     hub: Directory,
     feed: Vec<FeedEntry>,
+    /// The highest sequence number pruned from `feed` (0: none).
+    feed_floor: u64,
+    /// (scope, key) → record.
+    idempotency: HashMap<(String, String), IdempotencyRecord>,
     links: HashMap<(String, EntityKind), BTreeMap<Anchor, Anchor>>,
     shadow: HashMap<(String, EntityKind), BTreeMap<Anchor, Value>>,
     cursors: HashMap<String, SyncCursor>,
@@ -37,6 +41,10 @@ struct State {
 }
 
 impl State {
+    fn feed_head(&self) -> u64 {
+        self.feed.last().map_or(self.feed_floor, |f| f.seq)
+    }
+
     /// Whether `fence` still holds its job's lease at `now`; else the [`lease_lost`] error.
     fn check_fence(&self, fence: Option<&Fence>, now: DateTime<Utc>) -> Result<()> {
         let Some(f) = fence else { return Ok(()) };
@@ -260,7 +268,7 @@ impl Store for MemoryStore {
         let mut st = self.lock()?;
         st.check_fence(self.fence.as_ref(), now)?;
         let (applied, change) = st.hub.apply(op, None)?;
-        let seq = st.feed.last().map(|f| f.seq).unwrap_or(0) + 1;
+        let seq = st.feed_head() + 1;
         st.feed.push(FeedEntry {
             seq,
             kind: op.entity(),
@@ -457,7 +465,53 @@ impl Store for MemoryStore {
     }
 
     async fn feed_head(&self) -> Result<u64> {
-        Ok(self.lock()?.feed.last().map_or(0, |f| f.seq))
+        Ok(self.lock()?.feed_head())
+    }
+
+    async fn feed_prune(&self, before: DateTime<Utc>) -> Result<u64> {
+        let mut st = self.lock()?;
+        let cut = st
+            .feed
+            .iter()
+            .position(|f| f.at >= before)
+            .unwrap_or(st.feed.len());
+        if cut == 0 {
+            return Ok(0);
+        }
+        st.feed_floor = st.feed[cut - 1].seq;
+        st.feed.drain(..cut);
+        Ok(cut as u64)
+    }
+
+    async fn feed_floor(&self) -> Result<u64> {
+        let st = self.lock()?;
+        Ok(st.feed.first().map_or(st.feed_floor, |f| f.seq - 1))
+    }
+
+    async fn idempotency_get(&self, scope: &str, key: &str) -> Result<Option<IdempotencyRecord>> {
+        Ok(self
+            .lock()?
+            .idempotency
+            .get(&(scope.to_owned(), key.to_owned()))
+            .cloned())
+    }
+
+    async fn idempotency_put(&self, rec: &IdempotencyRecord) -> Result<Option<IdempotencyRecord>> {
+        let mut st = self.lock()?;
+        match st.idempotency.entry((rec.scope.clone(), rec.key.clone())) {
+            std::collections::hash_map::Entry::Occupied(e) => Ok(Some(e.get().clone())),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(rec.clone());
+                Ok(None)
+            }
+        }
+    }
+
+    async fn idempotency_prune(&self, before: DateTime<Utc>) -> Result<u64> {
+        let mut st = self.lock()?;
+        let n = st.idempotency.len();
+        st.idempotency.retain(|_, r| r.at >= before);
+        Ok((n - st.idempotency.len()) as u64)
     }
 
     async fn acquire_lease(&self, job: &str, holder: &str, ttl: Duration) -> Result<Option<Lease>> {

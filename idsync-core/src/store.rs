@@ -295,6 +295,23 @@ pub struct FeedEntry {
     pub at: DateTime<Utc>,
 }
 
+/// What [`Store::idempotency_put`] keeps of one request made under an `Idempotency-Key`:
+/// a digest of the request, so that the same key with another body is told apart, and the
+/// answer given, so that a retry gets the same one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IdempotencyRecord {
+    /// What the key is unique within (e.g. `"import:hr-to-hub"`).
+    pub scope: String,
+    /// The client's key.
+    pub key: String,
+    /// A digest of the request (method, path, body), hex.
+    pub request_hash: String,
+    /// The answer given (status and body, as the caller chose to keep them).
+    pub response: Value,
+    /// When it was stored.
+    pub at: DateTime<Utc>,
+}
+
 /// A job's lease as the store granted it: who holds it, under which generation, until when.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
@@ -576,6 +593,27 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// The sequence number of the newest feed entry (0 while the feed is empty), read
     /// without walking the feed.
     async fn feed_head(&self) -> Result<u64>;
+
+    // --- feed retention ------------------------------------------------------------------
+    /// Drop the feed's oldest entries: every entry before the first one made at or after
+    /// `before` (all of them when there is none). The feed stays a contiguous run of
+    /// sequence numbers after [`feed_floor`](Self::feed_floor); [`feed_head`](Self::feed_head)
+    /// and the numbers handed out next are unchanged. Returns how many entries were removed.
+    async fn feed_prune(&self, before: DateTime<Utc>) -> Result<u64>;
+    /// The sequence number the retained feed starts after: entries with `seq <= floor` were
+    /// pruned, so a reader at position `since` sees every change only while
+    /// `since >= floor`. The oldest retained entry is `floor + 1`; 0 while nothing was
+    /// pruned; the head when everything was.
+    async fn feed_floor(&self) -> Result<u64>;
+
+    // --- idempotency keys ---------------------------------------------------------------
+    /// The record kept under `(scope, key)`, if any.
+    async fn idempotency_get(&self, scope: &str, key: &str) -> Result<Option<IdempotencyRecord>>;
+    /// Keep `rec` unless its `(scope, key)` is taken: `None` when it was stored, else the
+    /// record already there (unchanged; the first writer wins, also between processes).
+    async fn idempotency_put(&self, rec: &IdempotencyRecord) -> Result<Option<IdempotencyRecord>>;
+    /// Forget the records stored before `before`; returns how many.
+    async fn idempotency_prune(&self, before: DateTime<Utc>) -> Result<u64>;
 
     // --- leases --------------------------------------------------------------------------
     /// Take or renew the lease on a job for `ttl`, as judged by the store's clock (see

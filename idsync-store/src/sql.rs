@@ -852,6 +852,17 @@ macro_rules! sql_store {
                 self.exec_write(move |conn| Box::pin(Self::run_batch(conn, batch)))
                     .await
             }
+
+            /// Run one `DELETE` whose `$1` is a time (retention); the rows removed.
+            async fn delete_before(
+                &self,
+                sql: &'static str,
+                before: chrono::DateTime<chrono::Utc>,
+            ) -> idsync_core::Result<u64> {
+                let mut batch = $crate::sql::Batch::default();
+                batch.push(sql, vec![$crate::sql::Arg::Int($crate::util::to_us(before))]);
+                self.write_batch(batch).await
+            }
         }
 
         #[async_trait::async_trait]
@@ -1419,6 +1430,89 @@ macro_rules! sql_store {
                 Ok(u64::try_from(seq).unwrap_or(0))
             }
 
+            // --- feed retention
+            async fn feed_prune(
+                &self,
+                before: chrono::DateTime<chrono::Utc>,
+            ) -> idsync_core::Result<u64> {
+                // A prefix of the feed: everything before the first entry made at or after
+                // `before` (found walking the feed in order, so the cost follows what is
+                // pruned), or everything up to the head when there is none.
+                self.delete_before(
+                    "DELETE FROM feed WHERE seq < COALESCE(\
+                     (SELECT seq FROM feed WHERE at_us >= $1 ORDER BY seq LIMIT 1), \
+                     (SELECT seq + 1 FROM feed_head WHERE id = 1))",
+                    before,
+                )
+                .await
+            }
+
+            async fn feed_floor(&self) -> idsync_core::Result<u64> {
+                let (seq,): (i64,) = sqlx::query_as(
+                    "SELECT COALESCE((SELECT MIN(seq) - 1 FROM feed), \
+                     (SELECT seq FROM feed_head WHERE id = 1))",
+                )
+                .fetch_one(self.reader())
+                .await
+                .map_err(Self::err)?;
+                Ok(u64::try_from(seq).unwrap_or(0))
+            }
+
+            // --- idempotency keys
+            async fn idempotency_get(
+                &self,
+                scope: &str,
+                key: &str,
+            ) -> idsync_core::Result<Option<idsync_core::store::IdempotencyRecord>> {
+                let row: Option<$crate::sql::IdempotencyRow> = sqlx::query_as(
+                    "SELECT scope, key, request_hash, response, at_us FROM idempotency \
+                     WHERE scope = $1 AND key = $2",
+                )
+                .bind(scope)
+                .bind(key)
+                .fetch_optional(self.reader())
+                .await
+                .map_err(Self::err)?;
+                row.map($crate::sql::idempotency_from_row).transpose()
+            }
+
+            async fn idempotency_put(
+                &self,
+                rec: &idsync_core::store::IdempotencyRecord,
+            ) -> idsync_core::Result<Option<idsync_core::store::IdempotencyRecord>> {
+                use $crate::sql::Arg;
+                let mut batch = $crate::sql::Batch::default();
+                batch.push(
+                    "INSERT INTO idempotency (scope, key, request_hash, response, at_us) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (scope, key) DO NOTHING",
+                    vec![
+                        Arg::Text(rec.scope.clone()),
+                        Arg::Text(rec.key.clone()),
+                        Arg::Text(rec.request_hash.clone()),
+                        Arg::Json(Some(rec.response.clone())),
+                        Arg::Int($crate::util::to_us(rec.at)),
+                    ],
+                );
+                if self.write_batch(batch).await? == 1 {
+                    return Ok(None);
+                }
+                match self.idempotency_get(&rec.scope, &rec.key).await? {
+                    Some(existing) => Ok(Some(existing)),
+                    None => Err(idsync_core::Error::unexpected(format!(
+                        "store: idempotency key {:?} of {} was neither stored nor found",
+                        rec.key, rec.scope
+                    ))),
+                }
+            }
+
+            async fn idempotency_prune(
+                &self,
+                before: chrono::DateTime<chrono::Utc>,
+            ) -> idsync_core::Result<u64> {
+                self.delete_before("DELETE FROM idempotency WHERE at_us < $1", before)
+                    .await
+            }
+
             async fn acquire_lease(
                 &self,
                 job: &str,
@@ -1949,6 +2043,21 @@ pub(crate) fn feed_from_row(r: FeedRow) -> Result<FeedEntry> {
         kind: parse_kind(&r.1)?,
         anchor: r.2.into(),
         entity: r.3.map(|j| j.0),
+        at: from_us(r.4)?,
+    })
+}
+
+/// A row of `idempotency`.
+pub(crate) type IdempotencyRow = (String, String, String, Json<Value>, i64);
+
+pub(crate) fn idempotency_from_row(
+    r: IdempotencyRow,
+) -> Result<idsync_core::store::IdempotencyRecord> {
+    Ok(idsync_core::store::IdempotencyRecord {
+        scope: r.0,
+        key: r.1,
+        request_hash: r.2,
+        response: r.3.0,
         at: from_us(r.4)?,
     })
 }
