@@ -85,7 +85,7 @@ pub use source::{
     RateLimit, Sink, Source, SourceExt, SyncCursor,
 };
 pub use store::{
-    AuditAction, AuditEntry, FeedEntry, Fence, HUB_KEY_FIELDS, HubWrite, JournalEntry,
-    JournalState, Lease, Link, LinkChange, OpRecord, RunRecord, RunStatus, ShadowChange, Store,
-    is_lease_lost, lease_lost,
+    AuditAction, AuditEntry, FeedEntry, Fence, HUB_KEY_FIELDS, HubWrite, InboxEvent, InboxPush,
+    InboxTarget, JournalEntry, JournalState, Lease, Link, LinkChange, OpRecord, RunRecord,
+    RunStatus, ShadowChange, Store, is_lease_lost, lease_lost,
 };

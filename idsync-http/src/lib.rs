@@ -19,7 +19,7 @@ pub use client::{
     TokenPlacement, TokenSource,
 };
 pub use error::{ApiError, Class, HttpError, classify_status, parse_retry_after};
-pub use events::{Batch, Event, EventLog};
+pub use events::{Batch, Event, EventKey, EventLog, Events, Incoming, STORE_BATCH, StoreEventLog};
 pub use pace::{Limit, Pacer, Ticket};
 pub use page::{decode_token, encode_token};
 pub use token::{IssuedToken, Token, TokenCache};
