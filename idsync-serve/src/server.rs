@@ -3,9 +3,9 @@
 //!
 //! * **Routes.** Provider callbacks (`callback`) are mounted without tokens (their own
 //!   signatures authenticate them); API routers (`api`) behind
-//!   [`auth::require`](crate::auth::require) with their scope; browser-facing routers such
+//!   [`auth::require`] with their scope; browser-facing routers such
 //!   as the OIDC login (`public`) as they are; `/healthz`, `/readyz`, `/metrics` (see
-//!   [`ops`](crate::ops)) without tokens (serve them on an internal network, or put a
+//!   [`ops`]) without tokens (serve them on an internal network, or put a
 //!   proxy rule in front); `GET /api/v1/jobs` (read) and
 //!   `POST /api/v1/jobs/{job}/acknowledge` (admin: a paused job stops failing `/readyz`).
 //!   Every request body is capped (`body_limit`, 1 MiB by default: 413 above it).
