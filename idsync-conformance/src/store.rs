@@ -11,7 +11,8 @@
 //! order), links, shadow copies, cursor conflicts,
 //! runs, the journal and open intents, feed retention (prune and floor), idempotency keys, audit trails, leases (expiry on the store's clock,
 //! tokens) and fenced writes, a worker that stalls while another takes its lease over, and
-//! the engine end to end (memory source → hub over the store; a second run plans nothing).
+//! the engine end to end (memory source → hub over the store; a second run plans nothing),
+//! and the inbox of provider events (replay keys, order under concurrent pushes, trims).
 //!
 //! Not API-stable; meant for tests. (It lives here, in the conformance crate, beside the
 //! adapter suite: no production crate carries it.)
@@ -44,6 +45,7 @@ use idsync_core::{
     OpKind, OpRecord, Org, PageRequest, Result, RunRecord, RunStatus, ShadowChange, Sink, Source,
     Status, Store, SyncCursor,
 };
+use idsync_core::{Clock, InboxPush, InboxTarget};
 use serde_json::{Value, json};
 
 /// A case: a fresh store and its clock.
@@ -76,6 +78,11 @@ pub const CASES: &[(&str, Case)] = &[
     }),
     ("engine_end_to_end", |s, c| {
         Box::pin(engine_end_to_end(s, c))
+    }),
+    // --- inbox
+    ("inbox", |s, c| Box::pin(inbox(s, c))),
+    ("inbox_concurrent_pushes", |s, c| {
+        Box::pin(inbox_concurrent_pushes(s, c))
     }),
 ];
 
@@ -2459,4 +2466,165 @@ impl SuiteClock for Arc<ManualClock> {
     fn now_for_suite(&self) -> DateTime<Utc> {
         idsync_core::Clock::now(self.as_ref())
     }
+}
+
+// --- inbox
+
+fn inbox_push(stream: &str, keys: &[&str], targets: &[&str], at: DateTime<Utc>) -> InboxPush {
+    InboxPush {
+        stream: stream.to_owned(),
+        keys: keys.iter().map(|k| (*k).to_owned()).collect(),
+        window: Duration::from_secs(60),
+        event_type: "user_add_org".into(),
+        targets: targets
+            .iter()
+            .map(|t| InboxTarget {
+                target: (*t).to_owned(),
+                deleted: t.starts_with("gone:"),
+            })
+            .collect(),
+        at,
+    }
+}
+
+/// The inbox: pushes numbered 1, 2, ... per stream; a replay key refused within its window
+/// (and nothing written, even when only the second key is a replay), accepted again after
+/// it; reads after a position, limited; the head survives a trim; streams are separate.
+pub async fn inbox(store: &Arc<dyn Store>, clock: &Arc<ManualClock>) -> Result<()> {
+    let s = store.as_ref();
+    let t0 = clock.now();
+    same(s.inbox_head("dt").await?, 0, "empty head")?;
+    same(s.inbox_since("dt", 0, 10).await?.len(), 0, "empty stream")?;
+    let p1 = inbox_push("dt", &["n1"], &["user:a", "gone:b"], t0);
+    same(s.inbox_push(&p1).await?, Some(1), "first push")?;
+    same(
+        s.inbox_push(&inbox_push("dt", &["n2", "e2"], &["user:c"], t0))
+            .await?,
+        Some(2),
+        "second push",
+    )?;
+    same(
+        s.inbox_push(&inbox_push("dt", &["n1"], &["user:z"], t0))
+            .await?,
+        None,
+        "a replayed nonce is refused",
+    )?;
+    same(
+        s.inbox_push(&inbox_push("dt", &["n3", "e2"], &["user:z"], t0))
+            .await?,
+        None,
+        "a replayed second key is refused",
+    )?;
+    // n3 was not kept by the refused push: it is accepted now.
+    same(
+        s.inbox_push(&inbox_push("dt", &["n3"], &["user:d"], t0))
+            .await?,
+        Some(3),
+        "a key of a refused push is free",
+    )?;
+    same(
+        s.inbox_push(&inbox_push("other", &["n1"], &["user:q"], t0))
+            .await?,
+        Some(1),
+        "streams are separate",
+    )?;
+    same(
+        s.inbox_push(&inbox_push("dt", &[], &[], t0)).await?,
+        Some(4),
+        "no keys, no targets",
+    )?;
+    let all = s.inbox_since("dt", 0, 10).await?;
+    same(
+        all.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4],
+        "seqs",
+    )?;
+    same(all[0].targets.clone(), p1.targets.clone(), "targets kept")?;
+    same(all[0].at, t0, "time kept")?;
+    same(all[0].event_type.as_str(), "user_add_org", "type kept")?;
+    same(
+        s.inbox_since("dt", 1, 2)
+            .await?
+            .iter()
+            .map(|e| e.seq)
+            .collect::<Vec<_>>(),
+        vec![2, 3],
+        "after and limit",
+    )?;
+    // After the window the key is free again.
+    let later = t0 + chrono::Duration::seconds(61);
+    same(
+        s.inbox_push(&inbox_push("dt", &["n1"], &["user:a"], later))
+            .await?,
+        Some(5),
+        "a key is free after its window",
+    )?;
+    same(
+        s.inbox_trim("dt", 3, later).await?,
+        3,
+        "trimmed the consumed events",
+    )?;
+    same(
+        s.inbox_since("dt", 0, 10)
+            .await?
+            .iter()
+            .map(|e| e.seq)
+            .collect::<Vec<_>>(),
+        vec![4, 5],
+        "what is left",
+    )?;
+    same(s.inbox_head("dt").await?, 5, "a trim keeps the head")?;
+    same(s.inbox_head("other").await?, 1, "other head")?;
+    // The trim at `later` forgot n2 (its window ended), kept n1 (claimed again at `later`).
+    same(
+        s.inbox_push(&inbox_push("dt", &["n2"], &["user:c"], later))
+            .await?,
+        Some(6),
+        "an expired key was forgotten",
+    )?;
+    same(
+        s.inbox_push(&inbox_push("dt", &["n1"], &["user:a"], later))
+            .await?,
+        None,
+        "a live key survives the trim",
+    )?;
+    same(
+        s.inbox_since("other", 0, 10).await?.len(),
+        1,
+        "other stream untouched by the trim",
+    )?;
+    Ok(())
+}
+
+/// Concurrent pushes of one stream: every one lands, numbered 1..=n without gaps; the same
+/// key pushed twice at once lands once.
+pub async fn inbox_concurrent_pushes(
+    store: &Arc<dyn Store>,
+    clock: &Arc<ManualClock>,
+) -> Result<()> {
+    let s = store.as_ref();
+    let t0 = clock.now();
+    let pushes: Vec<InboxPush> = (0..40)
+        .map(|i| {
+            let k = format!("k{i}");
+            inbox_push("dt", &[k.as_str()], &["user:x"], t0)
+        })
+        .collect();
+    let results = futures::future::join_all(pushes.iter().map(|p| s.inbox_push(p))).await;
+    let mut seqs = Vec::new();
+    for r in results {
+        seqs.push(r?.ok_or_else(|| fail("a fresh key was refused".into()))?);
+    }
+    seqs.sort_unstable();
+    same(seqs, (1..=40).collect::<Vec<u64>>(), "seqs 1..=40")?;
+    let twice = inbox_push("dt", &["same"], &["user:y"], t0);
+    let (a, b) = futures::join!(s.inbox_push(&twice), s.inbox_push(&twice));
+    same(
+        a?.is_some() as u8 + b?.is_some() as u8,
+        1,
+        "one of two equal pushes lands",
+    )?;
+    same(s.inbox_head("dt").await?, 41, "head")?;
+    same(s.inbox_since("dt", 0, 100).await?.len(), 41, "all kept")?;
+    Ok(())
 }

@@ -108,7 +108,7 @@ pub use source::{
     RateLimit, Rename, Sink, Source, SourceExt, SyncCursor,
 };
 pub use store::{
-    AuditAction, AuditEntry, FeedEntry, Fence, HUB_KEY_FIELDS, HubWrite, JournalEntry,
-    JournalState, Lease, Link, LinkChange, OpRecord, RunRecord, RunStatus, ShadowChange, Store,
-    is_lease_lost, lease_lost,
+    AuditAction, AuditEntry, FeedEntry, Fence, HUB_KEY_FIELDS, HubWrite, InboxEvent, InboxPush,
+    InboxTarget, JournalEntry, JournalState, Lease, Link, LinkChange, OpRecord, RunRecord,
+    RunStatus, ShadowChange, Store, is_lease_lost, lease_lost,
 };

@@ -15,8 +15,9 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::model::{Account, Anchor, EntityKind, Org, key_matches};
 use crate::source::{Applied, Op, Page, PageRequest, PageToken, SyncCursor};
 use crate::store::{
-    AuditEntry, FeedEntry, Fence, HUB_KEY_FIELDS, IdempotencyRecord, JournalEntry, JournalState,
-    Lease, Link, LinkChange, OpRecord, RunRecord, ShadowChange, Store, lease_lost, unindexed,
+    AuditEntry, FeedEntry, Fence, HUB_KEY_FIELDS, IdempotencyRecord, InboxEvent, InboxPush,
+    JournalEntry, JournalState, Lease, Link, LinkChange, OpRecord, RunRecord, ShadowChange, Store,
+    lease_lost, unindexed,
 };
 
 #[derive(Debug, Default)]
@@ -38,6 +39,11 @@ struct State {
     /// job → (holder, token, until). A released lease stays, run out, so that the next
     /// holder's token is still greater.
     leases: HashMap<String, (String, u64, DateTime<Utc>)>,
+    // --- inbox
+    /// stream → its events (by seq) and its head.
+    inbox: HashMap<String, (BTreeMap<u64, InboxEvent>, u64)>,
+    /// (stream, replay key) → until when it is kept.
+    inbox_keys: HashMap<(String, String), DateTime<Utc>>,
 }
 
 impl State {
@@ -512,6 +518,71 @@ impl Store for MemoryStore {
         let n = st.idempotency.len();
         st.idempotency.retain(|_, r| r.at >= before);
         Ok((n - st.idempotency.len()) as u64)
+    }
+
+    // --- inbox
+    async fn inbox_push(&self, push: &InboxPush) -> Result<Option<u64>> {
+        let window = chrono::Duration::from_std(push.window)
+            .map_err(|_| Error::config("inbox replay window out of range"))?;
+        let until = push
+            .at
+            .checked_add_signed(window)
+            .ok_or_else(|| Error::config("inbox replay window out of range"))?;
+        let mut st = self.lock()?;
+        for k in &push.keys {
+            if st
+                .inbox_keys
+                .get(&(push.stream.clone(), k.clone()))
+                .is_some_and(|u| *u > push.at)
+            {
+                return Ok(None);
+            }
+        }
+        for k in &push.keys {
+            st.inbox_keys
+                .insert((push.stream.clone(), k.clone()), until);
+        }
+        let (events, head) = st.inbox.entry(push.stream.clone()).or_default();
+        *head += 1;
+        let seq = *head;
+        events.insert(
+            seq,
+            InboxEvent {
+                seq,
+                event_type: push.event_type.clone(),
+                targets: push.targets.clone(),
+                at: push.at,
+            },
+        );
+        Ok(Some(seq))
+    }
+
+    async fn inbox_since(&self, stream: &str, after: u64, limit: usize) -> Result<Vec<InboxEvent>> {
+        let st = self.lock()?;
+        Ok(st.inbox.get(stream).map_or_else(Vec::new, |(events, _)| {
+            events
+                .range((Bound::Excluded(after), Bound::Unbounded))
+                .take(limit)
+                .map(|(_, e)| e.clone())
+                .collect()
+        }))
+    }
+
+    async fn inbox_head(&self, stream: &str) -> Result<u64> {
+        Ok(self.lock()?.inbox.get(stream).map_or(0, |(_, head)| *head))
+    }
+
+    async fn inbox_trim(&self, stream: &str, upto: u64, now: DateTime<Utc>) -> Result<u64> {
+        let mut st = self.lock()?;
+        st.inbox_keys
+            .retain(|(s, _), until| s != stream || *until > now);
+        let Some((events, _)) = st.inbox.get_mut(stream) else {
+            return Ok(0);
+        };
+        let keep = events.split_off(&(upto.saturating_add(1)));
+        let removed = events.len();
+        *events = keep;
+        Ok(removed as u64)
     }
 
     async fn acquire_lease(&self, job: &str, holder: &str, ttl: Duration) -> Result<Option<Lease>> {

@@ -375,6 +375,49 @@ pub fn is_lease_lost(e: &Error) -> bool {
     e.kind() == ErrorKind::Conflict && e.context().iter().any(|(k, _)| k == LEASE_LOST)
 }
 
+// --- inbox (durable provider events) ---------------------------------------------------
+
+/// One entity a provider event names, as the inbox keeps it: the entity in the provider's
+/// own encoding (e.g. `user:manager4521` or `dept:42`) and whether the event says it is gone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboxTarget {
+    /// The entity, encoded by the event log that wrote it.
+    pub target: String,
+    /// The event says the entity is gone (a hint: sources re-read before deleting).
+    pub deleted: bool,
+}
+
+/// A verified provider event to record in an inbox ([`Store::inbox_push`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InboxPush {
+    /// The inbox (one per provider instance, e.g. `dingtalk:corp1`).
+    pub stream: String,
+    /// Replay keys of the event (a nonce, an event id). The event is refused, and nothing
+    /// is written, when any of them was recorded in this stream within `window` before `at`.
+    pub keys: Vec<String>,
+    /// How long a replay key is kept.
+    pub window: Duration,
+    /// The provider's event type, e.g. `user_add_org`.
+    pub event_type: String,
+    /// The entities it names (may be empty, e.g. a URL check: only its keys are kept).
+    pub targets: Vec<InboxTarget>,
+    /// When it was received (the receiver's clock; replay keys are judged on it).
+    pub at: DateTime<Utc>,
+}
+
+/// One recorded event of an inbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InboxEvent {
+    /// Position in its stream: 1, 2, 3, ... in commit order, no gaps.
+    pub seq: u64,
+    /// The provider's event type.
+    pub event_type: String,
+    /// The entities it names.
+    pub targets: Vec<InboxTarget>,
+    /// When it was received.
+    pub at: DateTime<Utc>,
+}
+
 /// The store behind the hub and the engine.
 ///
 /// Listings are paged like a [`Source`](crate::Source)'s. All methods are safe to call
@@ -614,6 +657,23 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn idempotency_put(&self, rec: &IdempotencyRecord) -> Result<Option<IdempotencyRecord>>;
     /// Forget the records stored before `before`; returns how many.
     async fn idempotency_prune(&self, before: DateTime<Utc>) -> Result<u64>;
+    // --- inbox (durable provider events) ---------------------------------------------
+    /// Record a verified provider event in its stream, in one transaction: claim its replay
+    /// keys, then append it with the stream's next sequence number. Returns that number, or
+    /// `None` (nothing written) when a key was claimed within the window before: a replay.
+    /// A callback answers the provider only after this returned, so an acknowledged event
+    /// is never lost. Sequence numbers become visible in order (concurrent pushes of a
+    /// stream serialize), so a reader that moved past `n` never misses an event below `n`.
+    async fn inbox_push(&self, push: &InboxPush) -> Result<Option<u64>>;
+    /// Events of `stream` with `seq > after`, at most `limit`, in order.
+    async fn inbox_since(&self, stream: &str, after: u64, limit: usize) -> Result<Vec<InboxEvent>>;
+    /// The sequence number of the newest event of `stream` (0 when none was ever pushed;
+    /// trimming does not lower it).
+    async fn inbox_head(&self, stream: &str) -> Result<u64>;
+    /// Forget the events of `stream` with `seq <= upto` (consumed: their job's cursor is
+    /// past them) and the replay keys whose window ended before `now`. Returns how many
+    /// events were removed.
+    async fn inbox_trim(&self, stream: &str, upto: u64, now: DateTime<Utc>) -> Result<u64>;
 
     // --- leases --------------------------------------------------------------------------
     /// Take or renew the lease on a job for `ttl`, as judged by the store's clock (see

@@ -9,13 +9,17 @@
 //!    nonce seen inside the window (HTTP 403);
 //! 2. decrypts ([`CallbackCrypto`]), accepting both payload formats (legacy `UserId` /
 //!    `DeptId` / `TimeStamp`, current `userId` / `deptId` / `timeStamp`);
-//! 3. records directory events in the [`EventLog`] and answers the encrypted `success`
-//!    (also for `check_url`), `{"msg_signature","timeStamp","nonce","encrypt"}`.
+//! 3. records the event in its event log ([`Events`]: the in-memory [`EventLog`], or the
+//!    store's durable inbox through [`idsync_http::StoreEventLog`], which `idsync serve`
+//!    uses) together with its nonce as a replay key, and only then answers the encrypted
+//!    `success` (also for `check_url`), `{"msg_signature","timeStamp","nonce","encrypt"}`.
+//!    A log that cannot record answers HTTP 503 (DingTalk delivers again); with the
+//!    store's inbox, a nonce stays refused across restarts.
 //!
 //! Events carry ids only; the source re-reads each entity when changes are asked for.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -25,6 +29,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::post;
 use idsync_core::{Clock, Result, SystemClock};
+use idsync_http::{EventKey, Events, Incoming};
 use serde_json::Value;
 
 use crate::client::int_of;
@@ -40,6 +45,27 @@ pub enum EventTarget {
     /// A department (`dept_id`).
     Dept(i64),
 }
+
+impl EventKey for EventTarget {
+    fn to_key(&self) -> String {
+        match self {
+            EventTarget::User(u) => format!("user:{u}"),
+            EventTarget::Dept(d) => format!("dept:{d}"),
+        }
+    }
+
+    fn from_key(key: &str) -> Option<Self> {
+        match key.split_once(':')? {
+            ("user", u) => Some(EventTarget::User(u.to_owned())),
+            ("dept", d) => d.parse().ok().map(EventTarget::Dept),
+            _ => None,
+        }
+    }
+}
+
+/// Where DingTalk events go and where [`DingTalkSource::changes`](crate::DingTalkSource)
+/// reads them: an [`EventLog`] or a store's inbox ([`idsync_http::StoreEventLog`]).
+pub type DingTalkEvents = dyn Events<EventTarget>;
 
 /// The event log of DingTalk events (the toolkit's [`idsync_http::EventLog`] naming
 /// [`EventTarget`]s); fed by the callback router and Stream mode, read by
@@ -132,16 +158,20 @@ pub fn parse_event(message: &str) -> Result<ParsedEvent> {
 
 struct RouterState {
     crypto: CallbackCrypto,
-    log: Arc<EventLog>,
+    log: Arc<DingTalkEvents>,
     window: Duration,
     clock: Arc<dyn Clock>,
-    /// nonce -> when it was seen (ms)
-    nonces: Mutex<HashMap<String, i64>>,
 }
 
 /// Builds the callback [`Router`] (mounted at `/`; nest it where you like). Events go into
-/// `log`. The owner key defaults to the config's `owner_key`, else `app_key`.
-pub fn callback_router(cfg: &CallbackConfig, app_key: &str, log: Arc<EventLog>) -> Result<Router> {
+/// `log` (an `Arc<EventLog>` or an `Arc<StoreEventLog<EventTarget>>`, as
+/// `Arc<dyn Events<EventTarget>>`). The owner key defaults to the config's `owner_key`, else
+/// `app_key`.
+pub fn callback_router(
+    cfg: &CallbackConfig,
+    app_key: &str,
+    log: Arc<DingTalkEvents>,
+) -> Result<Router> {
     callback_router_with_clock(cfg, app_key, log, Arc::new(SystemClock))
 }
 
@@ -149,7 +179,7 @@ pub fn callback_router(cfg: &CallbackConfig, app_key: &str, log: Arc<EventLog>) 
 pub fn callback_router_with_clock(
     cfg: &CallbackConfig,
     app_key: &str,
-    log: Arc<EventLog>,
+    log: Arc<DingTalkEvents>,
     clock: Arc<dyn Clock>,
 ) -> Result<Router> {
     let owner = cfg.owner_key.clone().unwrap_or_else(|| app_key.to_owned());
@@ -161,7 +191,6 @@ pub fn callback_router_with_clock(
         log,
         window: Duration::from_secs(cfg.replay_window_secs),
         clock,
-        nonces: Mutex::new(HashMap::new()),
     });
     Ok(Router::new().route("/", post(receive)).with_state(state))
 }
@@ -205,8 +234,9 @@ async fn receive(
     if !st.crypto.verify(&signature, &timestamp, &nonce, encrypt) {
         return reject(StatusCode::FORBIDDEN, "bad signature");
     }
-    // replay: timestamp window (ms or s), then nonce cache
-    let now_ms = st.clock.now().timestamp_millis();
+    // replay: timestamp window (ms or s) here, the nonce when the event is recorded
+    let now = st.clock.now();
+    let now_ms = now.timestamp_millis();
     let Ok(ts) = timestamp.trim().parse::<i64>() else {
         return reject(StatusCode::BAD_REQUEST, "timestamp is not a number");
     };
@@ -219,25 +249,28 @@ async fn receive(
     if (now_ms - ts_ms).abs() > window_ms {
         return reject(StatusCode::FORBIDDEN, "timestamp outside the replay window");
     }
-    {
-        let mut seen = st
-            .nonces
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        seen.retain(|_, at| now_ms - *at <= window_ms);
-        if seen.contains_key(&nonce) {
-            return reject(StatusCode::FORBIDDEN, "nonce replayed");
-        }
-        seen.insert(nonce, now_ms);
-    }
     let Ok(decrypted) = st.crypto.decrypt(encrypt) else {
         return reject(StatusCode::BAD_REQUEST, "cannot decrypt");
     };
     let Ok(event) = parse_event(&decrypted.message) else {
         return reject(StatusCode::BAD_REQUEST, "not an event");
     };
-    for (target, deleted) in event.targets {
-        st.log.push(&event.event_type, target, deleted);
+    // Recorded (durably, with a store's inbox) before DingTalk hears `success`.
+    let incoming = Incoming {
+        keys: vec![format!("nonce:{nonce}")],
+        // a timestamp may be up to one window old or ahead: keep the nonce for both
+        window: st.window.saturating_mul(2),
+        at: now,
+        event_type: event.event_type,
+        targets: event.targets,
+    };
+    match st.log.record(incoming).await {
+        Ok(true) => {}
+        Ok(false) => return reject(StatusCode::FORBIDDEN, "nonce replayed"),
+        Err(e) => {
+            tracing::warn!(error = %e, "DingTalk callback: the event log cannot record; answering 503");
+            return reject(StatusCode::SERVICE_UNAVAILABLE, "cannot record the event");
+        }
     }
     let reply_ts = now_ms.to_string();
     match crate::crypto::reply(&st.crypto, "success", &reply_ts, &random_nonce()) {
@@ -279,6 +312,15 @@ mod tests {
     }
 
     use idsync_core::SyncCursor;
+
+    #[test]
+    fn targets_round_trip_through_inbox_keys() {
+        for t in [EventTarget::User("u:1".into()), EventTarget::Dept(-3)] {
+            assert_eq!(EventTarget::from_key(&t.to_key()), Some(t));
+        }
+        assert_eq!(EventTarget::from_key("dept:x"), None);
+        assert_eq!(EventTarget::from_key("other:1"), None);
+    }
 
     #[test]
     fn event_log_cursors() {

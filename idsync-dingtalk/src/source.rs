@@ -33,13 +33,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::PROVIDER;
-use crate::callback::{EventLog, EventTarget};
+use crate::callback::{DingTalkEvents, EventTarget};
 use crate::client::{Client, int_of};
 use crate::config::DingTalkConfig;
 use crate::error::{DEPT_NOT_FOUND, USER_NOT_FOUND};
 use crate::mapping;
 
-/// Reads a DingTalk organization: departments, members, and (with an [`EventLog`] fed by
+/// Reads a DingTalk organization: departments, members, and (with an event log fed by
 /// the [callback router](crate::callback::callback_router)) changes.
 #[derive(Debug, Clone)]
 pub struct DingTalkSource {
@@ -50,7 +50,7 @@ pub struct DingTalkSource {
 pub(crate) struct Shared {
     pub(crate) cfg: DingTalkConfig,
     pub(crate) client: Client,
-    pub(crate) events: Option<Arc<EventLog>>,
+    pub(crate) events: Option<Arc<DingTalkEvents>>,
 }
 
 /// How deep the department walk may go (DingTalk allows far fewer levels).
@@ -104,11 +104,11 @@ impl DingTalkSource {
 
     /// A source whose [`Source::changes`] reads the events recorded in `events` (fed by
     /// [`callback_router`](crate::callback::callback_router)).
-    pub fn with_events(cfg: DingTalkConfig, events: Arc<EventLog>) -> Result<Self> {
+    pub fn with_events(cfg: DingTalkConfig, events: Arc<DingTalkEvents>) -> Result<Self> {
         Self::build(cfg, Some(events))
     }
 
-    fn build(mut cfg: DingTalkConfig, events: Option<Arc<EventLog>>) -> Result<Self> {
+    fn build(mut cfg: DingTalkConfig, events: Option<Arc<DingTalkEvents>>) -> Result<Self> {
         cfg.validate()?;
         cfg.read_secrets()?;
         let client = Client::new(&cfg)?;
@@ -376,7 +376,7 @@ impl DingTalkSource {
                     .with_provider(PROVIDER),
             );
         };
-        let batch = log.since(since);
+        let batch = log.since(since).await?;
         let mut cs = ChangeSet {
             cursor: Some(batch.cursor),
             complete: batch.complete,
@@ -554,7 +554,7 @@ impl Source for DingTalkSource {
 
     async fn current_cursor(&self) -> Result<SyncCursor> {
         match &self.inner.events {
-            Some(log) => Ok(log.current()),
+            Some(log) => log.current().await,
             None => Err(Error::unsupported("changes need an EventLog").with_provider(PROVIDER)),
         }
     }

@@ -23,7 +23,7 @@ pub use client::{
     TokenPlacement, TokenSource,
 };
 pub use error::{ApiError, Class, HttpError, classify_status, parse_retry_after};
-pub use events::{Batch, Event, EventLog};
+pub use events::{Batch, Event, EventKey, EventLog, Events, Incoming, STORE_BATCH, StoreEventLog};
 pub use link::find_rel;
 pub use oauth2::ClientCredentials;
 pub use pace::{Limit, Pacer, Ticket};

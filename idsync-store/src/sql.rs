@@ -1511,6 +1511,149 @@ macro_rules! sql_store {
             ) -> idsync_core::Result<u64> {
                 self.delete_before("DELETE FROM idempotency WHERE at_us < $1", before)
                     .await
+            // --- inbox
+            async fn inbox_push(
+                &self,
+                push: &idsync_core::InboxPush,
+            ) -> idsync_core::Result<Option<u64>> {
+                use $crate::sql::Arg;
+                let at_us = $crate::util::to_us(push.at);
+                let window_us = i64::try_from(push.window.as_micros()).map_err(|_| {
+                    idsync_core::Error::config("inbox replay window out of range")
+                })?;
+                let until_us = at_us.saturating_add(window_us);
+                let push = push.clone();
+                let r = self
+                    .exec_write(move |conn| {
+                        Box::pin(async move {
+                            // The writer rolls back to `idsync_write` if this fails half-way
+                            // (a replay found after a first key was claimed, too).
+                            Self::exec_args(conn, "SAVEPOINT idsync_write", vec![]).await?;
+                            for k in &push.keys {
+                                let claimed = Self::exec_args(
+                                    conn,
+                                    "INSERT INTO inbox_keys (stream, replay_key, until_us) \
+                                     VALUES ($1, $2, $3) ON CONFLICT (stream, replay_key) \
+                                     DO UPDATE SET until_us = excluded.until_us \
+                                     WHERE inbox_keys.until_us <= $4",
+                                    vec![
+                                        Arg::Text(push.stream.clone()),
+                                        Arg::Text(k.clone()),
+                                        Arg::Int(until_us),
+                                        Arg::Int(at_us),
+                                    ],
+                                )
+                                .await?;
+                                if claimed == 0 {
+                                    return Err($crate::sql::inbox_replay(&push.stream));
+                                }
+                            }
+                            // The head first: on PostgreSQL it row-locks the stream's head to
+                            // commit, so pushes of a stream serialize and commit in order.
+                            let (seq,): (i64,) = sqlx::query_as(
+                                "INSERT INTO inbox_heads (stream, seq) VALUES ($1, 1) \
+                                 ON CONFLICT (stream) DO UPDATE SET seq = inbox_heads.seq + 1 \
+                                 RETURNING seq",
+                            )
+                            .bind(push.stream.as_str())
+                            .fetch_one(&mut *conn)
+                            .await
+                            .map_err(Self::err)?;
+                            sqlx::query(
+                                "INSERT INTO inbox (stream, seq, event_type, targets, at_us) \
+                                 VALUES ($1, $2, $3, $4, $5)",
+                            )
+                            .bind(push.stream.as_str())
+                            .bind(seq)
+                            .bind(push.event_type.as_str())
+                            .bind(sqlx::types::Json(&push.targets))
+                            .bind(at_us)
+                            .execute(&mut *conn)
+                            .await
+                            .map_err(Self::err)?;
+                            Self::exec_args(conn, "RELEASE idsync_write", vec![]).await?;
+                            Ok(seq)
+                        })
+                    })
+                    .await;
+                match r {
+                    Ok(seq) => Ok(Some(u64::try_from(seq).unwrap_or(0))),
+                    Err(e) if $crate::sql::is_inbox_replay(&e) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            }
+
+            async fn inbox_since(
+                &self,
+                stream: &str,
+                after: u64,
+                limit: usize,
+            ) -> idsync_core::Result<Vec<idsync_core::InboxEvent>> {
+                let rows: Vec<(i64, String, sqlx::types::Json<Vec<idsync_core::InboxTarget>>, i64)> =
+                    sqlx::query_as(
+                        "SELECT seq, event_type, targets, at_us FROM inbox \
+                         WHERE stream = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                    )
+                    .bind(stream)
+                    .bind(i64::try_from(after).unwrap_or(i64::MAX))
+                    .bind($crate::util::to_i64(limit))
+                    .fetch_all(self.reader())
+                    .await
+                    .map_err(Self::err)?;
+                rows.into_iter()
+                    .map(|(seq, event_type, sqlx::types::Json(targets), at_us)| {
+                        Ok(idsync_core::InboxEvent {
+                            seq: u64::try_from(seq).map_err(|_| {
+                                idsync_core::Error::invalid_data(format!("store: inbox seq {seq}"))
+                            })?,
+                            event_type,
+                            targets,
+                            at: $crate::util::from_us(at_us)?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn inbox_head(&self, stream: &str) -> idsync_core::Result<u64> {
+                let row: Option<(i64,)> =
+                    sqlx::query_as("SELECT seq FROM inbox_heads WHERE stream = $1")
+                        .bind(stream)
+                        .fetch_optional(self.reader())
+                        .await
+                        .map_err(Self::err)?;
+                Ok(row.map_or(0, |(s,)| u64::try_from(s).unwrap_or(0)))
+            }
+
+            async fn inbox_trim(
+                &self,
+                stream: &str,
+                upto: u64,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> idsync_core::Result<u64> {
+                use $crate::sql::Arg;
+                let stream = stream.to_owned();
+                let upto = i64::try_from(upto).unwrap_or(i64::MAX);
+                let now_us = $crate::util::to_us(now);
+                self.exec_write(move |conn| {
+                    Box::pin(async move {
+                        Self::exec_args(conn, "SAVEPOINT idsync_write", vec![]).await?;
+                        let n = Self::exec_args(
+                            conn,
+                            "DELETE FROM inbox WHERE stream = $1 AND seq <= $2",
+                            vec![Arg::Text(stream.clone()), Arg::Int(upto)],
+                        )
+                        .await?;
+                        Self::exec_args(
+                            conn,
+                            "DELETE FROM inbox_keys WHERE stream = $1 AND until_us <= $2",
+                            vec![Arg::Text(stream), Arg::Int(now_us)],
+                        )
+                        .await?;
+                        Self::exec_args(conn, "RELEASE idsync_write", vec![]).await?;
+                        Ok(n)
+                    })
+                })
+                .await
             }
 
             async fn acquire_lease(
@@ -1599,6 +1742,22 @@ use sqlx::types::Json;
 use crate::util::{
     from_us, kind_str, parse_kind, parse_state, parse_status, state_str, to_i64, to_us, to_usize,
 };
+
+/// The context key of the error an inbox push returns inside its transaction when it finds
+/// a replay (so that the transaction rolls back); `inbox_push` answers `None` for it.
+const INBOX_REPLAY: &str = "inbox_replay";
+
+pub(crate) fn inbox_replay(stream: &str) -> idsync_core::Error {
+    idsync_core::Error::new(
+        idsync_core::ErrorKind::AlreadyExists,
+        format!("inbox {stream}: the event was recorded before (a replay)"),
+    )
+    .with_context(INBOX_REPLAY, stream.to_owned())
+}
+
+pub(crate) fn is_inbox_replay(e: &idsync_core::Error) -> bool {
+    e.context().iter().any(|(k, _)| k == INBOX_REPLAY)
+}
 
 /// A value bound to a statement.
 #[derive(Debug, Clone)]

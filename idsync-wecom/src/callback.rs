@@ -1,14 +1,19 @@
 //! The `change_contact` callback endpoint (接收事件服务器): an axum [`Router`] that answers
-//! WeCom's URL verification and records directory events in a [`WeComEventLog`].
+//! WeCom's URL verification and records directory events in a [`WeComEventLog`](crate::WeComEventLog).
 //!
 //! * `GET /?msg_signature&timestamp&nonce&echostr`: the signature is checked over the
 //!   URL-decoded `echostr`, which is decrypted and answered **raw** (no quotes, BOM or
 //!   newline).
 //! * `POST /?msg_signature&timestamp&nonce` with the XML envelope: signature over
 //!   `<Encrypt>`, decryption, receive-id (CorpID) check, XML parse; `change_contact` events
-//!   become log entries (see [`record`] on redeliveries); the answer is `success`.
+//!   become log entries (see [`event_of`] on redeliveries), recorded in the event log
+//!   ([`Events`]: the in-memory [`WeComEventLog`](crate::WeComEventLog), or a store's durable inbox through
+//!   [`idsync_http::StoreEventLog`]) with their (timestamp, nonce) as a replay key, and only
+//!   then is the answer `success` (HTTP 503 when the log cannot record: WeCom delivers
+//!   again).
 //! * Refused with HTTP 403 and nothing recorded: a bad signature, a ciphertext for another
-//!   corp, a timestamp outside the replay window, a (timestamp, nonce) pair seen before.
+//!   corp, a timestamp outside the replay window, a (timestamp, nonce) pair seen before
+//!   (with the store's inbox: also before a restart).
 //!
 //! Events carry ids only; [`WeComSource::changes`](crate::WeComSource) re-reads each
 //! entity. A `NewUserID` rename is recorded as a rename
@@ -25,11 +30,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use idsync_core::Result;
+use idsync_http::{EventKey, Events, Incoming};
 
 use crate::config::CallbackKeys;
 use crate::crypto::CallbackCrypto;
 use crate::event::{CallbackMessage, ContactChange, parse_envelope, parse_message};
-use crate::source::{Target, WeComEventLog};
+use crate::source::Target;
 
 /// Remembers the (timestamp, nonce) pairs seen inside the replay window.
 #[derive(Debug)]
@@ -48,13 +54,15 @@ impl ReplayGuard {
         }
     }
 
-    /// Accepts a request once: its timestamp must be within the window of `now` and its
-    /// (timestamp, nonce) new.
+    /// Accepts a request whose timestamp is within the window of `now`; with `remember`,
+    /// only once per (timestamp, nonce) (event pushes leave that to the event log, which
+    /// claims the pair only when it records the event).
     fn admit(
         &mut self,
         timestamp: &str,
         nonce: &str,
         now: SystemTime,
+        remember: bool,
     ) -> std::result::Result<(), &'static str> {
         let ts: i64 = timestamp
             .trim()
@@ -65,6 +73,9 @@ impl ReplayGuard {
         let window = i64::try_from(self.window.as_secs()).unwrap_or(i64::MAX);
         if (now_s - ts).abs() > window {
             return Err("timestamp outside the replay window");
+        }
+        if !remember {
+            return Ok(());
         }
         while self.order.front().is_some_and(|(t, _)| now_s - *t > window) {
             if let Some(old) = self.order.pop_front() {
@@ -83,8 +94,29 @@ impl ReplayGuard {
 struct Shared {
     crypto: CallbackCrypto,
     guard: Mutex<ReplayGuard>,
-    log: Arc<WeComEventLog>,
+    log: Arc<WeComEvents>,
 }
+
+impl EventKey for Target {
+    fn to_key(&self) -> String {
+        match self {
+            Target::User(u) => format!("user:{u}"),
+            Target::Dept(d) => format!("dept:{d}"),
+        }
+    }
+
+    fn from_key(key: &str) -> Option<Self> {
+        match key.split_once(':')? {
+            ("user", u) => Some(Target::User(u.to_owned())),
+            ("dept", d) => d.parse().ok().map(Target::Dept),
+            _ => None,
+        }
+    }
+}
+
+/// Where WeCom events go and where [`WeComSource::changes`](crate::WeComSource) reads
+/// them: a [`WeComEventLog`](crate::WeComEventLog) or a store's inbox ([`idsync_http::StoreEventLog`]).
+pub type WeComEvents = dyn Events<Target>;
 
 fn refuse(why: &str) -> Response {
     tracing::warn!(reason = why, "WeCom callback refused");
@@ -96,6 +128,7 @@ impl Shared {
         &self,
         q: &HashMap<String, String>,
         encrypt: &str,
+        remember: bool,
     ) -> std::result::Result<String, String> {
         let get = |k: &str| q.get(k).map(String::as_str).unwrap_or_default();
         let (sig, ts, nonce) = (get("msg_signature"), get("timestamp"), get("nonce"));
@@ -110,7 +143,7 @@ impl Shared {
         self.guard
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .admit(ts, nonce, SystemTime::now())
+            .admit(ts, nonce, SystemTime::now(), remember)
             .map_err(str::to_owned)?;
         Ok(decrypted.message)
     }
@@ -121,7 +154,7 @@ async fn verify_url(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let echostr = q.get("echostr").cloned().unwrap_or_default();
-    match s.admit(&q, &echostr) {
+    match s.admit(&q, &echostr, true) {
         // the plaintext, raw
         Ok(plain) => (StatusCode::OK, plain).into_response(),
         Err(why) => refuse(&why),
@@ -137,14 +170,31 @@ async fn receive(
         Ok(e) => e,
         Err(e) => return (StatusCode::BAD_REQUEST, e.message().to_owned()).into_response(),
     };
-    let plain = match s.admit(&q, &env.encrypt) {
+    let plain = match s.admit(&q, &env.encrypt, false) {
         Ok(p) => p,
         Err(why) => return refuse(&why),
     };
     match parse_message(&plain) {
         Ok(m) => {
-            record(&s.log, &m);
-            (StatusCode::OK, "success").into_response()
+            let get = |k: &str| q.get(k).map(String::as_str).unwrap_or_default();
+            let (event_type, targets) = event_of(&m)
+                .map(|(kind, target, deleted)| (kind, vec![(target, deleted)]))
+                .unwrap_or(("other", Vec::new()));
+            let incoming = Incoming {
+                keys: vec![format!("ts-nonce:{}:{}", get("timestamp"), get("nonce"))],
+                window: s.guard_window().saturating_mul(2),
+                at: chrono::Utc::now(),
+                event_type: event_type.to_owned(),
+                targets,
+            };
+            match s.log.record(incoming).await {
+                Ok(true) => (StatusCode::OK, "success").into_response(),
+                Ok(false) => refuse("nonce seen before (replay)"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "WeCom callback: the event log cannot record; answering 503");
+                    (StatusCode::SERVICE_UNAVAILABLE, "cannot record the event").into_response()
+                }
+            }
         }
         Err(e) => {
             tracing::warn!(error = %e, "WeCom callback with an unreadable event");
@@ -153,16 +203,25 @@ async fn receive(
     }
 }
 
-/// Records a decrypted message in the log (no-op for messages that are no directory
-/// change).
+impl Shared {
+    fn guard_window(&self) -> Duration {
+        self.guard
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .window
+    }
+}
+
+/// What a decrypted message names for the log: (event type, entity, deleted); `None` for
+/// messages that are no directory change.
 ///
-/// A redelivered event is recorded again on purpose: every event is only a reason to
-/// re-read its entity, so a second record costs one read and loses nothing, while
-/// deduplicating on (corp, time, type, id) would drop a second real change of the same
-/// entity within the same second.
-pub fn record(log: &WeComEventLog, m: &CallbackMessage) {
+/// A redelivered event (a new timestamp and nonce) is recorded again on purpose: every
+/// event is only a reason to re-read its entity, so a second record costs one read and
+/// loses nothing, while deduplicating on (corp, time, type, id) would drop a second real
+/// change of the same entity within the same second.
+pub fn event_of(m: &CallbackMessage) -> Option<(&'static str, Target, bool)> {
     let CallbackMessage::Contact { change, .. } = m else {
-        return;
+        return None;
     };
     let (kind, target, deleted) = match change {
         ContactChange::UserCreated { userid } => {
@@ -186,7 +245,7 @@ pub fn record(log: &WeComEventLog, m: &CallbackMessage) {
         ContactChange::DeptUpdated { id } => ("update_party", Target::Dept(*id), false),
         ContactChange::DeptDeleted { id } => ("delete_party", Target::Dept(*id), true),
     };
-    log.push(kind, target, deleted);
+    Some((kind, target, deleted))
 }
 
 /// The callback endpoint at `/` for one corp (`corp_id` is the receive id every message
@@ -194,7 +253,7 @@ pub fn record(log: &WeComEventLog, m: &CallbackMessage) {
 pub fn callback_router(
     keys: &CallbackKeys,
     corp_id: &str,
-    log: Arc<WeComEventLog>,
+    log: Arc<WeComEvents>,
 ) -> Result<Router> {
     let crypto = CallbackCrypto::new(crate::PROVIDER, keys.token.clone(), &keys.aes_key, corp_id)?;
     let shared = Arc::new(Shared {
@@ -215,18 +274,21 @@ mod tests {
     fn replay_guard_window_and_nonces() {
         let mut g = ReplayGuard::new(Duration::from_secs(300));
         let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        assert!(g.admit("1700000000", "n1", now).is_ok());
+        assert!(g.admit("1700000000", "n1", now, true).is_ok());
         assert_eq!(
-            g.admit("1700000000", "n1", now),
+            g.admit("1700000000", "n1", now, true),
             Err("nonce seen before (replay)")
         );
-        assert!(g.admit("1700000000", "n2", now).is_ok());
-        assert!(g.admit("1699999000", "n3", now).is_err());
-        assert!(g.admit("1700000400", "n3", now).is_err());
-        assert!(g.admit("abc", "n4", now).is_err());
+        assert!(g.admit("1700000000", "n2", now, true).is_ok());
+        assert!(g.admit("1699999000", "n3", now, true).is_err());
+        assert!(g.admit("1700000400", "n3", now, true).is_err());
+        assert!(g.admit("abc", "n4", now, true).is_err());
         // once outside the window, old pairs are forgotten (and refused by time anyway)
         let later = now + Duration::from_secs(1000);
-        assert!(g.admit("1700001000", "n1", later).is_ok());
+        assert!(g.admit("1700001000", "n1", later, true).is_ok());
         assert_eq!(g.seen.len(), 1);
+        // without `remember` (event pushes: the log claims the pair) only the time counts
+        assert!(g.admit("1700001000", "n1", later, false).is_ok());
+        assert!(g.admit("1600000000", "n9", later, false).is_err());
     }
 }

@@ -15,7 +15,7 @@ pub mod mapping;
 mod sink;
 mod source;
 
-pub use callback::callback_router;
+pub use callback::{WeComEvents, callback_router};
 pub use config::{CallbackConfig, CallbackKeys, Connection, WeComConfig};
 pub use crypto::CallbackCrypto;
 pub use sink::WeComSink;

@@ -76,7 +76,7 @@ struct AccountToken {
 pub(crate) struct Inner {
     pub(crate) conn: Connection,
     pub(crate) client: WeComClient,
-    events: Option<Arc<WeComEventLog>>,
+    events: Option<Arc<crate::callback::WeComEvents>>,
 }
 
 /// The WeCom directory as a source.
@@ -109,11 +109,14 @@ impl WeComSource {
     }
 
     /// A source whose `changes` read `events` (fed by [`callback_router`](crate::callback_router)).
-    pub fn with_events(conn: Connection, events: Arc<WeComEventLog>) -> Result<Self> {
+    pub fn with_events(
+        conn: Connection,
+        events: Arc<crate::callback::WeComEvents>,
+    ) -> Result<Self> {
         Self::build(conn, Some(events))
     }
 
-    fn build(conn: Connection, events: Option<Arc<WeComEventLog>>) -> Result<Self> {
+    fn build(conn: Connection, events: Option<Arc<crate::callback::WeComEvents>>) -> Result<Self> {
         let client = WeComClient::new(&conn)?;
         Ok(WeComSource {
             inner: Arc::new(Inner {
@@ -487,7 +490,7 @@ impl Source for WeComSource {
 
     async fn current_cursor(&self) -> Result<SyncCursor> {
         match &self.inner.events {
-            Some(log) => Ok(log.current()),
+            Some(log) => log.current().await,
             None => Err(Error::unsupported(
                 "wecom: changes need callbacks (WeComSource::with_events)",
             )),
@@ -500,7 +503,7 @@ impl Source for WeComSource {
                 "wecom: changes need callbacks (WeComSource::with_events)",
             ));
         };
-        let batch = log.since(since);
+        let batch = log.since(since).await?;
         if !batch.complete {
             return Ok(ChangeSet {
                 cursor: Some(batch.cursor),
