@@ -657,6 +657,7 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn idempotency_put(&self, rec: &IdempotencyRecord) -> Result<Option<IdempotencyRecord>>;
     /// Forget the records stored before `before`; returns how many.
     async fn idempotency_prune(&self, before: DateTime<Utc>) -> Result<u64>;
+
     // --- inbox (durable provider events) ---------------------------------------------
     /// Record a verified provider event in its stream, in one transaction: claim its replay
     /// keys, then append it with the stream's next sequence number. Returns that number, or

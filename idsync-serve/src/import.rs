@@ -356,6 +356,7 @@ async fn run_import(
         account_deletes: take(parsed.account_deletes, keep),
         cursor: None,
         complete: true,
+        ..ChangeSet::default()
     };
     let accepted = parsed.received - rejected.len();
     let plan = st.engine.plan_changes(job, cs, None).await?;

@@ -1511,6 +1511,8 @@ macro_rules! sql_store {
             ) -> idsync_core::Result<u64> {
                 self.delete_before("DELETE FROM idempotency WHERE at_us < $1", before)
                     .await
+            }
+
             // --- inbox
             async fn inbox_push(
                 &self,

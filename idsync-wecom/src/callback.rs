@@ -101,6 +101,8 @@ impl EventKey for Target {
     fn to_key(&self) -> String {
         match self {
             Target::User(u) => format!("user:{u}"),
+            // a userid holds no ':' (WeCom allows letters, digits and `_-@.`)
+            Target::UserRenamed { from, to } => format!("renamed:{from}:{to}"),
             Target::Dept(d) => format!("dept:{d}"),
         }
     }
@@ -108,6 +110,10 @@ impl EventKey for Target {
     fn from_key(key: &str) -> Option<Self> {
         match key.split_once(':')? {
             ("user", u) => Some(Target::User(u.to_owned())),
+            ("renamed", pair) => pair.split_once(':').map(|(from, to)| Target::UserRenamed {
+                from: from.to_owned(),
+                to: to.to_owned(),
+            }),
             ("dept", d) => d.parse().ok().map(Target::Dept),
             _ => None,
         }

@@ -77,7 +77,13 @@ async fn dingtalk_with_events() -> (FakeDingTalk, DingTalkConfig, Arc<EventLog>)
     });
     fake.register_callback(
         url,
-        CallbackCrypto::new(cb.token.clone(), &cb.aes_key, cfg.app_key.clone()).unwrap(),
+        CallbackCrypto::new(
+            idsync_dingtalk::PROVIDER,
+            cb.token.clone(),
+            &cb.aes_key,
+            cfg.app_key.clone(),
+        )
+        .unwrap(),
     );
     (fake, cfg, log)
 }

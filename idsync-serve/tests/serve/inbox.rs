@@ -80,6 +80,7 @@ async fn signed_events_reach_the_hub_through_the_store_inbox() {
     .await;
     let app_key = fake.client_config().app_key;
     let crypto = CallbackCrypto::new(
+        idsync_dingtalk::PROVIDER,
         SecretString::from(CB_TOKEN),
         &SecretString::from(AES_KEY),
         app_key,
