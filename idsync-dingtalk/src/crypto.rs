@@ -1,5 +1,5 @@
 //! DingTalk callback crypto: the toolkit's shared
-//! [`CallbackCrypto`](idsync_http::callback_crypto::CallbackCrypto) with the owner key
+//! [`CallbackCrypto`] with the owner key
 //! (AppKey, CorpId or suiteKey) as receive id, and the JSON reply DingTalk expects.
 //!
 //! The algorithm (SHA-1 signature over the sorted token, timestamp, nonce and ciphertext;

@@ -58,6 +58,10 @@ pub struct HttpSettings {
     pub path_limits: Vec<(String, Limit)>,
     /// Names of query parameters that are secrets beyond [`SECRET_PARAMS`](crate::SECRET_PARAMS).
     pub secret_params: Vec<String>,
+    /// A response header that gives the seconds until a throttled window resets (Lark's
+    /// `x-ogw-ratelimit-reset`). On a rate-limited answer it sets the retry delay, over
+    /// the default the provider's [`BodyCheck`] chose; a `Retry-After` header wins over both.
+    pub reset_header: Option<&'static str>,
 }
 
 impl HttpSettings {
@@ -73,6 +77,7 @@ impl HttpSettings {
             pacing: None,
             path_limits: Vec::new(),
             secret_params: Vec::new(),
+            reset_header: None,
         }
     }
 }
@@ -307,6 +312,7 @@ struct Inner {
     pacer: Pacer,
     check: Box<dyn BodyCheck>,
     secret_params: Vec<String>,
+    reset_header: Option<&'static str>,
 }
 
 /// A JSON-over-HTTPS client for one provider: rustls, no redirects, connect and request
@@ -356,6 +362,7 @@ impl JsonClient {
                 pacer: Pacer::new(settings.pacing, settings.path_limits.iter().cloned()),
                 check: Box::new(check),
                 secret_params: settings.secret_params.clone(),
+                reset_header: settings.reset_header,
             }),
         })
     }
@@ -466,11 +473,21 @@ impl JsonClient {
                 retry_after,
             });
         };
-        let json = self
-            .inner
-            .check
-            .check(status, json)
-            .map_err(HttpError::Api)?;
+        let json = self.inner.check.check(status, json).map_err(|mut e| {
+            if e.class.kind == idsync_core::ErrorKind::RateLimited {
+                let reset = self
+                    .inner
+                    .reset_header
+                    .and_then(|h| headers.get(h))
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs);
+                if let Some(wait) = retry_after.or(reset) {
+                    e.class.retry_after = Some(wait);
+                }
+            }
+            HttpError::Api(e)
+        })?;
         if !(200..300).contains(&status) {
             return Err(HttpError::Status {
                 status,

@@ -25,6 +25,13 @@ use serde_json::{Value, json};
 fn check(_status: u16, body: Value) -> Result<Value, ApiError> {
     match body.get("errcode").and_then(idsync_http::int_of) {
         None | Some(0) => Ok(body),
+        // a throttle body whose own default wait is 1 s
+        Some(45009) => Err(ApiError::new(
+            Some("45009".into()),
+            "throttled",
+            Class::new(ErrorKind::RateLimited, ErrorStatus::Temporary)
+                .after(Duration::from_secs(1)),
+        )),
         Some(40014) => Err(ApiError::new(
             Some("40014".into()),
             "bad token",
@@ -72,6 +79,16 @@ async fn server() -> (FakeServer, Arc<Counters>) {
                     StatusCode::TOO_MANY_REQUESTS,
                     [("retry-after", "7")],
                     "slow down",
+                )
+            }),
+        )
+        .route(
+            "/throttled",
+            get(|| async {
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    [("x-ogw-ratelimit-reset", "9")],
+                    axum::Json(json!({"errcode": 45009})),
                 )
             }),
         )
@@ -161,6 +178,20 @@ async fn classifier_and_caps() {
     assert_eq!(e.kind(), ErrorKind::RateLimited);
     assert!(e.is_temporary());
     assert_eq!(e.retry_after(), Some(Duration::from_secs(7)));
+
+    // a throttle body's default wait gives way to the reset header, when one is configured
+    let e = c.send(&Request::get("/throttled")).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::RateLimited);
+    assert_eq!(e.retry_after(), Some(Duration::from_secs(1)));
+    let with_reset = client(&srv.base_url(), |s| {
+        s.reset_header = Some("x-ogw-ratelimit-reset");
+    });
+    let e = with_reset
+        .send(&Request::get("/throttled"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::RateLimited);
+    assert_eq!(e.retry_after(), Some(Duration::from_secs(9)));
 
     // only the provider's explicit code says "not found"
     let e = c.send(&Request::get("/gone")).await.unwrap_err();

@@ -76,6 +76,8 @@ impl LarkClient {
         settings.timeout = conn.timeout;
         settings.allow_plaintext = conn.allow_plaintext;
         settings.secret_params = vec!["app_secret".into()];
+        // a throttle waits until Lark says its window resets, not a fixed second
+        settings.reset_header = Some("x-ogw-ratelimit-reset");
         let http = JsonClient::new(PROVIDER, &settings, check_body)?;
         let auth = TokenAuth::new(
             http,

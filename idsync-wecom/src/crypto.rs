@@ -1,5 +1,5 @@
 //! WeCom callback crypto (WXBizMsgCrypt): the toolkit's shared
-//! [`CallbackCrypto`](idsync_http::callback_crypto::CallbackCrypto) with the CorpID as
+//! [`CallbackCrypto`] with the CorpID as
 //! receive id, and the XML envelope WeCom posts.
 //!
 //! The algorithm (SHA-1 `msg_signature` over the sorted token, timestamp, nonce and
