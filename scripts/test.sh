@@ -73,7 +73,7 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps
 
 # clippy and doc keep metadata-only builds the tests cannot use; on a machine short of disk
 # they go before the test build, so the peak is one build, not three.
-free_kb=$(df -Pk "$ROOT/target" 2>/dev/null | awk 'NR == 2 { print $4 }')
+free_kb=$(df -Pk "$ROOT" 2>/dev/null | awk 'NR == 2 { print $4 }' || true)
 if [ -n "$free_kb" ] && [ "$free_kb" -lt $((12 * 1024 * 1024)) ]; then
   step "less than 12 GiB free: cargo clean --profile dev before the test build"
   cargo clean --profile dev
