@@ -78,6 +78,19 @@ pub enum Command {
     },
     /// Plan and apply a job. Stops at the guard (exit 3) and prints the run id to approve.
     Run(RunArgs),
+    /// Serve the hub: run every job that has a `schedule` (under fenced leases), take
+    /// provider callbacks into the durable inbox, and serve the change feed, the import
+    /// API, SCIM and OIDC as `[serve]` configures them; until SIGINT or SIGTERM.
+    Serve,
+    /// Make an API token for `[serve]`: prints the token once and the config line with
+    /// its SHA-256 (the only thing the config keeps).
+    Token {
+        /// A name for logs (e.g. the app that uses it).
+        name: String,
+        /// What it may do, comma-separated: read, write, import, admin.
+        #[arg(long, value_delimiter = ',', required = true)]
+        scopes: Vec<idsync_serve::auth::Scope>,
+    },
     /// Apply the stored plan of a run the guard stopped.
     Approve {
         /// The run id printed by `run` (see `idsync runs`).

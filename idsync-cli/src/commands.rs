@@ -35,6 +35,8 @@ pub async fn dispatch(cli: Cli) -> Result<u8, CliError> {
             all,
         } => plan(&cli.config, job, *changes, *json, *all).await,
         Command::Run(args) => run(&cli.config, args, cli.quiet).await,
+        Command::Serve => crate::serve::serve(&load(&cli.config)?).await,
+        Command::Token { name, scopes } => crate::serve::token(name, scopes),
         Command::Approve { run, json, wait } => {
             approve(&cli.config, run, *json, *wait, cli.quiet).await
         }
@@ -255,7 +257,6 @@ struct Prepared {
 }
 
 async fn prepare(cfg: &Config, job_name: &str, meter: &Meter) -> Result<Prepared, CliError> {
-    let s = cfg.job_settings(job_name)?;
     let opened = crate::store::open(cfg.file.store.get_ref()).await?;
     // One store for the engine and the hub: ops on the hub then commit with their
     // records in one transaction.
@@ -264,19 +265,44 @@ async fn prepare(cfg: &Config, job_name: &str, meter: &Meter) -> Result<Prepared
         store: store.clone(),
         base_dir: cfg.base_dir.clone(),
     };
+    let job = build_job(cfg, job_name, &ctx, meter, None).await?;
+    Ok(Prepared {
+        engine: Engine::new(store.clone()),
+        job,
+        store,
+    })
+}
+
+/// A job of the config, its providers built over `ctx`'s store; `source` replaces the
+/// source provider's usual build (`idsync serve`: the one reading the inbox). A job that
+/// writes into the hub is subject to `[authority]`.
+pub(crate) async fn build_job(
+    cfg: &Config,
+    job_name: &str,
+    ctx: &BuildContext,
+    meter: &Meter,
+    source: Option<Arc<dyn idsync_core::Source>>,
+) -> Result<Job, CliError> {
+    let s = cfg.job_settings(job_name)?;
     let src_cfg = cfg
         .provider(&s.source)
         .ok_or_else(|| CliError::config_msg(format!("no provider {}", s.source)))?;
     let sink_cfg = cfg
         .provider(&s.sink)
         .ok_or_else(|| CliError::config_msg(format!("no provider {}", s.sink)))?;
-    let source = providers::build(&s.source, &src_cfg, &ctx, Role::Source)
-        .await?
-        .source;
-    let sink = providers::build(&s.sink, &sink_cfg, &ctx, Role::Sink)
+    let source = match source {
+        Some(s) => s,
+        None => {
+            providers::build(&s.source, &src_cfg, ctx, Role::Source)
+                .await?
+                .source
+        }
+    };
+    let sink = providers::build(&s.sink, &sink_cfg, ctx, Role::Sink)
         .await?
         .sink
         .ok_or_else(|| CliError::config_msg(format!("provider {} cannot be a sink", s.sink)))?;
+    let writes_hub = sink.hub().is_some();
     let source = CountingSource::wrap(source, Side::Source, meter.clone());
     let sink = CountingSink::wrap_target(sink, meter.clone());
     let mut job = Job::new(job_name, source, sink)
@@ -290,14 +316,13 @@ async fn prepare(cfg: &Config, job_name: &str, meter: &Meter) -> Result<Prepared
     if let Some(n) = s.page_size {
         job = job.with_page_size(n);
     }
+    if writes_hub && let Some(a) = cfg.authority() {
+        job = job.with_authority(a);
+    }
     job.authoritative = s.authoritative;
     job.allow_empty_source = s.allow_empty_source;
     job.sync_orgs = s.sync_orgs;
-    Ok(Prepared {
-        engine: Engine::new(store.clone()),
-        job,
-        store,
-    })
+    Ok(job)
 }
 
 /// Plan a job, fully or incrementally as `Engine::run_changes` would: as a dry run (`plan`,

@@ -175,6 +175,13 @@ pub struct ConfigFile {
     /// Jobs by name.
     #[serde(default)]
     pub jobs: BTreeMap<String, Spanned<JobConfig>>,
+    /// `idsync serve`'s settings.
+    #[serde(default)]
+    pub serve: Option<Spanned<crate::serve::ServeConfig>>,
+    /// Hub field → the one job allowed to change it (`[authority.accounts]`,
+    /// `[authority.orgs]`).
+    #[serde(default)]
+    pub authority: Option<Spanned<idsync_core::FieldAuthority>>,
 }
 
 fn spanned_default<T: Default>() -> Spanned<T> {
@@ -220,6 +227,9 @@ pub struct JobConfig {
     /// Seconds a worker holds the job's lease before it must renew it.
     #[serde(default = "default_lease")]
     pub lease_seconds: u64,
+    /// When `idsync serve` runs it (no schedule: serve does not run it).
+    #[serde(default)]
+    pub schedule: Option<Spanned<crate::serve::ScheduleConfig>>,
 }
 
 fn default_correlation() -> Spanned<Vec<String>> {
@@ -463,7 +473,51 @@ impl Config {
         for (name, job) in &self.file.jobs {
             errs.extend(self.validate_job(name, job));
         }
+        if let Some(s) = &self.file.serve {
+            for m in s.get_ref().problems(self) {
+                errs.push(self.err(format!("serve: {m}"), Some(s.span())));
+            }
+        }
+        if let Some(a) = &self.file.authority {
+            let writers: Vec<&str> = self
+                .file
+                .jobs
+                .iter()
+                .filter(|(_, j)| self.writes_hub(j.get_ref()))
+                .map(|(n, _)| n.as_str())
+                .chain(
+                    self.file
+                        .serve
+                        .iter()
+                        .flat_map(|s| s.get_ref().import.iter())
+                        .flat_map(|i| i.jobs.iter().map(String::as_str)),
+                )
+                .collect();
+            if let Err(e) = a.get_ref().validate(Some(&writers)) {
+                errs.push(self.err(
+                    format!(
+                        "authority: {} (owners are jobs that write into the hub)",
+                        e.message()
+                    ),
+                    Some(a.span()),
+                ));
+            }
+        }
         errs
+    }
+
+    /// Whether a job writes into the hub (its sink is a provider of type `hub`).
+    pub fn writes_hub(&self, j: &JobConfig) -> bool {
+        self.provider(j.sink.get_ref())
+            .is_some_and(|p| p.type_name() == "hub")
+    }
+
+    /// The field authority, when `[authority]` is given.
+    pub fn authority(&self) -> Option<std::sync::Arc<idsync_core::FieldAuthority>> {
+        self.file
+            .authority
+            .as_ref()
+            .map(|a| std::sync::Arc::new(a.get_ref().clone()))
     }
 
     fn validate_job(&self, name: &str, job: &Spanned<JobConfig>) -> Vec<ConfigError> {
@@ -524,6 +578,11 @@ impl Config {
                 format!("job {name}: page_size must be at least 1"),
                 Some(job.span()),
             ));
+        }
+        if let Some(sc) = &j.schedule
+            && let Err(m) = sc.get_ref().schedule()
+        {
+            errs.push(self.err(format!("job {name}: schedule: {m}"), Some(sc.span())));
         }
         if j.lease_seconds < 3 {
             errs.push(self.err(

@@ -12,6 +12,7 @@ pub mod error;
 pub mod progress;
 pub mod providers;
 pub mod secret;
+pub mod serve;
 pub mod store;
 pub mod table;
 

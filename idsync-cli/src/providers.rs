@@ -41,6 +41,7 @@ use serde_json::Value;
 
 use crate::config::ConfigError;
 use crate::error::CliError;
+use idsync_serve::inbox::Inbox;
 
 /// A provider type: its config (deserialized from the `[providers.NAME]` table, without
 /// `type` and `request`) and how it is built.
@@ -67,6 +68,29 @@ pub trait Provider: DeserializeOwned + fmt::Debug + Send + Sync + 'static {
 
     /// Build it for a role. Secrets are read here.
     async fn build(&self, name: &str, ctx: &BuildContext, role: Role) -> Result<Built, CliError>;
+
+    /// For `idsync serve`: when the config sets up the provider's events (a callback
+    /// table), the source whose changes read `inbox` and the callback router that records
+    /// verified events into it. `None`: this provider has no events configured, or none
+    /// at all (the default).
+    async fn serve_events(
+        &self,
+        _name: &str,
+        _ctx: &BuildContext,
+        _inbox: &Inbox,
+    ) -> Result<Option<ServedEvents>, CliError> {
+        Ok(None)
+    }
+}
+
+/// What [`Provider::serve_events`] builds: a source that reads the inbox and the callback
+/// router feeding it (served at `/callbacks/NAME`).
+#[derive(Debug)]
+pub struct ServedEvents {
+    /// The source whose `changes` read the inbox.
+    pub source: Arc<dyn Source>,
+    /// The callback endpoint, authenticated by the provider's own signatures.
+    pub router: axum::Router,
 }
 
 /// A provider's settings behind a pointer: what the registry hands out.
@@ -82,6 +106,13 @@ pub trait ProviderSettings: fmt::Debug + Send + Sync {
     fn can_sink(&self) -> bool;
     /// See [`Provider::build`].
     async fn build(&self, name: &str, ctx: &BuildContext, role: Role) -> Result<Built, CliError>;
+    /// See [`Provider::serve_events`].
+    async fn serve_events(
+        &self,
+        name: &str,
+        ctx: &BuildContext,
+        inbox: &Inbox,
+    ) -> Result<Option<ServedEvents>, CliError>;
 }
 
 #[async_trait]
@@ -100,6 +131,14 @@ impl<T: Provider> ProviderSettings for T {
     }
     async fn build(&self, name: &str, ctx: &BuildContext, role: Role) -> Result<Built, CliError> {
         Provider::build(self, name, ctx, role).await
+    }
+    async fn serve_events(
+        &self,
+        name: &str,
+        ctx: &BuildContext,
+        inbox: &Inbox,
+    ) -> Result<Option<ServedEvents>, CliError> {
+        Provider::serve_events(self, name, ctx, inbox).await
     }
 }
 
@@ -227,14 +266,7 @@ impl Provider for idsync_wecom::WeComConfig {
     ];
 
     async fn build(&self, _: &str, ctx: &BuildContext, role: Role) -> Result<Built, CliError> {
-        let mut c = self.clone();
-        for f in [&mut c.secret_file, &mut c.contact_secret_file] {
-            ctx.resolve_opt(f);
-        }
-        if let Some(cb) = c.callback.as_mut() {
-            ctx.resolve_opt(&mut cb.token_file);
-            ctx.resolve_opt(&mut cb.aes_key_file);
-        }
+        let c = wecom_resolved(self, ctx);
         match role {
             Role::Source => Ok(Built {
                 source: Arc::new(idsync_wecom::source_from_config(&c)?),
@@ -243,6 +275,44 @@ impl Provider for idsync_wecom::WeComConfig {
             Role::Sink => Ok(Built::both(idsync_wecom::sink_from_config(&c)?)),
         }
     }
+
+    async fn serve_events(
+        &self,
+        _: &str,
+        ctx: &BuildContext,
+        inbox: &Inbox,
+    ) -> Result<Option<ServedEvents>, CliError> {
+        if self.callback.is_none() {
+            return Ok(None);
+        }
+        let conn = wecom_resolved(self, ctx).resolve()?;
+        let Some(keys) = conn.callback.clone() else {
+            return Ok(None);
+        };
+        let log = inbox.events::<idsync_wecom::Target>();
+        let router = idsync_wecom::callback_router(&keys, &conn.corp_id, log.clone())?;
+        let source = idsync_wecom::WeComSource::with_events(conn, log)?;
+        Ok(Some(ServedEvents {
+            source: Arc::new(source),
+            router,
+        }))
+    }
+}
+
+#[cfg(feature = "provider-wecom")]
+fn wecom_resolved(
+    cfg: &idsync_wecom::WeComConfig,
+    ctx: &BuildContext,
+) -> idsync_wecom::WeComConfig {
+    let mut c = cfg.clone();
+    for f in [&mut c.secret_file, &mut c.contact_secret_file] {
+        ctx.resolve_opt(f);
+    }
+    if let Some(cb) = c.callback.as_mut() {
+        ctx.resolve_opt(&mut cb.token_file);
+        ctx.resolve_opt(&mut cb.aes_key_file);
+    }
+    c
 }
 
 /// `type = "lark"`: Lark / Feishu (`idsync_lark::LarkConfig`; the App Secret by
@@ -739,14 +809,7 @@ impl Provider for idsync_dingtalk::DingTalkConfig {
     }
 
     async fn build(&self, _: &str, ctx: &BuildContext, _: Role) -> Result<Built, CliError> {
-        let mut cfg = self.clone();
-        ctx.resolve_opt(&mut cfg.app_secret_file);
-        if let Some(cb) = cfg.callback.as_mut() {
-            ctx.resolve_opt(&mut cb.token_file);
-            ctx.resolve_opt(&mut cb.aes_key_file);
-        }
-        // one read of the secrets for both sides
-        cfg.read_secrets()?;
+        let cfg = dingtalk_resolved(self, ctx)?;
         let source = idsync_dingtalk::DingTalkSource::new(cfg.clone())?;
         let sink = idsync_dingtalk::DingTalkSink::new(cfg)?;
         Ok(Built {
@@ -754,6 +817,44 @@ impl Provider for idsync_dingtalk::DingTalkConfig {
             sink: Some(Arc::new(sink).into()),
         })
     }
+
+    async fn serve_events(
+        &self,
+        _: &str,
+        ctx: &BuildContext,
+        inbox: &Inbox,
+    ) -> Result<Option<ServedEvents>, CliError> {
+        if self.callback.is_none() {
+            return Ok(None);
+        }
+        let cfg = dingtalk_resolved(self, ctx)?;
+        let Some(cb) = cfg.callback.as_ref() else {
+            return Ok(None);
+        };
+        let log = inbox.events::<idsync_dingtalk::callback::EventTarget>();
+        let router = idsync_dingtalk::callback::callback_router(cb, &cfg.app_key, log.clone())?;
+        let source = idsync_dingtalk::DingTalkSource::with_events(cfg.clone(), log)?;
+        Ok(Some(ServedEvents {
+            source: Arc::new(source),
+            router,
+        }))
+    }
+}
+
+/// The config with its secret files resolved and its secrets read (once, for all sides).
+#[cfg(feature = "provider-dingtalk")]
+fn dingtalk_resolved(
+    cfg: &idsync_dingtalk::DingTalkConfig,
+    ctx: &BuildContext,
+) -> Result<idsync_dingtalk::DingTalkConfig, CliError> {
+    let mut cfg = cfg.clone();
+    ctx.resolve_opt(&mut cfg.app_secret_file);
+    if let Some(cb) = cfg.callback.as_mut() {
+        ctx.resolve_opt(&mut cb.token_file);
+        ctx.resolve_opt(&mut cb.aes_key_file);
+    }
+    cfg.read_secrets()?;
+    Ok(cfg)
 }
 
 /// A built provider: always a source, a sink when it takes writes.
@@ -837,6 +938,16 @@ pub async fn build(
             hub => hub,
         }),
     })
+}
+
+/// A source built another way (`serve_events`) wrapped in the provider's layers, as
+/// [`build`] wraps its sources.
+pub fn layered(_name: &str, cfg: &ProviderConfig, source: Arc<dyn Source>) -> Arc<dyn Source> {
+    if cfg.settings.layered() {
+        cfg.request.stack().source(source)
+    } else {
+        source
+    }
 }
 
 const FIRST: &[&str] = &[

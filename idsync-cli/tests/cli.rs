@@ -1178,3 +1178,6 @@ sink = "app"
         drop(peer);
     }
 }
+
+#[path = "cli/serve.rs"]
+mod serve;

@@ -33,7 +33,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::Utc;
 use idsync_core::{Engine, Error, ErrorKind, Job, JobLease, Report, Result, RunStatus, Store};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use crate::auth::{self, Scope, Tokens};
 use crate::inbox::Inbox;
@@ -126,6 +126,7 @@ pub struct Server {
     public: Vec<(String, Router)>,
     api: Vec<(String, Router, Scope)>,
     holder: String,
+    hub_moved: Arc<Notify>,
 }
 
 impl Server {
@@ -142,6 +143,7 @@ impl Server {
             public: Vec::new(),
             api: Vec::new(),
             holder: JobLease::unique_holder(),
+            hub_moved: Arc::new(Notify::new()),
         }
     }
 
@@ -323,6 +325,7 @@ impl Bound {
                 metrics: server.metrics.clone(),
                 jobs: jobs.clone(),
                 grace: server.options.shutdown_grace,
+                hub_moved: server.hub_moved.clone(),
             };
             runners.push(tokio::spawn(r.run(stop_rx.clone())));
         }
@@ -366,6 +369,9 @@ struct Runner {
     metrics: Metrics,
     jobs: Jobs,
     grace: Duration,
+    /// Woken when a run of this process applied ops into the hub: the hub-reading jobs
+    /// with `on_events` look whether the feed moved past them.
+    hub_moved: Arc<Notify>,
 }
 
 fn sleep_until(t: Option<chrono::DateTime<Utc>>) -> tokio::time::Sleep {
@@ -431,14 +437,20 @@ impl Runner {
     }
 
     /// Resolves when events wait in the inbox: a local wake-up, or (every `poll`) a head
-    /// beyond the job's committed position (events recorded by another process).
+    /// beyond the job's committed position (events recorded by another process). For a
+    /// job that reads the hub (an outbound job of a two-way distribution), the hub's change
+    /// feed is its inbox: it resolves when the feed's head moved past the job's cursor
+    /// (woken by a run of this process that changed the hub, or seen by the poll).
     async fn event_arrived(&self, pending: &mut bool) {
-        let Some(inbox) = &self.job.inbox else {
-            return std::future::pending().await;
-        };
         if *pending {
             return;
         }
+        let Some(inbox) = &self.job.inbox else {
+            if self.reads_hub() {
+                return self.hub_moved_past().await;
+            }
+            return std::future::pending().await;
+        };
         loop {
             tokio::select! {
                 _ = inbox.notified() => return,
@@ -449,6 +461,30 @@ impl Runner {
                         return;
                     }
                 }
+            }
+        }
+    }
+
+    fn reads_hub(&self) -> bool {
+        self.job.job.source.describe().provider == idsync_core::hub::PROVIDER
+    }
+
+    fn writes_hub(&self) -> bool {
+        self.job.job.target.hub().is_some()
+    }
+
+    /// Resolves once the hub's feed head differs from the job's stored cursor.
+    async fn hub_moved_past(&self) {
+        loop {
+            tokio::select! {
+                _ = self.hub_moved.notified() => {}
+                _ = tokio::time::sleep(self.job.schedule.poll) => {}
+            }
+            let stored = self.store.cursor(self.name()).await.ok().flatten();
+            if let Ok(head) = self.job.job.source.current_cursor().await
+                && stored.as_ref() != Some(&head)
+            {
+                return;
             }
         }
     }
@@ -617,6 +653,9 @@ impl Runner {
             });
         }
         tracing::info!(job = %name, run = %report.run_id, outcome, applied = report.counts.applied, failed = report.counts.failed, "run ended");
+        if self.writes_hub() && report.counts.applied > 0 {
+            self.hub_moved.notify_waiters();
+        }
         self.jobs.update(name, |s| {
             s.last_run = Some((Utc::now(), outcome.to_owned()));
             s.last_error = None;
