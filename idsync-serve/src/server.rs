@@ -13,6 +13,11 @@
 //!   run at a time per job across every process sharing the store: a process that finds
 //!   the lease held skips that turn, and takes the job over once the holder's lease runs
 //!   out (a killed worker's after its TTL).
+//! * **Triggers**: a job's [`Schedule`]; `on_events` wakes a job whose inbox received
+//!   events, and a job that reads the hub (an outbound job of a two-way distribution) when
+//!   the hub's change feed moved past its cursor — woken by a run of this process that
+//!   changed the hub, and seen by a poll every `poll` otherwise (imports, SCIM writes,
+//!   other processes).
 //! * **Shutdown** (the future given to [`Bound::serve`] resolves): the listener stops
 //!   taking connections and finishes the requests under way; a job run under way gets
 //!   `shutdown_grace` to end on its own, then its lease is taken from it, so the engine
