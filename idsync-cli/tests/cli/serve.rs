@@ -796,3 +796,154 @@ fn serve_config_mistakes_are_reported_with_their_place() {
     );
     ok(&idsync(d, &["check", "--offline"]));
 }
+
+/// The oidc-provider of the test command (its variables), else one started here.
+fn oidc_provider(dir: &Path) -> (String, String) {
+    if let (Ok(i), Ok(c)) = (
+        std::env::var("OIDC_ISSUER"),
+        std::env::var("OIDC_CLIENT_ID"),
+    ) {
+        return (i, c);
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../scripts/services/oidc-provider.sh"
+    );
+    let out = Command::new("bash")
+        .arg(script)
+        .arg("start")
+        .arg(dir.join("oidc"))
+        .env("OIDC_PORT", port.to_string())
+        .env("OIDC_OWNER_PID", std::process::id().to_string())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {script}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "oidc-provider could not be started by {script}:\n{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let var = |k: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(k).map(str::to_owned))
+            .unwrap_or_else(|| panic!("{script} printed no {k}"))
+    };
+    (var("OIDC_ISSUER="), var("OIDC_CLIENT_ID="))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scim_and_oidc_are_mounted_from_the_serve_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (issuer, client_id) = oidc_provider(d);
+    let scim_token = "scim-client-token";
+    write(
+        d,
+        "idsync.toml",
+        &format!(
+            r#"store = {{ sqlite = "hub.db" }}
+
+[providers.hr]
+type = "memory"
+generate = {{ orgs = 3, accounts = 10 }}
+
+[jobs.hr-in]
+source = "hr"
+sink = "hub"
+schedule = {{ every = "1h" }}
+
+[serve]
+listen = "127.0.0.1:0"
+tokens = [{}]
+
+[serve.scim]
+base_url = "http://127.0.0.1/scim/v2"
+clients = [{{ name = "entra", token_sha256 = "{}" }}]
+
+[serve.oidc]
+session_key_env = "IDSYNC_TEST_SESSION_KEY"
+
+[serve.oidc.providers.op]
+issuer = "{issuer}"
+client_id = "{client_id}"
+client_secret_env = "IDSYNC_TEST_OIDC_SECRET"
+redirect_uri = "http://127.0.0.1:8765/oidc/op/callback"
+"#,
+            token_line("test", READ_TOKEN, "\"read\""),
+            idsync_serve::auth::hash_token(scim_token),
+        ),
+    );
+    let env = [
+        (
+            "IDSYNC_TEST_SESSION_KEY",
+            "0123456789abcdef0123456789abcdef-session",
+        ),
+        ("IDSYNC_TEST_OIDC_SECRET", "unused-by-the-login-redirect"),
+    ];
+    let served = start_serve(d, &env);
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    // SCIM: its own client tokens, the hub's accounts.
+    let r = http.get(served.url("/scim/v2/Users")).send().await.unwrap();
+    assert_eq!(r.status(), 401, "SCIM without a token");
+    let (u, h) = (served.url("/scim/v2/Users?count=100"), http.clone());
+    wait_until(30, "10 SCIM users", move || {
+        let (u, h) = (u.clone(), h.clone());
+        async move {
+            let v: serde_json::Value = h
+                .get(&u)
+                .bearer_auth(scim_token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["totalResults"] == 10
+        }
+    })
+    .await;
+    let r = http
+        .post(served.url("/scim/v2/Users"))
+        .bearer_auth(scim_token)
+        .header("content-type", "application/scim+json")
+        .body(r#"{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"scim.made@example.com"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    // The SCIM write went through the engine into the hub: the feed has it.
+    let feed: serde_json::Value = http
+        .get(served.url("/api/v1/changes?limit=1000"))
+        .bearer_auth(READ_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        feed["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["entity"]["username"] == "scim.made@example.com"),
+        "{feed}"
+    );
+    // OIDC: the login route sends the browser to the provider with PKCE.
+    let r = http.get(served.url("/oidc/op/login")).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    let to = r.headers()["location"].to_str().unwrap().to_owned();
+    assert!(to.starts_with(&issuer), "{to}");
+    assert!(to.contains("code_challenge_method=S256"), "{to}");
+    assert!(to.contains(&format!("client_id={client_id}")), "{to}");
+    served.terminate();
+}
