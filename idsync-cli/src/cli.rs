@@ -41,6 +41,11 @@ pub struct Cli {
     #[arg(short, long, global = true)]
     pub quiet: bool,
 
+    /// Log format on stderr: `text`, or `json` (one JSON object a line, for log
+    /// collectors; what `idsync serve` in production wants).
+    #[arg(long, global = true, env = "IDSYNC_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -156,6 +161,15 @@ pub struct RunArgs {
     /// Wait for the job's lease instead of exiting with code 5.
     #[arg(long)]
     pub wait: bool,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// Entity kinds on the command line.

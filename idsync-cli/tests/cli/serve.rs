@@ -639,7 +639,7 @@ fn the_bundled_serve_sample_serves_the_feed_behind_a_token() {
             concat!(env!("CARGO_MANIFEST_DIR"), "/../idsync-csv/"),
         );
     write(d, "idsync.toml", &text);
-    let served = start_serve(d, &[]);
+    let served = start_serve(d, &[("IDSYNC_LOG_FORMAT", "json")]);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let http = reqwest::Client::new();
@@ -699,6 +699,22 @@ fn the_bundled_serve_sample_serves_the_feed_behind_a_token() {
     });
     let out = served.terminate();
     assert!(out.contains("job quickstart: scheduled"), "{out}");
+    // Structured logs: the service's log lines are JSON objects.
+    let logs: Vec<serde_json::Value> = out
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    for msg in [
+        "idsync serve: started",
+        "idsync serve: shutting down",
+        "run ended",
+    ] {
+        assert!(
+            logs.iter().any(|v| v["fields"]["message"] == msg),
+            "no JSON log line {msg:?} in\n{out}"
+        );
+    }
 }
 
 #[test]
