@@ -280,3 +280,73 @@ async fn events_become_a_change_set() {
         .unwrap();
     assert!(!stale.complete);
 }
+
+#[tokio::test]
+async fn source_with_inbox_records_into_the_store_before_success() {
+    let fake = FakeDingTalk::start(FakeConfig::default())
+        .await
+        .expect("the fake DingTalk must start");
+    let rd = fake.add_dept(1, "研发部");
+    fake.add_user("u1", "张三", &[rd]);
+    let v = &official()[1];
+    let mut cb = cb_config(v);
+    cb.owner_key = None;
+    let mut cfg = fake.client_config();
+    cfg.callback = Some(cb.clone());
+    let app_key = cfg.app_key.clone();
+    let store: Arc<dyn idsync_core::Store> = Arc::new(idsync_core::MemoryStore::new());
+    let inbox =
+        |store: &Arc<dyn idsync_core::Store>| -> Arc<idsync_dingtalk::callback::DingTalkEvents> {
+            Arc::new(idsync_http::StoreEventLog::<
+                idsync_dingtalk::callback::EventTarget,
+            >::new(store.clone(), "dingtalk:test"))
+        };
+    let (src, router) = idsync_dingtalk::source_with_inbox(&cfg, inbox(&store)).unwrap();
+    assert!(src.capabilities().changes);
+    let start = src.current_cursor().await.unwrap();
+    let url = serve(router).await;
+    let crypto = CallbackCrypto::new(
+        idsync_dingtalk::PROVIDER,
+        cb.token.clone(),
+        &cb.aes_key,
+        app_key,
+    )
+    .unwrap();
+    let ts = Utc::now().timestamp_millis().to_string();
+    let payload = json!({"EventType": "user_modify_org", "UserId": ["u1"], "CorpId": "ding1"});
+    let enc = crypto
+        .encrypt_block(&payload.to_string(), [7u8; 16], 32)
+        .unwrap();
+    let sig = crypto.signature(&ts, "inbox1", &enc);
+    let (status, body) = push(&url, "signature", &sig, "timestamp", &ts, "inbox1", &enc).await;
+    assert_eq!(status, 200, "{body}");
+    let kept = store.inbox_since("dingtalk:test", 0, 10).await.unwrap();
+    assert_eq!(kept.len(), 1, "in the store once answered");
+    assert_eq!(kept[0].targets[0].target, "user:u1");
+    let (status, _) = push(&url, "signature", &sig, "timestamp", &ts, "inbox1", &enc).await;
+    assert_ne!(status, 200, "a replay");
+    // a new endpoint on the same store still refuses it
+    let (src2, router2) = idsync_dingtalk::source_with_inbox(&cfg, inbox(&store)).unwrap();
+    let url2 = serve(router2).await;
+    let (status, _) = push(&url2, "signature", &sig, "timestamp", &ts, "inbox1", &enc).await;
+    assert_ne!(status, 200, "a replay after a restart");
+    assert_eq!(
+        store
+            .inbox_since("dingtalk:test", 0, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let cs = src2.changes(&start).await.unwrap();
+    assert!(cs.complete);
+    let ups: Vec<&str> = cs
+        .account_upserts
+        .iter()
+        .map(|a| a.anchor.as_str())
+        .collect();
+    assert_eq!(ups, vec!["u1"]);
+    // without a callback table: a clear configuration error
+    let e = idsync_dingtalk::source_with_inbox(&fake.client_config(), inbox(&store)).unwrap_err();
+    assert!(e.message().contains("callback"), "{e}");
+}

@@ -37,6 +37,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::PROVIDER;
+use crate::callback::LarkEvents;
 use crate::client::LarkClient;
 use crate::config::Connection;
 use crate::error::{DEPT_NOT_FOUND, USER_NOT_FOUND, has_code};
@@ -53,7 +54,8 @@ pub enum Target {
     Scope,
 }
 
-/// The event log a callback router feeds and [`LarkSource::changes`] reads.
+/// The in-memory event log a callback router feeds and [`LarkSource::changes`] reads
+/// (`idsync serve` uses the store's inbox instead: [`LarkEvents`]).
 pub type LarkEventLog = EventLog<Target>;
 
 /// Lark's page size maximum for `children` and `find_by_department`.
@@ -92,7 +94,7 @@ struct AccountToken {
 pub(crate) struct Inner {
     pub(crate) conn: Connection,
     pub(crate) client: LarkClient,
-    events: Option<Arc<LarkEventLog>>,
+    events: Option<Arc<LarkEvents>>,
 }
 
 /// The Lark directory as a source.
@@ -140,12 +142,13 @@ impl LarkSource {
         Self::build(conn, None)
     }
 
-    /// A source whose `changes` read `events` (fed by [`callback_router`](crate::callback_router)).
-    pub fn with_events(conn: Connection, events: Arc<LarkEventLog>) -> Result<Self> {
+    /// A source whose `changes` read `events` (fed by [`callback_router`](crate::callback_router)):
+    /// a [`LarkEventLog`] or a store's inbox ([`idsync_http::StoreEventLog`]).
+    pub fn with_events(conn: Connection, events: Arc<LarkEvents>) -> Result<Self> {
         Self::build(conn, Some(events))
     }
 
-    fn build(conn: Connection, events: Option<Arc<LarkEventLog>>) -> Result<Self> {
+    fn build(conn: Connection, events: Option<Arc<LarkEvents>>) -> Result<Self> {
         let client = LarkClient::new(&conn)?;
         Ok(LarkSource {
             inner: Arc::new(Inner {
@@ -381,7 +384,7 @@ impl LarkSource {
         let Some(log) = &self.inner.events else {
             return Err(no_events());
         };
-        let batch = log.since(since);
+        let batch = log.since(since).await?;
         let mut cs = ChangeSet {
             cursor: Some(batch.cursor),
             complete: batch.complete,
@@ -479,7 +482,7 @@ impl Source for LarkSource {
 
     async fn current_cursor(&self) -> Result<SyncCursor> {
         match &self.inner.events {
-            Some(log) => Ok(log.current()),
+            Some(log) => log.current().await,
             None => Err(no_events()),
         }
     }

@@ -1,6 +1,7 @@
 //! The crate's one integration test binary: the conformance suite against the fake Lark
 //! (as source and as sink, with layers), the source under token expiry and throttling,
-//! the sink's Lark specifics, and the event endpoint.
+//! the sink's Lark specifics, and the event endpoint (in memory and over a SQLite store's
+//! durable inbox).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -10,6 +11,8 @@ mod common;
 mod conformance;
 #[path = "lark/events.rs"]
 mod events;
+#[path = "lark/inbox.rs"]
+mod inbox;
 #[path = "lark/sink.rs"]
 mod sink;
 #[path = "lark/source.rs"]

@@ -40,12 +40,25 @@ pub fn source_with_callbacks(
     cfg: &WeComConfig,
 ) -> idsync_core::Result<(WeComSource, axum::Router)> {
     let conn = cfg.resolve()?;
-    let keys = conn.callback.clone().ok_or_else(|| {
-        idsync_core::Error::config(
-            "wecom: changes need a [callback] table (token_env / aes_key_env)",
-        )
-    })?;
+    let keys = conn.callback.clone().ok_or_else(no_callback_table)?;
     let log = std::sync::Arc::new(WeComEventLog::new(keys.event_log_capacity));
     let router = callback_router(&keys, &conn.corp_id, log.clone())?;
     Ok((WeComSource::with_events(conn, log)?, router))
+}
+
+/// [`source_with_callbacks`] recording into `events` instead of an in-memory log: a store's
+/// durable inbox ([`idsync_http::StoreEventLog`]) for `idsync serve`, so that an event is
+/// in the store before WeCom is told `success` and a replay is refused after a restart.
+pub fn source_with_inbox(
+    cfg: &WeComConfig,
+    events: std::sync::Arc<WeComEvents>,
+) -> idsync_core::Result<(WeComSource, axum::Router)> {
+    let conn = cfg.resolve()?;
+    let keys = conn.callback.clone().ok_or_else(no_callback_table)?;
+    let router = callback_router(&keys, &conn.corp_id, events.clone())?;
+    Ok((WeComSource::with_events(conn, events)?, router))
+}
+
+fn no_callback_table() -> idsync_core::Error {
+    idsync_core::Error::config("wecom: changes need a [callback] table (token_env / aes_key_env)")
 }

@@ -431,3 +431,90 @@ async fn a_config_with_a_callback_table_builds_source_and_endpoint() {
     assert!(e.message().contains("callback"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn a_config_builds_source_and_endpoint_over_a_store_inbox() {
+    let dir = std::env::temp_dir().join(format!("idsync-wecom-inbox-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, value) in [("secret", "app-secret"), ("token", TOKEN), ("aes", AES_KEY)] {
+        std::fs::write(dir.join(name), format!("{value}\n")).unwrap();
+    }
+    let cfg: idsync_wecom::WeComConfig = serde_json::from_value(json!({
+        "corp_id": CORP,
+        "secret_file": dir.join("secret"),
+        "callback": {"token_file": dir.join("token"), "aes_key_file": dir.join("aes")}
+    }))
+    .unwrap();
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let inbox = |store: &Arc<dyn Store>| -> Arc<idsync_wecom::WeComEvents> {
+        Arc::new(idsync_http::StoreEventLog::<idsync_wecom::Target>::new(
+            store.clone(),
+            "wecom:test",
+        ))
+    };
+    let (source, router) = idsync_wecom::source_with_inbox(&cfg, inbox(&store)).unwrap();
+    assert!(source.capabilities().changes);
+    let c0 = source.current_cursor().await.unwrap();
+    let url = serve(router).await;
+    let crypto = CallbackCrypto::new(
+        idsync_wecom::PROVIDER,
+        SecretString::from(TOKEN.to_owned()),
+        &SecretString::from(AES_KEY.to_owned()),
+        CORP,
+    )
+    .unwrap();
+    let xml = contact_event_xml(CORP, 1_700_000_000, &ContactChange::DeptDeleted { id: 7 });
+    let ts = now_secs().to_string();
+    let (body, sig) = idsync_wecom::crypto::seal_event(&crypto, &xml, &ts, "inb1", "").unwrap();
+    let post = |url: String, body: String, sig: String, ts: String| async move {
+        reqwest::Client::new()
+            .post(&url)
+            .query(&[
+                ("msg_signature", sig),
+                ("timestamp", ts),
+                ("nonce", "inb1".to_owned()),
+            ])
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(
+        post(url.clone(), body.clone(), sig.clone(), ts.clone()).await,
+        200
+    );
+    // in the store's inbox once answered
+    let kept = store.inbox_since("wecom:test", 0, 10).await.unwrap();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].targets[0].target, "dept:7");
+    assert!(kept[0].targets[0].deleted);
+    assert_eq!(
+        post(url, body.clone(), sig.clone(), ts.clone()).await,
+        403,
+        "a replay"
+    );
+    // a new endpoint on the same store still refuses it
+    let (source2, router2) = idsync_wecom::source_with_inbox(&cfg, inbox(&store)).unwrap();
+    let url2 = serve(router2).await;
+    assert_eq!(
+        post(url2, body, sig, ts).await,
+        403,
+        "a replay after a restart"
+    );
+    assert_eq!(
+        store.inbox_since("wecom:test", 0, 10).await.unwrap().len(),
+        1
+    );
+    // the source's position is the inbox's
+    assert_eq!(c0.0, "wecom:test#0");
+    assert_eq!(source2.current_cursor().await.unwrap().0, "wecom:test#1");
+    // without a callback table: a clear configuration error
+    let plain: idsync_wecom::WeComConfig = serde_json::from_value(json!({
+        "corp_id": CORP, "secret_file": dir.join("secret")
+    }))
+    .unwrap();
+    let e = idsync_wecom::source_with_inbox(&plain, inbox(&store)).unwrap_err();
+    assert!(e.message().contains("callback"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
