@@ -285,13 +285,10 @@ impl Provider for idsync_wecom::WeComConfig {
         if self.callback.is_none() {
             return Ok(None);
         }
-        let conn = wecom_resolved(self, ctx).resolve()?;
-        let Some(keys) = conn.callback.clone() else {
-            return Ok(None);
-        };
-        let log = inbox.events::<idsync_wecom::Target>();
-        let router = idsync_wecom::callback_router(&keys, &conn.corp_id, log.clone())?;
-        let source = idsync_wecom::WeComSource::with_events(conn, log)?;
+        let (source, router) = idsync_wecom::source_with_inbox(
+            &wecom_resolved(self, ctx),
+            inbox.events::<idsync_wecom::Target>(),
+        )?;
         Ok(Some(ServedEvents {
             source: Arc::new(source),
             router,
@@ -331,6 +328,23 @@ impl Provider for idsync_lark::LarkConfig {
             }),
             Role::Sink => Ok(Built::both(idsync_lark::sink_from_config(self)?)),
         }
+    }
+
+    async fn serve_events(
+        &self,
+        _: &str,
+        _: &BuildContext,
+        inbox: &Inbox,
+    ) -> Result<Option<ServedEvents>, CliError> {
+        if self.events.is_none() {
+            return Ok(None);
+        }
+        let (source, router) =
+            idsync_lark::source_with_inbox(self, inbox.events::<idsync_lark::Target>())?;
+        Ok(Some(ServedEvents {
+            source: Arc::new(source),
+            router,
+        }))
     }
 }
 
@@ -828,12 +842,10 @@ impl Provider for idsync_dingtalk::DingTalkConfig {
             return Ok(None);
         }
         let cfg = dingtalk_resolved(self, ctx)?;
-        let Some(cb) = cfg.callback.as_ref() else {
-            return Ok(None);
-        };
-        let log = inbox.events::<idsync_dingtalk::callback::EventTarget>();
-        let router = idsync_dingtalk::callback::callback_router(cb, &cfg.app_key, log.clone())?;
-        let source = idsync_dingtalk::DingTalkSource::with_events(cfg.clone(), log)?;
+        let (source, router) = idsync_dingtalk::source_with_inbox(
+            &cfg,
+            inbox.events::<idsync_dingtalk::callback::EventTarget>(),
+        )?;
         Ok(Some(ServedEvents {
             source: Arc::new(source),
             router,
