@@ -963,3 +963,131 @@ redirect_uri = "http://127.0.0.1:8765/oidc/op/callback"
     assert!(to.contains(&format!("client_id={client_id}")), "{to}");
     served.terminate();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_wecom_event_reaches_the_hub_through_serve() {
+    use idsync_wecom::event::{ContactChange, contact_event_xml};
+    use idsync_wecom::fake::{FakeConfig as WxConfig, FakeWeCom};
+    const CORP: &str = "wwfake0000000001";
+    let fake = FakeWeCom::start(WxConfig::default())
+        .await
+        .expect("the fake WeCom must start");
+    let depts = fake.seed(2, 5);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(d, "secret", "fake-app-secret");
+    write(d, "cb-token", CB_TOKEN);
+    write(d, "cb-aes", AES_KEY);
+    write(
+        d,
+        "idsync.toml",
+        &format!(
+            r#"store = {{ sqlite = "hub.db" }}
+
+[providers.wx]
+type = "wecom"
+base_url = "{}"
+corp_id = "{CORP}"
+secret_file = "secret"
+callback = {{ token_file = "cb-token", aes_key_file = "cb-aes" }}
+
+[jobs.wx-in]
+source = "wx"
+sink = "hub"
+schedule = {{ on_events = true, debounce = "50ms", poll = "200ms" }}
+
+[serve]
+listen = "127.0.0.1:0"
+tokens = [{}]
+"#,
+            fake.base_url(),
+            token_line("test", READ_TOKEN, "\"read\"")
+        ),
+    );
+    let served = start_serve(d, &[]);
+    let out = served.output.clone();
+    wait_until(10, "the job's line with its callback URL", move || {
+        let out = out.clone();
+        async move {
+            out.lock()
+                .unwrap()
+                .contains("job wx-in: scheduled; events at http://")
+        }
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let usernames = |u: String, h: reqwest::Client| async move {
+        let v: serde_json::Value = h
+            .get(&u)
+            .bearer_auth(READ_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap_or_default();
+        v["items"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|x| x["anchor"].to_string())
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+    };
+    let u = served.url("/api/v1/accounts?limit=100");
+    let (u1, h1) = (u.clone(), http.clone());
+    wait_until(30, "the first full run: 5 people", move || {
+        let (u, h) = (u1.clone(), h1.clone());
+        async move { usernames(u, h).await.len() == 5 }
+    })
+    .await;
+    // A person joins; WeCom calls back with a signed, encrypted change_contact event.
+    fake.add_user("newcomer", "新人", &depts[..1]);
+    let crypto = idsync_wecom::CallbackCrypto::new(
+        idsync_wecom::PROVIDER,
+        SecretString::from(CB_TOKEN),
+        &SecretString::from(AES_KEY),
+        CORP,
+    )
+    .unwrap();
+    let xml = contact_event_xml(
+        CORP,
+        chrono::Utc::now().timestamp(),
+        &ContactChange::UserCreated {
+            userid: "newcomer".into(),
+        },
+    );
+    let ts = chrono::Utc::now().timestamp().to_string();
+    let (body, sig) = idsync_wecom::crypto::seal_event(&crypto, &xml, &ts, "n-wx-1", "").unwrap();
+    let q = [
+        ("msg_signature", sig.as_str()),
+        ("timestamp", ts.as_str()),
+        ("nonce", "n-wx-1"),
+    ];
+    let r = http
+        .post(served.url("/callbacks/wx"))
+        .query(&q)
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "success");
+    let (u1, h1) = (u.clone(), http.clone());
+    wait_until(30, "the newcomer in the hub", move || {
+        let (u, h) = (u1.clone(), h1.clone());
+        async move { usernames(u, h).await.iter().any(|a| a.contains("newcomer")) }
+    })
+    .await;
+    // A replay of the same signed request is refused.
+    let r = http
+        .post(served.url("/callbacks/wx"))
+        .query(&q)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    served.terminate();
+}
