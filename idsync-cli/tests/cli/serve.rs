@@ -1091,3 +1091,63 @@ tokens = [{}]
     assert_eq!(r.status(), 403);
     served.terminate();
 }
+
+#[test]
+fn authority_from_the_config_refuses_a_non_owners_write_and_reports_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(
+        d,
+        "idsync.toml",
+        r#"store = { sqlite = "hub.db" }
+
+[providers.ad]
+type = "memory"
+accounts = [{ anchor = "u1", username = "alice", title = "Engineer", email = "alice@corp.example" }]
+
+[providers.hr]
+type = "memory"
+accounts = [{ anchor = "u1", username = "alice", title = "Intern", email = "alice@hr.example" }]
+
+[jobs.ad-in]
+source = "ad"
+sink = "hub"
+sync_orgs = false
+
+[jobs.hr-in]
+source = "hr"
+sink = "hub"
+sync_orgs = false
+correlation = ["username"]
+
+[authority.accounts]
+title = "ad-in"
+"#,
+    );
+    ok(&idsync(d, &["run", "ad-in"]));
+    let r = idsync(d, &["run", "hr-in", "--json"]);
+    ok(&r);
+    let report: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(report["counts"]["refused_fields"], 1, "{report:#}");
+    let refused = report["refused"].to_string();
+    assert!(
+        refused.contains("title") && refused.contains("ad-in"),
+        "{refused}"
+    );
+    let shown = idsync(d, &["show", "account", "u1", "--json"]);
+    ok(&shown);
+    let v: serde_json::Value = serde_json::from_str(&shown.stdout).unwrap();
+    // the owner's title stays; the field nobody owns took the other job's value
+    assert_eq!(v["record"]["title"], "Engineer", "{v:#}");
+    assert_eq!(v["record"]["email"], "alice@hr.example", "{v:#}");
+    // the refusal is in the audit trail, with the refused value and its owner
+    let refusal = v["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["op"] == "authority_refused")
+        .unwrap_or_else(|| panic!("no authority_refused entry: {v:#}"));
+    assert_eq!(refusal["job"], "hr-in");
+    assert_eq!(refusal["after"]["title"], "Intern");
+    assert_eq!(refusal["before"]["title"], "ad-in");
+}
