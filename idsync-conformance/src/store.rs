@@ -9,7 +9,8 @@
 //! in-memory [`Directory`], which defines the rules), paging, the change feed's order,
 //! the atomicity of `hub_apply` with a record, `hub_apply_batch` (answers as one by one, in
 //! order), links, shadow copies, cursor conflicts,
-//! runs, the journal and open intents, feed retention (prune and floor), idempotency keys, audit trails, leases (expiry on the store's clock,
+//! runs, the journal and open intents, feed retention (prune and floor; the hub as a change
+//! source from a pruned cursor), idempotency keys, audit trails, leases (expiry on the store's clock,
 //! tokens) and fenced writes, a worker that stalls while another takes its lease over, and
 //! the engine end to end (memory source → hub over the store; a second run plans nothing),
 //! and the inbox of provider events (replay keys, order under concurrent pushes, trims).
@@ -59,6 +60,9 @@ pub const CASES: &[(&str, Case)] = &[
     ("hub_positions", |s, c| Box::pin(hub_positions(s, c))),
     ("feed_order", |s, c| Box::pin(feed_order(s, c))),
     ("feed_retention", |s, c| Box::pin(feed_retention(s, c))),
+    ("hub_changes_after_prune", |s, c| {
+        Box::pin(hub_changes_after_prune(s, c))
+    }),
     ("idempotency_keys", |s, c| Box::pin(idempotency_keys(s, c))),
     ("hub_apply_atomic", |s, c| Box::pin(hub_apply_atomic(s, c))),
     ("hub_apply_batch", |s, c| Box::pin(hub_apply_batch(s, c))),
@@ -720,6 +724,145 @@ pub async fn feed_retention(store: &Arc<dyn Store>, clock: &Arc<ManualClock>) ->
         "numbers go on after the pruned head",
     )?;
     same(s.feed_floor().await?, 6, "floor below the new entry")?;
+    Ok(())
+}
+
+/// The hub as a change source over this store's feed: `changes` from a cursor the retained
+/// feed continues from is complete; from a cursor older than the floor (`feed_prune`) or
+/// past the head it is not (the changes in between are gone), and an outbound job's
+/// incremental run then makes a full run, which catches the change pruned from the feed.
+pub async fn hub_changes_after_prune(
+    store: &Arc<dyn Store>,
+    clock: &Arc<ManualClock>,
+) -> Result<()> {
+    let s = store.as_ref();
+    let hub = Arc::new(Hub::new(store.clone()));
+    let at = |n: &str| SyncCursor(n.to_owned());
+    for i in 0..3 {
+        s.hub_apply(
+            &Op::CreateOrg {
+                org: org(&format!("c{i}"), None),
+            },
+            None,
+        )
+        .await?;
+        clock.advance(chrono::Duration::seconds(10));
+    }
+    s.hub_apply(
+        &Op::CreateAccount {
+            account: account("a1", &["c0"]),
+        },
+        None,
+    )
+    .await?;
+    clock.advance(chrono::Duration::seconds(10));
+    // Entries at epoch + 0, 10, 20, 30 s, seq 1..=4.
+    let cs = hub.changes(&at("0")).await?;
+    ensure(
+        cs.complete,
+        "changes from 0 are complete while nothing is pruned",
+    )?;
+    same(cs.org_upserts.len(), 3, "org upserts from 0")?;
+    same(cs.account_upserts.len(), 1, "account upserts from 0")?;
+    same(cs.cursor, Some(at("4")), "cursor after reading from 0")?;
+
+    same(
+        s.feed_prune(epoch() + chrono::Duration::seconds(25))
+            .await?,
+        3,
+        "prune seq 1..=3",
+    )?;
+    same(s.feed_floor().await?, 3, "floor after the prune")?;
+    for since in ["0", "2"] {
+        let cs = hub.changes(&at(since)).await?;
+        ensure(
+            !cs.complete,
+            &format!("changes from {since}, below the floor 3, are not complete"),
+        )?;
+        ensure(cs.is_empty(), "a stale change set carries no changes")?;
+        same(
+            cs.cursor,
+            Some(at("4")),
+            "a stale change set's cursor is the head",
+        )?;
+    }
+    let cs = hub.changes(&at("3")).await?;
+    ensure(cs.complete, "changes from the floor are complete")?;
+    same(
+        cs.account_upserts
+            .iter()
+            .map(|a| a.anchor.as_str())
+            .collect::<Vec<_>>(),
+        vec!["a1"],
+        "changes from the floor",
+    )?;
+    ensure(cs.org_upserts.is_empty(), "no org changed after the floor")?;
+    let cs = hub.changes(&at("4")).await?;
+    ensure(
+        cs.complete && cs.is_empty(),
+        "changes from the head: complete, none",
+    )?;
+    same(cs.cursor, Some(at("4")), "cursor from the head")?;
+    let cs = hub.changes(&at("9")).await?;
+    ensure(!cs.complete, "changes from past the head are not complete")?;
+
+    // An outbound job: its first incremental run is a full one (no cursor yet).
+    let app = Arc::new(MemoryAdapter::new("app"));
+    let engine = Engine::new(store.clone()).with_clock(clock.clone());
+    let job = Job::new("hub-to-app", hub.clone(), app.clone());
+    let r = engine.run_changes(&job).await?;
+    same(r.status, RunStatus::Succeeded, "first outbound run")?;
+    same(r.counts.applied, 4, "three orgs and an account out")?;
+    same(
+        s.cursor("hub-to-app").await?,
+        Some(at("4")),
+        "outbound cursor at the head",
+    )?;
+    // A change in the hub, then the feed pruned past it: the job's cursor (4) is below
+    // the floor (5), and the change is no longer in the feed.
+    s.hub_apply(
+        &Op::UpdateAccount {
+            anchor: "a1".into(),
+            changes: patch(&[("title", json!("Chief"))]),
+        },
+        None,
+    )
+    .await?;
+    clock.advance(chrono::Duration::seconds(10));
+    same(
+        s.feed_prune(epoch() + chrono::Duration::days(1)).await?,
+        2,
+        "prune everything",
+    )?;
+    same(s.feed_floor().await?, 5, "floor at the head")?;
+    let r = engine.run_changes(&job).await?;
+    same(
+        r.status,
+        RunStatus::Succeeded,
+        "outbound run after the prune",
+    )?;
+    same(
+        r.counts.applied,
+        1,
+        "the full run applies the change the pruned feed lost",
+    )?;
+    let title = app
+        .snapshot()?
+        .accounts
+        .values()
+        .find(|a| a.username == "user-a1")
+        .and_then(|a| a.title.clone());
+    same(title, Some("Chief".to_owned()), "the app has the change")?;
+    same(
+        s.cursor("hub-to-app").await?,
+        Some(at("5")),
+        "outbound cursor at the head again",
+    )?;
+    same(
+        engine.run_changes(&job).await?.counts.planned,
+        0,
+        "then incremental again, and quiet",
+    )?;
     Ok(())
 }
 

@@ -5,6 +5,9 @@
 //! with its records in one store transaction. (It is deliberately not a `Sink`: a write
 //! into the hub without its records would break that.) Its change feed makes it an
 //! incremental source: `changes(since)` returns what changed after a feed sequence number.
+//! A cursor older than the retained feed ([`Store::feed_floor`], moved by
+//! [`Store::feed_prune`]) gets a change set with `complete: false`: the changes between
+//! the cursor and the floor are gone, and the engine runs a full sync instead.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -43,6 +46,16 @@ impl Hub {
 }
 
 const FEED_BATCH: usize = 10_000;
+
+/// The answer to a cursor the feed no longer continues from: no changes, not complete
+/// (the engine runs a full sync, which takes its own cursor before it reads).
+fn stale(head: u64) -> ChangeSet {
+    ChangeSet {
+        cursor: Some(SyncCursor(head.to_string())),
+        complete: false,
+        ..ChangeSet::default()
+    }
+}
 
 #[async_trait]
 impl Source for Hub {
@@ -99,9 +112,31 @@ impl Source for Hub {
             Error::new(ErrorKind::InvalidData, "hub: malformed cursor")
                 .with_context("cursor", since.0.clone())
         })?;
+        // A cursor past the head is another hub's (this one was rebuilt): stale too.
+        let head = self.store.feed_head().await?;
+        if from > head {
+            tracing::warn!(
+                cursor = from,
+                head,
+                "hub: the change cursor is past the feed's head"
+            );
+            return Ok(stale(head));
+        }
         let mut touched: BTreeSet<(EntityKind, Anchor)> = BTreeSet::new();
         loop {
             let batch = self.store.feed(from, FEED_BATCH).await?;
+            // Checked after each read: entries up to the floor were pruned (the feed's
+            // retention), so a batch read from below it has a gap before it, and the
+            // changes in that gap are gone. Only a full run catches up then.
+            let floor = self.store.feed_floor().await?;
+            if from < floor {
+                tracing::warn!(
+                    cursor = from,
+                    floor,
+                    "hub: the change cursor is older than the retained feed"
+                );
+                return Ok(stale(self.store.feed_head().await?));
+            }
             let Some(last) = batch.last() else { break };
             from = last.seq;
             touched.extend(batch.into_iter().map(|f| (f.kind, f.anchor)));
