@@ -1167,5 +1167,64 @@ async fn a_renamed_source_anchor_keeps_its_target_and_link() {
     assert!(full.is_empty(), "{full:#?}");
 }
 
+/// A large change set (a bulk import) reads the target once, indexed, instead of one
+/// lookup per account: the plan is the one the lookups would give — correlation by key
+/// (case and spaces aside), creates only for the unmatched.
+#[tokio::test]
+async fn a_large_change_set_correlates_against_the_whole_target_like_lookups_do() {
+    let existing: Vec<Account> = (0..1200)
+        .map(|i| {
+            let mut a = Account::new(format!("t{i}"), format!("p{i}"));
+            a.email = Some(format!("p{i}@corp.example"));
+            a
+        })
+        .collect();
+    let incoming = |n: usize, new: usize| -> Vec<Account> {
+        (0..n)
+            .map(|i| {
+                let mut a = Account::new(format!("h{i}"), format!("p{i}"));
+                a.email = Some(format!(" P{i}@Corp.Example"));
+                a
+            })
+            .chain((0..new).map(|i| {
+                let mut a = Account::new(format!("n{i}"), format!("new{i}"));
+                a.email = Some(format!("new{i}@corp.example"));
+                a
+            }))
+            .collect()
+    };
+    for (n, new) in [(1200, 10), (5, 2)] {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let target = Arc::new(MemoryAdapter::with_data("app", vec![], existing.clone()));
+        let job = Job::new("bulk", Arc::new(MemoryAdapter::new("unused")), target)
+            .with_correlation(vec!["email".into()])
+            .with_guard(Guard::off());
+        let engine = Engine::new(store);
+        let cs = ChangeSet {
+            account_upserts: incoming(n, new),
+            complete: true,
+            ..ChangeSet::default()
+        };
+        let plan = engine.plan_changes(&job, cs, None).await.unwrap();
+        let creates: Vec<&str> = plan
+            .ops
+            .iter()
+            .filter(|p| p.op.name() == "create_account")
+            .map(|p| p.op.anchor().as_str())
+            .collect();
+        assert_eq!(creates.len(), new, "{n}: {creates:?}");
+        assert!(creates.iter().all(|a| a.starts_with('n')), "{creates:?}");
+        // correlated links are planned; a create's link is made when it is applied
+        assert_eq!(plan.links.len(), n, "{n}");
+        let l = plan
+            .links
+            .iter()
+            .find(|l| l.source.as_str() == "h3")
+            .unwrap();
+        assert_eq!(l.target.as_str(), "t3");
+        assert!(plan.conflicts.is_empty(), "{:#?}", plan.conflicts);
+    }
+}
+
 #[path = "engine/distribution.rs"]
 mod distribution;

@@ -2,10 +2,13 @@
 //! target. The links of the changed accounts (and of their managers and orgs) are looked
 //! up by anchor, the target accounts by anchor, correlation candidates by the sink's
 //! `find_accounts`, so the cost follows the size of the change, not of the directory.
-//! Changed orgs that are linked (with their parents) are looked up by anchor too. Two paths
-//! still read whole listings, and say so: a change set with an org that is not linked yet,
+//! Changed orgs that are linked (with their parents) are looked up by anchor too. Three
+//! paths read whole listings, and say so: a change set with an org that is not linked yet,
 //! or whose parent is not, reads the target's org tree and every org link (correlation by
-//! place needs them), and a sink that cannot be read is diffed against its whole shadow copy.
+//! place needs them); a sink that cannot be read is diffed against its whole shadow copy;
+//! and a change set of at least [`WHOLE_TARGET_AT`] accounts that is a quarter or more of
+//! what the job links (a bulk import) reads the target's accounts once, indexed by anchor
+//! and correlation keys, instead of one lookup per account.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -81,6 +84,53 @@ async fn linked_org_changes(
         }
     }
     Ok(Some((links, orgs)))
+}
+
+/// From this many changed accounts on, a change set at least a quarter the size of the
+/// job's links reads the target once instead of looking each account up.
+const WHOLE_TARGET_AT: usize = 1000;
+
+/// The target's accounts in memory, by anchor and by the correlation key of each of the
+/// job's rules.
+struct Snapshot {
+    by_anchor: HashMap<Anchor, Account>,
+    by_key: HashMap<String, HashMap<String, Vec<Anchor>>>,
+}
+
+impl Snapshot {
+    fn new(all: Vec<Account>, rules: &[String]) -> Self {
+        let mut by_key: HashMap<String, HashMap<String, Vec<Anchor>>> = HashMap::new();
+        for rule in rules {
+            let idx = by_key.entry(rule.clone()).or_default();
+            for a in &all {
+                if let serde_json::Value::String(v) = a.get(rule)
+                    && let Some(k) = crate::model::correlation_key(&v)
+                {
+                    idx.entry(k.into_owned())
+                        .or_default()
+                        .push(a.anchor.clone());
+                }
+            }
+        }
+        let by_anchor = all.into_iter().map(|a| (a.anchor.clone(), a)).collect();
+        Snapshot { by_anchor, by_key }
+    }
+
+    /// The accounts whose `rule` field has the correlation key of `value`.
+    fn candidates(&self, rule: &str, value: &str) -> Vec<Account> {
+        let Some(k) = crate::model::correlation_key(value) else {
+            return Vec::new();
+        };
+        self.by_key
+            .get(rule)
+            .and_then(|idx| idx.get(k.as_ref()))
+            .into_iter()
+            .flatten()
+            .filter_map(|t| self.by_anchor.get(t))
+            .filter(|a| key_matches(*a, rule, value))
+            .cloned()
+            .collect()
+    }
 }
 
 /// Plan a change set: only the changed entities are read on the target side.
@@ -178,21 +228,28 @@ pub(crate) async fn plan_changes(
     ap.add_links(&links)?;
 
     // Target accounts: the linked ones of the changed entities, plus correlation
-    // candidates of unlinked ones.
+    // candidates of unlinked ones — looked up one by one, or, for a target that cannot be
+    // read (its shadow copy) or a change set that is large beside what the job links (a
+    // bulk import), read once and indexed.
     let readable = job.target.capabilities().readable;
-    let mut shadow: Option<HashMap<Anchor, Account>> = None;
-    if !readable {
+    let changed = mapped_upserts.len() + cs.account_deletes.len();
+    let whole = !readable
+        || (changed >= WHOLE_TARGET_AT
+            && changed.saturating_mul(4)
+                >= store.link_count(&job.name, EntityKind::Account).await?);
+    let mut shadow: Option<Snapshot> = None;
+    if whole {
         let all: Vec<Account> = target_accounts(engine, job)
             .try_collect()
             .await
             .map_err(|e| read_err("target", "accounts", e))?;
-        shadow = Some(all.into_iter().map(|a| (a.anchor.clone(), a)).collect());
+        shadow = Some(Snapshot::new(all, &job.correlation));
     }
     let fetch = |t: Anchor| {
         let shadow = &shadow;
         async move {
             match shadow {
-                Some(s) => Ok(s.get(&t).cloned()),
+                Some(s) => Ok(s.by_anchor.get(&t).cloned()),
                 None => job
                     .target
                     .as_source()
@@ -233,11 +290,7 @@ pub(crate) async fn plan_changes(
                     continue;
                 }
                 found.extend(match &shadow {
-                    Some(s) => s
-                        .values()
-                        .filter(|a| key_matches(*a, rule, &v))
-                        .cloned()
-                        .collect(),
+                    Some(s) => s.candidates(rule, &v),
                     None => job
                         .target
                         .as_source()
