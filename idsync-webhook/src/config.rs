@@ -29,7 +29,7 @@ pub enum PayloadMode {
 /// payload = "full"
 /// retry_schedule = ["0s", "5s", "5m", "30m", "2h", "5h", "10h"]
 /// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     /// The endpoint. `https://` (plaintext only to loopback or with `allow_plaintext`); a
@@ -41,6 +41,7 @@ pub struct WebhookConfig {
     /// The signing secrets, each `whsec_<base64>`, by reference (`{ env = "VAR" }` or
     /// `{ file = "path" }`). Several while a secret is rotated: every delivery carries one
     /// signature per secret, and the receiver accepts it when any one verifies.
+    #[serde(deserialize_with = "secret_refs")]
     pub secrets: Vec<SecretRef>,
     /// `thin` (default) or `full`.
     #[serde(default)]
@@ -69,6 +70,29 @@ pub struct WebhookConfig {
     /// The circuit breaker of the endpoint.
     #[serde(default)]
     pub breaker: BreakerConfig,
+}
+
+/// The query string (often a token) is never shown.
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let url = match self.url.split_once('?') {
+            Some((base, _)) => format!("{base}?[redacted]"),
+            None => self.url.clone(),
+        };
+        f.debug_struct("WebhookConfig")
+            .field("url", &url)
+            .field("name", &self.name)
+            .field("secrets", &self.secrets)
+            .field("payload", &self.payload)
+            .field("orgs", &self.orgs)
+            .field("retry_schedule", &self.retry_schedule)
+            .field("jitter", &self.jitter)
+            .field("max_retry_after", &self.max_retry_after)
+            .field("timeout", &self.timeout)
+            .field("allow_plaintext", &self.allow_plaintext)
+            .field("breaker", &self.breaker)
+            .finish()
+    }
 }
 
 fn yes() -> bool {
@@ -196,6 +220,42 @@ fn format_duration(d: &Duration) -> String {
     }
 }
 
+/// `secrets`: references only; a value written in the config is refused without echoing it.
+fn secret_refs<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Vec<SecretRef>, D::Error> {
+    struct Entry(SecretRef);
+    impl<'de> Deserialize<'de> for Entry {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+            struct V;
+            impl<'de> serde::de::Visitor<'de> for V {
+                type Value = Entry;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("{ env = \"VAR\" } or { file = \"path\" }")
+                }
+                fn visit_str<E: serde::de::Error>(self, _: &str) -> std::result::Result<Entry, E> {
+                    Err(E::custom(
+                        "secrets: a secret is not written in the config; name it with \
+                         { env = \"VAR\" } or { file = \"path\" }",
+                    ))
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(
+                    self,
+                    m: A,
+                ) -> std::result::Result<Entry, A::Error> {
+                    SecretRef::deserialize(serde::de::value::MapAccessDeserializer::new(m))
+                        .map(Entry)
+                }
+            }
+            d.deserialize_any(V)
+        }
+    }
+    Ok(Vec::<Entry>::deserialize(d)?
+        .into_iter()
+        .map(|e| e.0)
+        .collect())
+}
+
 mod duration {
     use std::time::Duration;
 
@@ -242,5 +302,39 @@ mod tests {
         assert!(parse_duration("").is_err());
         assert_eq!(format_duration(&Duration::from_millis(20)), "20ms");
         assert_eq!(format_duration(&Duration::from_secs(300)), "300s");
+    }
+
+    #[test]
+    fn secrets_written_in_the_config_are_refused_without_echo() {
+        let e =
+            toml::from_str::<WebhookConfig>("url = \"https://h/x\"\nsecrets = [\"whsec_AAAA\"]")
+                .unwrap_err();
+        assert!(!e.message().contains("whsec_AAAA"), "{}", e.message());
+        assert!(e.message().contains("env"), "{}", e.message());
+        let c: WebhookConfig = toml::from_str(
+            "url = \"https://h/x\"\nsecrets = [{ env = \"V\" }, { file = \"s\" }]\n\
+             retry_schedule = [\"0s\", \"20ms\"]\npayload = \"full\"",
+        )
+        .unwrap();
+        assert_eq!(c.secrets.len(), 2);
+        assert_eq!(
+            c.retry_schedule,
+            vec![Duration::ZERO, Duration::from_millis(20)]
+        );
+        assert_eq!(c.payload, PayloadMode::Full);
+        assert!(c.problems().is_empty());
+    }
+
+    #[test]
+    fn debug_hides_the_query() {
+        let c = WebhookConfig::new(
+            "https://h.example/in?token=QSECRET",
+            SecretRef::Env("V".into()),
+        );
+        let d = format!("{c:?}");
+        assert!(
+            !d.contains("QSECRET") && d.contains("https://h.example/in"),
+            "{d}"
+        );
     }
 }
