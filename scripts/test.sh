@@ -5,7 +5,8 @@
 #
 # It installs and starts what the tests need (OpenLDAP slapd, Samba as an AD domain
 # controller, PostgreSQL 15, oidc-provider on Node.js, scim2-server with scim2-tester,
-# json-server with a generated HR data set)
+# json-server with a generated HR data set, a Standard Webhooks receiver on Python's
+# reference library standardwebhooks)
 # through scripts/services/*.sh, exports their connection
 # facts for the tests, then runs: cargo fmt --check, cargo clippy -D warnings, cargo doc
 # with warnings denied, and all tests. The services are stopped on exit.
@@ -61,6 +62,7 @@ start_service postgres
 start_service oidc-provider
 start_service scim2
 start_service json-server
+start_service webhook-receiver
 
 step "cargo fmt --check"
 cargo fmt --all --check

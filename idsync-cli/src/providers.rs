@@ -248,6 +248,10 @@ pub fn registry() -> Vec<Registration> {
         Registration::of::<idsync_rest::RestConfig>(),
         #[cfg(not(feature = "provider-rest"))]
         Registration::missing("rest"),
+        #[cfg(feature = "provider-webhook")]
+        Registration::of::<idsync_webhook::WebhookConfig>(),
+        #[cfg(not(feature = "provider-webhook"))]
+        Registration::missing("webhook"),
     ]
 }
 
@@ -389,6 +393,31 @@ impl Provider for idsync_rest::RestConfig {
     async fn build(&self, _: &str, ctx: &BuildContext, _: Role) -> Result<Built, CliError> {
         let cfg = self.clone().relative_to(&ctx.base_dir);
         Ok(Built::both(idsync_rest::RestDirectory::new(cfg)?))
+    }
+}
+
+/// `type = "webhook"`: a Standard Webhooks endpoint, push-only (`idsync_webhook::WebhookConfig`:
+/// `url`, `secrets = [{ env = "VAR" }, { file = "path" }]`, `payload`, `retry_schedule`, ...).
+/// Only a job's sink. It retries on its own schedule, so the `[request]` layers do not
+/// wrap it; secret files are resolved against the config's folder.
+#[cfg(feature = "provider-webhook")]
+#[async_trait]
+impl Provider for idsync_webhook::WebhookConfig {
+    const TYPE: &'static str = "webhook";
+    const LAYERED: bool = false;
+
+    fn validate(&self) -> Vec<String> {
+        self.problems()
+    }
+
+    async fn build(&self, _: &str, ctx: &BuildContext, role: Role) -> Result<Built, CliError> {
+        if role == Role::Source {
+            return Err(CliError::Core(idsync_core::Error::config(
+                "a webhook endpoint is push-only: it can be a job's target, not its source",
+            )));
+        }
+        let cfg = self.clone().relative_to(&ctx.base_dir);
+        Ok(Built::both(idsync_webhook::WebhookSink::new(cfg)?))
     }
 }
 
@@ -1089,13 +1118,52 @@ mod tests {
     #[cfg(any(
         feature = "provider-ldap",
         feature = "provider-dingtalk",
-        feature = "provider-rest"
+        feature = "provider-rest",
+        feature = "provider-webhook"
     ))]
     fn ctx() -> BuildContext {
         BuildContext {
             store: Arc::new(idsync_core::MemoryStore::new()),
             base_dir: ".".into(),
         }
+    }
+
+    #[cfg(feature = "provider-webhook")]
+    #[tokio::test]
+    async fn webhook_provider_builds_as_a_sink_only() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("hook-secret"),
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n",
+        )
+        .unwrap();
+        let text = "[providers.crm]\ntype = \"webhook\"\n\
+             url = \"https://crm.example/hooks/idsync?token=QSECRET\"\n\
+             secrets = [{ file = \"hook-secret\" }]\npayload = \"full\"\n\
+             retry_schedule = [\"0s\", \"5s\", \"5m\"]\n";
+        let cfg = crate::Config::parse(&dir.path().join("t.toml"), text.to_owned()).unwrap();
+        assert!(cfg.validate().is_empty(), "{:?}", cfg.validate());
+        let p = cfg.provider("crm").unwrap();
+        let ctx = BuildContext {
+            base_dir: dir.path().to_owned(),
+            ..ctx()
+        };
+        let built = build("crm", &p, &ctx, Role::Sink).await.unwrap();
+        assert!(built.sink.is_some());
+        assert_eq!(built.source.describe().provider, "webhook");
+        assert!(!built.source.capabilities().readable);
+        // (the Config's own Debug shows the file's text; the provider's never the query)
+        let debug = format!("{built:?} {p:?}");
+        assert!(
+            !debug.contains("MfKQ9r8") && !debug.contains("QSECRET"),
+            "{debug}"
+        );
+        assert!(build("crm", &p, &ctx, Role::Source).await.is_err());
+        // a secret written in the config is refused (secrets go by reference)
+        let text = "[providers.crm]\ntype = \"webhook\"\nurl = \"https://crm.example/h\"\n\
+             secrets = [\"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"]\n";
+        let e = crate::Config::parse(&dir.path().join("t.toml"), text.to_owned()).unwrap_err();
+        assert!(!e.to_string().contains("MfKQ9r8"), "{e}");
     }
 
     #[cfg(feature = "provider-rest")]

@@ -117,6 +117,8 @@ pub struct Request {
     body: Option<Value>,
     /// A form body (`application/x-www-form-urlencoded`), in place of a JSON body.
     form: Option<Vec<(String, QueryValue)>>,
+    /// Raw body bytes and their content type, sent exactly as given (a signed body).
+    raw: Option<(String, Vec<u8>)>,
 }
 
 impl std::fmt::Debug for Request {
@@ -139,6 +141,7 @@ impl Request {
             headers: Vec::new(),
             body: None,
             form: None,
+            raw: None,
         }
     }
 
@@ -199,6 +202,16 @@ impl Request {
     pub fn json(mut self, body: Value) -> Self {
         self.body = Some(body);
         self.form = None;
+        self.raw = None;
+        self
+    }
+
+    /// Sets a body of raw bytes with its content type, sent byte for byte as given (a body
+    /// whose bytes are signed, like a webhook's); replaces a JSON or form body.
+    pub fn raw_body(mut self, content_type: impl Into<String>, bytes: impl Into<Vec<u8>>) -> Self {
+        self.body = None;
+        self.form = None;
+        self.raw = Some((content_type.into(), bytes.into()));
         self
     }
 
@@ -206,6 +219,7 @@ impl Request {
     /// endpoints take it); a form body replaces a JSON body.
     pub fn form_field(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.body = None;
+        self.raw = None;
         self.form
             .get_or_insert_with(Vec::new)
             .push((key.into(), QueryValue::Plain(value.into())));
@@ -215,6 +229,7 @@ impl Request {
     /// Adds a secret field of a form body (kept out of logs and `Debug` output).
     pub fn secret_form_field(mut self, key: impl Into<String>, value: SecretString) -> Self {
         self.body = None;
+        self.raw = None;
         self.form
             .get_or_insert_with(Vec::new)
             .push((key.into(), QueryValue::Secret(value)));
@@ -405,7 +420,65 @@ impl JsonClient {
         out
     }
 
+    /// Sends `req` (paced) and reads the capped body **without** decoding it: for APIs that
+    /// answer with any body or none (webhook receivers). A 2xx status is the answer; any
+    /// other status is [`HttpError::Status`] with its `Retry-After`, classified by
+    /// [`classify_status`](crate::classify_status) (redirects are not followed).
+    pub async fn try_send_raw(&self, req: &Request) -> std::result::Result<RawAnswer, HttpError> {
+        let ticket = self.inner.pacer.wait(&req.path).await;
+        let out = async {
+            let mut resp = self.start(req).await?;
+            let status = resp.status().as_u16();
+            let headers = std::mem::take(resp.headers_mut());
+            let retry_after = headers
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_retry_after);
+            let body = self.read_capped(resp).await?;
+            if !(200..300).contains(&status) {
+                return Err(HttpError::Status {
+                    status,
+                    retry_after,
+                });
+            }
+            Ok(RawAnswer {
+                status,
+                headers,
+                body,
+            })
+        }
+        .await;
+        drop(ticket);
+        out
+    }
+
+    async fn read_capped(
+        &self,
+        mut resp: reqwest::Response,
+    ) -> std::result::Result<Vec<u8>, HttpError> {
+        let limit = self.inner.max_body;
+        if resp
+            .content_length()
+            .is_some_and(|n| usize::try_from(n).map_or(true, |n| n > limit))
+        {
+            return Err(HttpError::BodyTooLarge { limit });
+        }
+        let mut bytes: Vec<u8> = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(HttpError::transport)? {
+            if bytes.len() + chunk.len() > limit {
+                return Err(HttpError::BodyTooLarge { limit });
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(bytes)
+    }
+
     async fn exchange(&self, req: &Request) -> std::result::Result<Answer, HttpError> {
+        let resp = self.start(req).await?;
+        self.read(resp).await
+    }
+
+    async fn start(&self, req: &Request) -> std::result::Result<reqwest::Response, HttpError> {
         let url = format!("{}{}", self.inner.base, req.path);
         tracing::trace!(
             provider = self.inner.provider,
@@ -435,8 +508,12 @@ impl JsonClient {
         if let Some(form) = &req.form {
             b = b.form(&exposed(form));
         }
-        let resp = b.send().await.map_err(HttpError::transport)?;
-        self.read(resp).await
+        if let Some((content_type, bytes)) = &req.raw {
+            b = b
+                .header(reqwest::header::CONTENT_TYPE, content_type.as_str())
+                .body(bytes.clone());
+        }
+        b.send().await.map_err(HttpError::transport)
     }
 
     async fn read(&self, mut resp: reqwest::Response) -> std::result::Result<Answer, HttpError> {
@@ -446,20 +523,7 @@ impl JsonClient {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
-        let limit = self.inner.max_body;
-        if resp
-            .content_length()
-            .is_some_and(|n| usize::try_from(n).map_or(true, |n| n > limit))
-        {
-            return Err(HttpError::BodyTooLarge { limit });
-        }
-        let mut bytes: Vec<u8> = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(HttpError::transport)? {
-            if bytes.len() + chunk.len() > limit {
-                return Err(HttpError::BodyTooLarge { limit });
-            }
-            bytes.extend_from_slice(&chunk);
-        }
+        let bytes = self.read_capped(resp).await?;
         let Ok(json) = serde_json::from_slice::<Value>(&bytes) else {
             if (200..300).contains(&status) {
                 return Err(HttpError::NotJson {
@@ -527,6 +591,17 @@ impl Answer {
             .filter_map(|v| v.to_str().ok())
             .find_map(|v| crate::link::find_rel(v, "next"))
     }
+}
+
+/// A whole answer whose body was not decoded ([`JsonClient::try_send_raw`]).
+#[derive(Debug, Clone)]
+pub struct RawAnswer {
+    /// The HTTP status (2xx: other statuses are errors).
+    pub status: u16,
+    /// The response headers.
+    pub headers: reqwest::header::HeaderMap,
+    /// The body as it came (capped).
+    pub body: Vec<u8>,
 }
 
 /// Where an access token goes in a request.

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 #![warn(unreachable_pub, missing_debug_implementations)]
 
+pub mod breaker;
 #[cfg(feature = "callback-crypto")]
 pub mod callback_crypto;
 mod client;
@@ -18,9 +19,10 @@ mod token;
 mod tree;
 mod url;
 
+pub use breaker::{Breaker, BreakerConfig};
 pub use client::{
-    Answer, BodyCheck, DEFAULT_MAX_BODY_BYTES, HttpSettings, JsonClient, Request, TokenAuth,
-    TokenPlacement, TokenSource,
+    Answer, BodyCheck, DEFAULT_MAX_BODY_BYTES, HttpSettings, JsonClient, RawAnswer, Request,
+    TokenAuth, TokenPlacement, TokenSource,
 };
 pub use error::{ApiError, Class, HttpError, classify_status, parse_retry_after};
 pub use events::{Batch, Event, EventKey, EventLog, Events, Incoming, STORE_BATCH, StoreEventLog};

@@ -318,3 +318,61 @@ async fn a_token_rejected_twice_is_an_error_not_a_loop() {
     assert_eq!(counters.calls.load(Ordering::SeqCst), 2, "one retry");
     assert_eq!(auth.token_fetches(), 2);
 }
+
+#[tokio::test]
+async fn raw_bodies_go_byte_for_byte_and_any_2xx_body_is_an_answer() {
+    let app = Router::new()
+        .route(
+            "/echo",
+            post(|headers: HeaderMap, body: axum::body::Bytes| async move {
+                let ct = headers
+                    .get("content-type")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                (
+                    StatusCode::OK,
+                    format!("{ct}|{}", String::from_utf8_lossy(&body)),
+                )
+            }),
+        )
+        .route("/empty", post(|| async { StatusCode::NO_CONTENT }))
+        .route(
+            "/busy",
+            post(|| async {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [("retry-after", "7")],
+                    "busy",
+                )
+            }),
+        );
+    let srv = FakeServer::start("raw", app).await.unwrap();
+    let c = client(&srv.base_url(), |_| {});
+    let body = br#"{"b": 1,  "a":"x"}"#.to_vec();
+    let r = c
+        .try_send_raw(&Request::post("/echo", json!({})).raw_body("application/json", body))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        String::from_utf8(r.body).unwrap(),
+        r#"application/json|{"b": 1,  "a":"x"}"#,
+        "sent as given, not re-encoded"
+    );
+    let r = c
+        .try_send_raw(
+            &Request::new(idsync_http::Method::POST, "/empty").raw_body("text/plain", "x"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 204);
+    assert!(r.body.is_empty());
+    let e = c
+        .try_send_raw(&Request::new(idsync_http::Method::POST, "/busy").raw_body("text/plain", "x"))
+        .await
+        .unwrap_err();
+    let class = e.class();
+    assert_eq!(class.status, ErrorStatus::Temporary, "{e}");
+    assert_eq!(class.retry_after, Some(Duration::from_secs(7)));
+}

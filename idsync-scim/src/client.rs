@@ -35,7 +35,7 @@
 //! phone, `externalId` ← the hub anchor, enterprise `employeeNumber` ← employee id and
 //! `manager.value` ← the manager's id in the app.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -90,27 +90,9 @@ pub enum AuthConfig {
     },
 }
 
-/// The circuit breaker's settings.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BreakerConfig {
-    /// How many recent operations are looked at.
-    pub window: usize,
-    /// The share of them (0–1) that must have failed to open the breaker.
-    pub failure_ratio: f64,
-    /// How long the target stays quarantined, in seconds.
-    pub cooldown_secs: u64,
-}
-
-impl Default for BreakerConfig {
-    fn default() -> Self {
-        BreakerConfig {
-            window: 20,
-            failure_ratio: 0.8,
-            cooldown_secs: 60,
-        }
-    }
-}
+use idsync_http::breaker::Breaker;
+/// The circuit breaker's settings (the one breaker of `idsync-http`).
+pub use idsync_http::breaker::BreakerConfig;
 
 fn default_timeout() -> u64 {
     30
@@ -202,18 +184,12 @@ enum Auth {
     },
 }
 
-struct Breaker {
-    cfg: BreakerConfig,
-    recent: VecDeque<bool>,
-    open_until: Option<Instant>,
-}
-
 /// A SCIM 2.0 service provider as a sink and a source.
 pub struct ScimClient {
     cfg: TargetConfig,
     http: reqwest::Client,
     auth: Auth,
-    breaker: Mutex<Breaker>,
+    breaker: Breaker,
     /// Membership changes waiting for their Group's next PATCH ([`ScimClient::change_members`]).
     queues: Mutex<HashMap<Anchor, GroupQueue>>,
 }
@@ -315,11 +291,7 @@ impl ScimClient {
         let mut cfg = cfg;
         cfg.base_url = cfg.base_url.trim_end_matches('/').to_owned();
         Ok(ScimClient {
-            breaker: Mutex::new(Breaker {
-                cfg: cfg.breaker,
-                recent: VecDeque::new(),
-                open_until: None,
-            }),
+            breaker: Breaker::new(cfg.breaker),
             cfg,
             http,
             auth,
@@ -389,39 +361,12 @@ impl ScimClient {
     }
 
     fn breaker_check(&self) -> Result<()> {
-        let mut b = self
-            .breaker
-            .lock()
-            .map_err(|_| Error::unexpected("scim: breaker lock poisoned"))?;
-        if let Some(until) = b.open_until {
-            if Instant::now() < until {
-                return Err(Error::new(
-                    ErrorKind::Unavailable,
-                    "scim: target quarantined: most recent operations failed",
-                )
-                .with_provider(PROVIDER)
-                .with_retry_after(until - Instant::now())
-                .temporary());
-            }
-            b.open_until = None;
-            b.recent.clear();
-        }
-        Ok(())
+        self.breaker.check(PROVIDER, &self.cfg.base_url)
     }
 
     fn breaker_record(&self, ok: bool) {
-        let Ok(mut b) = self.breaker.lock() else {
-            return;
-        };
-        let window = b.cfg.window.max(1);
-        b.recent.push_back(ok);
-        while b.recent.len() > window {
-            b.recent.pop_front();
-        }
-        let failed = b.recent.iter().filter(|x| !**x).count();
-        if b.recent.len() >= window && failed as f64 >= b.cfg.failure_ratio * window as f64 {
-            b.open_until = Some(Instant::now() + Duration::from_secs(b.cfg.cooldown_secs));
-            tracing::warn!(target_url = %self.cfg.base_url, failed, window, "scim target quarantined");
+        if self.breaker.record(ok) {
+            tracing::warn!(target_url = %self.cfg.base_url, window = self.breaker.config().window, "scim target quarantined");
         }
     }
 
@@ -1381,11 +1326,7 @@ mod tests {
         let c = ScimClient {
             auth: Auth::Bearer(SecretString::from("t".to_owned())),
             http: reqwest::Client::new(),
-            breaker: Mutex::new(Breaker {
-                cfg: cfg.breaker,
-                recent: VecDeque::new(),
-                open_until: None,
-            }),
+            breaker: Breaker::new(cfg.breaker),
             cfg,
             queues: Mutex::new(HashMap::new()),
         };
