@@ -87,6 +87,7 @@ async fn check(path: &Path, offline: bool) -> Result<u8, CliError> {
     let ctx = BuildContext {
         store: scratch,
         base_dir: cfg.base_dir.clone(),
+        metrics: None,
     };
     let names = cfg.provider_names();
     for name in &names {
@@ -128,6 +129,7 @@ async fn check(path: &Path, offline: bool) -> Result<u8, CliError> {
     let ctx = BuildContext {
         store: opened.store,
         base_dir: cfg.base_dir.clone(),
+        metrics: None,
     };
     let mut failed: Vec<Verdict> = Vec::new();
     for name in &names {
@@ -264,6 +266,7 @@ async fn prepare(cfg: &Config, job_name: &str, meter: &Meter) -> Result<Prepared
     let ctx = BuildContext {
         store: store.clone(),
         base_dir: cfg.base_dir.clone(),
+        metrics: None,
     };
     let job = build_job(cfg, job_name, &ctx, meter, None).await?;
     Ok(Prepared {

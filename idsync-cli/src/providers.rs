@@ -417,7 +417,15 @@ impl Provider for idsync_webhook::WebhookConfig {
             )));
         }
         let cfg = self.clone().relative_to(&ctx.base_dir);
-        Ok(Built::both(idsync_webhook::WebhookSink::new(cfg)?))
+        // Full payloads of updates carry the whole entity, looked up in the hub.
+        let mut sink = idsync_webhook::WebhookSink::new(cfg)?
+            .with_lookup(Arc::new(Hub::new(ctx.store.clone())));
+        if let Some(m) = ctx.metrics.clone() {
+            sink = sink.with_observer(move |endpoint: &str, o: idsync_webhook::DeliveryOutcome| {
+                m.webhook_delivery(endpoint, o.as_str())
+            });
+        }
+        Ok(Built::both(sink))
     }
 }
 
@@ -925,6 +933,8 @@ pub struct BuildContext {
     pub store: Arc<dyn Store>,
     /// The folder relative paths are resolved against (the config file's folder).
     pub base_dir: std::path::PathBuf,
+    /// `idsync serve`'s metrics registry (webhook deliveries count into it).
+    pub metrics: Option<idsync_serve::ops::Metrics>,
 }
 
 impl BuildContext {
@@ -1125,6 +1135,7 @@ mod tests {
         BuildContext {
             store: Arc::new(idsync_core::MemoryStore::new()),
             base_dir: ".".into(),
+            metrics: None,
         }
     }
 

@@ -291,11 +291,12 @@ pub async fn assemble(cfg: &Config) -> Result<Assembled, CliError> {
     }
     let opened = crate::store::open(cfg.file.store.get_ref()).await?;
     let store = opened.store;
+    let metrics = Metrics::new();
     let ctx = BuildContext {
         store: store.clone(),
         base_dir: cfg.base_dir.clone(),
+        metrics: Some(metrics.clone()),
     };
-    let metrics = Metrics::new();
     let options = ServeOptions {
         // checked by problems()
         listen: serve

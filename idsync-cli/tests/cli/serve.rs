@@ -1151,3 +1151,89 @@ title = "ad-in"
     assert_eq!(refusal["after"]["title"], "Intern");
     assert_eq!(refusal["before"]["title"], "ad-in");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_job_under_serve_pushes_hub_changes_and_counts_them_in_metrics() {
+    // A plain endpoint that takes every delivery (the reference-library receiver checks the
+    // signatures in idsync-webhook's own tests); it counts what it got.
+    let got = Arc::new(Mutex::new(Vec::<String>::new()));
+    let g = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+            let g = g.clone();
+            async move {
+                assert!(headers.contains_key("webhook-signature"));
+                g.lock().unwrap().push(body);
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hook", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(d, "whsec", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
+    write(
+        d,
+        "idsync.toml",
+        &format!(
+            r#"store = {{ sqlite = "hub.db" }}
+
+[providers.hr]
+type = "memory"
+generate = {{ orgs = 2, accounts = 6 }}
+
+[providers.crm]
+type = "webhook"
+url = "{hook}"
+name = "crm"
+allow_plaintext = true
+secrets = [{{ file = "whsec" }}]
+
+[jobs.hr-in]
+source = "hr"
+sink = "hub"
+schedule = {{ every = "1h" }}
+
+[jobs.hub-to-crm]
+source = "hub"
+sink = "crm"
+schedule = {{ on_events = true, debounce = "50ms", poll = "200ms" }}
+
+[serve]
+listen = "127.0.0.1:0"
+"#
+        ),
+    );
+    let served = start_serve(d, &[]);
+    let g = got.clone();
+    wait_until(30, "8 deliveries (2 orgs, 6 accounts)", move || {
+        let g = g.clone();
+        async move { g.lock().unwrap().len() == 8 }
+    })
+    .await;
+    let text = reqwest::get(served.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l
+                == "idsync_webhook_deliveries_total{endpoint=\"crm\",outcome=\"delivered\"} 8"),
+        "{text}"
+    );
+    let bodies = got.lock().unwrap().clone();
+    assert_eq!(
+        bodies
+            .iter()
+            .filter(|b| b.contains("\"account.created\""))
+            .count(),
+        6,
+        "{bodies:?}"
+    );
+    served.terminate();
+}
