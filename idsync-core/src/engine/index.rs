@@ -18,6 +18,8 @@ pub(crate) enum AccField {
     EmployeeId,
     Title,
     Orgs,
+    /// The orgs as a set (order and repeats ignored): for targets that keep no primary org.
+    OrgSet,
     Manager,
     Status,
     Attr(String),
@@ -49,7 +51,7 @@ impl AccField {
             AccField::Phone => "phone".into(),
             AccField::EmployeeId => "employee_id".into(),
             AccField::Title => "title".into(),
-            AccField::Orgs => "orgs".into(),
+            AccField::Orgs | AccField::OrgSet => "orgs".into(),
             AccField::Manager => "manager".into(),
             AccField::Status => "status".into(),
             AccField::Attr(a) => format!("{ATTR_PREFIX}{a}"),
@@ -126,7 +128,7 @@ pub(crate) fn field_str<'a>(a: &'a Account, f: &AccField) -> Option<&'a str> {
         AccField::Title => a.title.as_deref(),
         AccField::Manager => a.manager.as_ref().map(|m| m.as_str()),
         AccField::Attr(name) => a.attrs.get(name).and_then(Value::as_str),
-        AccField::Orgs | AccField::Status | AccField::AllAttrs => None,
+        AccField::Orgs | AccField::OrgSet | AccField::Status | AccField::AllAttrs => None,
     }
 }
 
@@ -144,6 +146,18 @@ pub(crate) fn field_hash(a: &Account, f: &AccField) -> u64 {
             h.write_usize(a.orgs.len());
             for o in &a.orgs {
                 h.write(o.as_str().as_bytes());
+                h.write_u8(0xff);
+            }
+            h.finish()
+        }
+        AccField::OrgSet => {
+            let mut set: Vec<&str> = a.orgs.iter().map(|o| o.as_str()).collect();
+            set.sort_unstable();
+            set.dedup();
+            let mut h = Fp::default();
+            h.write_usize(set.len());
+            for o in set {
+                h.write(o.as_bytes());
                 h.write_u8(0xff);
             }
             h.finish()
