@@ -1175,7 +1175,10 @@ sink = "app"
         let groups = idsync_core::source::collect_orgs(&client).await.unwrap();
         assert_eq!(groups.len(), 20, "every department of the sample");
         assert_eq!(groups.iter().filter(|g| g.parent.is_none()).count(), 1);
-        assert!(users.iter().all(|u| !u.orgs.is_empty()), "everyone is in a Group");
+        assert!(
+            users.iter().all(|u| !u.orgs.is_empty()),
+            "everyone is in a Group"
+        );
         // the sample's people in two departments are in both Groups
         assert_eq!(users.iter().filter(|u| u.orgs.len() == 2).count(), 9);
 

@@ -1261,31 +1261,33 @@ impl Sink for Forgetful {
 
 /// A source with org orders, attributes, titles and an account whose primary org does not
 /// sort first.
-fn forgetful_setup(honest: bool) -> Setup {
+fn forgetful_setup(honest: bool) -> Result<Setup> {
     let sink = Arc::new(Forgetful {
         inner: MemoryAdapter::new("tgt"),
         honest,
     });
     let s = setup_with(sink as Arc<dyn Sink>, Arc::new(MemoryStore::new()));
-    s.source
-        .edit(|d| {
-            for (i, o) in d.orgs.values_mut().enumerate() {
-                o.order = Some(i as i64 + 1);
-                o.attrs.insert("cost_center".into(), serde_json::json!("CC1"));
+    s.source.edit(|d| {
+        for (i, o) in d.orgs.values_mut().enumerate() {
+            o.order = Some(i as i64 + 1);
+            o.attrs
+                .insert("cost_center".into(), serde_json::json!("CC1"));
+        }
+        for a in d.accounts.values_mut() {
+            a.title = Some("Engineer".into());
+            a.attrs.insert("badge".into(), serde_json::json!("B1"));
+            if a.anchor.as_str() == "2" {
+                // primary first: hr does not sort first
+                a.orgs = vec!["hr".into(), "fe".into()];
             }
-            for a in d.accounts.values_mut() {
-                a.title = Some("Engineer".into());
-                a.attrs.insert("badge".into(), serde_json::json!("B1"));
-            }
-            d.accounts.get_mut(&Anchor::from("2")).unwrap().orgs = vec!["hr".into(), "fe".into()];
-        })
-        .unwrap();
-    s
+        }
+    })?;
+    Ok(s)
 }
 
 #[tokio::test]
 async fn fields_the_sink_does_not_hold_and_org_order_of_a_set_sink_are_not_diffed() {
-    let s = forgetful_setup(true);
+    let s = forgetful_setup(true).unwrap();
     let r = s.engine.run(&s.job).await.unwrap();
     assert_eq!(r.status, RunStatus::Succeeded, "{r:#?}");
     let plan = s.engine.plan(&s.job).await.unwrap();
@@ -1293,7 +1295,9 @@ async fn fields_the_sink_does_not_hold_and_org_order_of_a_set_sink_are_not_diffe
 
     // the primary org changes, the set does not: nothing to do for this sink
     s.source
-        .edit(|d| d.accounts.get_mut(&Anchor::from("2")).unwrap().orgs = vec!["fe".into(), "hr".into()])
+        .edit(|d| {
+            d.accounts.get_mut(&Anchor::from("2")).unwrap().orgs = vec!["fe".into(), "hr".into()]
+        })
         .unwrap();
     assert!(s.engine.plan(&s.job).await.unwrap().is_empty());
 
@@ -1325,7 +1329,7 @@ async fn fields_the_sink_does_not_hold_and_org_order_of_a_set_sink_are_not_diffe
 /// the capabilities prevent).
 #[tokio::test]
 async fn a_sink_claiming_to_hold_everything_never_converges() {
-    let s = forgetful_setup(false);
+    let s = forgetful_setup(false).unwrap();
     s.engine.run(&s.job).await.unwrap();
     let plan = s.engine.plan(&s.job).await.unwrap();
     let names: Vec<&str> = plan.ops.iter().map(|p| p.op.name()).collect();

@@ -999,7 +999,12 @@ impl ScimServer {
         let mut out: Vec<Account> = Vec::new();
         for (field, v) in keys {
             if field == "anchor" {
-                out.extend(self.inner.store.hub_account(&Anchor::from(v.as_str())).await?);
+                out.extend(
+                    self.inner
+                        .store
+                        .hub_account(&Anchor::from(v.as_str()))
+                        .await?,
+                );
             } else {
                 out.extend(self.inner.store.hub_find_accounts(field, &v).await?);
             }

@@ -507,7 +507,10 @@ async fn indexed_lookups_stay_exact() {
     assert_eq!(scan, ["Alice.Smith", "bob"]);
     // POST /.search reads its Users through the index too, with the whole filter applied.
     let r = s
-        .post("/.search", &json!({"filter": "userName eq \"alice.smith\" and title eq \"Boss\""}))
+        .post(
+            "/.search",
+            &json!({"filter": "userName eq \"alice.smith\" and title eq \"Boss\""}),
+        )
         .send()
         .await
         .unwrap();
