@@ -18,6 +18,9 @@ pub(crate) enum AccField {
     EmployeeId,
     Title,
     Orgs,
+    /// The account's own anchor: a correlation rule (`"anchor"`) that matches a target
+    /// account of the same anchor, e.g. a hub account made by another job.
+    Anchor,
     /// The orgs as a set (order and repeats ignored): for targets that keep no primary org.
     OrgSet,
     Manager,
@@ -36,6 +39,7 @@ impl AccField {
             "employee_id" => AccField::EmployeeId,
             "title" => AccField::Title,
             "orgs" => AccField::Orgs,
+            "anchor" => AccField::Anchor,
             "manager" => AccField::Manager,
             "status" => AccField::Status,
             "attrs.*" => AccField::AllAttrs,
@@ -52,6 +56,7 @@ impl AccField {
             AccField::EmployeeId => "employee_id".into(),
             AccField::Title => "title".into(),
             AccField::Orgs | AccField::OrgSet => "orgs".into(),
+            AccField::Anchor => "anchor".into(),
             AccField::Manager => "manager".into(),
             AccField::Status => "status".into(),
             AccField::Attr(a) => format!("{ATTR_PREFIX}{a}"),
@@ -121,6 +126,7 @@ fn hash_value_into(v: &Value, h: &mut Fp) {
 pub(crate) fn field_str<'a>(a: &'a Account, f: &AccField) -> Option<&'a str> {
     match f {
         AccField::Username => Some(&a.username),
+        AccField::Anchor => Some(a.anchor.as_str()),
         AccField::DisplayName => a.display_name.as_deref(),
         AccField::Email => a.email.as_deref(),
         AccField::Phone => a.phone.as_deref(),
@@ -136,6 +142,7 @@ pub(crate) fn field_str<'a>(a: &'a Account, f: &AccField) -> Option<&'a str> {
 pub(crate) fn field_hash(a: &Account, f: &AccField) -> u64 {
     match f {
         AccField::Username => h_opt_str(Some(&a.username)),
+        AccField::Anchor => h_opt_str(Some(a.anchor.as_str())),
         AccField::DisplayName => h_opt_str(a.display_name.as_deref()),
         AccField::Email => h_opt_str(a.email.as_deref()),
         AccField::Phone => h_opt_str(a.phone.as_deref()),
