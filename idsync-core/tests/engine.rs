@@ -1336,3 +1336,32 @@ async fn a_sink_claiming_to_hold_everything_never_converges() {
     assert!(names.contains(&"update_org"), "{plan:#?}");
     assert!(names.contains(&"update_account"), "{plan:#?}");
 }
+
+/// The `anchor` correlation rule: a job whose accounts have the anchors of hub accounts
+/// made by another job links them instead of creating them again.
+#[tokio::test]
+async fn the_anchor_rule_correlates_with_hub_accounts_of_another_job() {
+    let s = hub_setup();
+    s.engine.run(&s.job).await.unwrap();
+    let (orgs, mut accounts) = sample();
+    accounts[0].title = Some("Lead".into());
+    let other = Arc::new(MemoryAdapter::with_data("other", orgs, accounts));
+    let hub = Arc::new(Hub::new(s.store.clone()));
+    let job = Job::new("other", other, hub)
+        .with_guard(Guard::off())
+        .with_correlation(vec!["anchor".into()]);
+    let plan = s.engine.plan(&job).await.unwrap();
+    let names: Vec<&str> = plan
+        .ops
+        .iter()
+        .filter(|p| matches!(p.op, Op::CreateAccount { .. } | Op::UpdateAccount { .. }))
+        .map(|p| p.op.name())
+        .collect();
+    assert_eq!(names, vec!["update_account"], "{plan:#?}");
+    let account_links = plan
+        .links
+        .iter()
+        .filter(|l| l.kind == EntityKind::Account && l.source == l.target)
+        .count();
+    assert_eq!(account_links, 4, "{plan:#?}");
+}
