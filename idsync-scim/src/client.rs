@@ -132,8 +132,9 @@ pub enum GroupMode {
     #[default]
     Nested,
     /// Orgs are Groups without parents: for apps that take no groups in groups (Okta).
-    /// Moves change nothing in the app and the Groups read back as roots, so a job into
-    /// such a target should not own the org field `parent`.
+    /// Moves change nothing in the app and the Groups read back as roots; the client's
+    /// capabilities leave `parent` out of the org fields it holds, so the engine plans no
+    /// moves into it.
     Flat,
     /// No Groups: accounts only.
     Off,
