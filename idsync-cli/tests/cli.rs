@@ -1132,9 +1132,9 @@ orgs = {:?}
 type = "scim"
 base_url = "{}"
 auth = {{ type = "bearer", token = {{ file = "scim.token" }} }}
-# accounts only: with the sample's departments as nested Groups a second run still plans
-# 20 update_org and 3 update_account (issue 15, open)
-groups = "off"
+# the sample's departments as nested Groups (a Group holds no order, a User no primary
+# Group: the engine diffs only what the app keeps)
+groups = "nested"
 
 [jobs.j]
 source = "hr"
@@ -1171,7 +1171,18 @@ sink = "app"
             .expect("zhang.wei arrived");
         assert_eq!(ceo.display_name.as_deref(), Some("张伟"));
         assert_eq!(ceo.email.as_deref(), Some("zhang.wei@example.com"));
+        // the departments as nested Groups: one root, every other Group inside its parent
+        let groups = idsync_core::source::collect_orgs(&client).await.unwrap();
+        assert_eq!(groups.len(), 20, "every department of the sample");
+        assert_eq!(groups.iter().filter(|g| g.parent.is_none()).count(), 1);
+        assert!(
+            users.iter().all(|u| !u.orgs.is_empty()),
+            "everyone is in a Group"
+        );
+        // the sample's people in two departments are in both Groups
+        assert_eq!(users.iter().filter(|u| u.orgs.len() == 2).count(), 9);
 
+        // a second run plans nothing: no Group `order`, no primary Group to compare
         let again = run(&["run", "j"]).await.unwrap();
         ok(&again);
         assert!(again.stdout.contains("nothing to do"), "{}", again.all());

@@ -108,7 +108,16 @@ fn expect_equal(
     expected: &Content,
     when: &str,
 ) -> Result<(), Failure> {
-    let d = found.diff(expected, &cx.options.account_fields, cx.caps.orgs);
+    let d = if cx.caps.ordered_orgs {
+        found.diff(expected, &cx.options.account_fields, cx.caps.orgs)
+    } else {
+        // The adapter keeps memberships as a set: no primary org to compare.
+        found.orgs_as_sets().diff(
+            &expected.orgs_as_sets(),
+            &cx.options.account_fields,
+            cx.caps.orgs,
+        )
+    };
     if d.is_empty() {
         return Ok(());
     }
@@ -359,6 +368,10 @@ async fn multi_org(cx: &Ctx<'_>) -> CaseResult {
         let Some(g) = found.accounts.get(u) else {
             return Err(Failure(format!("account {u:?} missing")));
         };
+        if !cx.caps.ordered_orgs {
+            // no primary org to check: the memberships are compared as a set below
+            continue;
+        }
         ensure!(
             g.orgs.first() == w.orgs.first(),
             "account {u:?}: primary org is {:?}, expected {:?}",

@@ -124,6 +124,19 @@ impl Content {
         c
     }
 
+    /// The same view with every account's orgs sorted and deduplicated: how an adapter that
+    /// keeps memberships as a set ([`Capabilities::ordered_orgs`] `false`) is compared.
+    ///
+    /// [`Capabilities::ordered_orgs`]: idsync_core::Capabilities::ordered_orgs
+    pub fn orgs_as_sets(&self) -> Content {
+        let mut c = self.clone();
+        for a in c.accounts.values_mut() {
+            a.orgs.sort();
+            a.orgs.dedup();
+        }
+        c
+    }
+
     /// The anchor of the org at `path`.
     pub fn org_anchor(&self, path: &[&str]) -> Option<&Anchor> {
         let p: OrgPath = path.iter().map(|s| (*s).to_owned()).collect();

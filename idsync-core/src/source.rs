@@ -52,6 +52,34 @@ pub struct Capabilities {
     pub max_page_size: Option<usize>,
     /// The provider's documented rate limit, used as the default of the rate-limit layer.
     pub rate_limit: Option<RateLimit>,
+    /// The org fields the adapter keeps and reads back (`name`, `parent`, `order`,
+    /// `attrs.KEY`, `attrs.*` for every attribute); `None`: all of them. As a target, only
+    /// these are diffed: a field the target cannot hold reads back different on every run,
+    /// so comparing it would plan the same update forever.
+    #[serde(default)]
+    pub org_fields: Option<Vec<String>>,
+    /// The account fields the adapter keeps and reads back, like
+    /// [`org_fields`](Self::org_fields); `None`: all of them.
+    #[serde(default)]
+    pub account_fields: Option<Vec<String>>,
+    /// The order of an account's orgs is kept (the first is the primary org). `false`: the
+    /// adapter holds memberships as a set (SCIM Groups, LDAP groups) and reads them back in
+    /// its own order; as a target, the engine compares an account's orgs as a set.
+    #[serde(default = "yes")]
+    pub ordered_orgs: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Whether `field` is in a list of held fields (`None`: every field); `attrs.*` holds every
+/// attribute.
+fn holds(list: Option<&[String]>, field: &str) -> bool {
+    list.is_none_or(|l| {
+        l.iter()
+            .any(|h| h == field || (h == "attrs.*" && field.starts_with("attrs.")))
+    })
 }
 
 impl Capabilities {
@@ -69,6 +97,9 @@ impl Capabilities {
             assigns_anchors: false,
             max_page_size: None,
             rate_limit: None,
+            org_fields: None,
+            account_fields: None,
+            ordered_orgs: true,
         }
     }
 
@@ -82,6 +113,18 @@ impl Capabilities {
             move_org: true,
             ..Capabilities::read_only()
         }
+    }
+
+    /// Whether the adapter keeps and reads back this org field (see
+    /// [`org_fields`](Self::org_fields)).
+    pub fn holds_org_field(&self, field: &str) -> bool {
+        holds(self.org_fields.as_deref(), field)
+    }
+
+    /// Whether the adapter keeps and reads back this account field (see
+    /// [`account_fields`](Self::account_fields)).
+    pub fn holds_account_field(&self, field: &str) -> bool {
+        holds(self.account_fields.as_deref(), field)
     }
 
     /// Whether the adapter takes this operation.

@@ -1228,3 +1228,199 @@ async fn a_large_change_set_correlates_against_the_whole_target_like_lookups_do(
 
 #[path = "engine/distribution.rs"]
 mod distribution;
+
+/// A sink like a SCIM app: it keeps no org `order`, no attributes and no `title`, and reads
+/// an account's orgs back in its own (sorted) order; its capabilities say so, or, with
+/// `honest: false`, claim to keep everything.
+#[derive(Debug)]
+struct Forgetful {
+    inner: MemoryAdapter,
+    honest: bool,
+}
+
+impl Forgetful {
+    fn forget_org(mut o: Org) -> Org {
+        o.order = None;
+        o.attrs.clear();
+        o
+    }
+
+    fn forget_account(mut a: Account) -> Account {
+        a.title = None;
+        a.attrs.clear();
+        a.orgs.sort();
+        a
+    }
+}
+
+#[async_trait]
+impl Source for Forgetful {
+    fn describe(&self) -> Descriptor {
+        self.inner.describe()
+    }
+    fn capabilities(&self) -> Capabilities {
+        let mut c = self.inner.capabilities();
+        if self.honest {
+            c.org_fields = Some(vec!["name".into(), "parent".into()]);
+            c.account_fields = Some(
+                <Account as Entity>::typed_fields()
+                    .iter()
+                    .filter(|f| **f != "title")
+                    .map(|f| (*f).to_owned())
+                    .collect(),
+            );
+            c.ordered_orgs = false;
+        }
+        c
+    }
+    async fn check(&self) -> Result<()> {
+        Ok(())
+    }
+    async fn orgs(&self, page: PageRequest) -> Result<Page<Org>> {
+        let p = self.inner.orgs(page).await?;
+        Ok(Page {
+            items: p.items.into_iter().map(Forgetful::forget_org).collect(),
+            next: p.next,
+        })
+    }
+    async fn accounts(&self, page: PageRequest) -> Result<Page<Account>> {
+        let p = self.inner.accounts(page).await?;
+        Ok(Page {
+            items: p.items.into_iter().map(Forgetful::forget_account).collect(),
+            next: p.next,
+        })
+    }
+    async fn org(&self, anchor: &Anchor) -> Result<Option<Org>> {
+        Ok(self.inner.org(anchor).await?.map(Forgetful::forget_org))
+    }
+    async fn account(&self, anchor: &Anchor) -> Result<Option<Account>> {
+        Ok(self
+            .inner
+            .account(anchor)
+            .await?
+            .map(Forgetful::forget_account))
+    }
+    async fn find_accounts(&self, field: &str, value: &str) -> Result<Vec<Account>> {
+        Ok(self
+            .inner
+            .find_accounts(field, value)
+            .await?
+            .into_iter()
+            .map(Forgetful::forget_account)
+            .collect())
+    }
+}
+
+#[async_trait]
+impl Sink for Forgetful {
+    async fn apply(&self, op: &Op) -> Result<Applied> {
+        self.inner.apply(op).await
+    }
+}
+
+/// A source with org orders, attributes, titles and an account whose primary org does not
+/// sort first.
+fn forgetful_setup(honest: bool) -> Result<Setup> {
+    let sink = Arc::new(Forgetful {
+        inner: MemoryAdapter::new("tgt"),
+        honest,
+    });
+    let s = setup_with(sink as Arc<dyn Sink>, Arc::new(MemoryStore::new()));
+    s.source.edit(|d| {
+        for (i, o) in d.orgs.values_mut().enumerate() {
+            o.order = Some(i as i64 + 1);
+            o.attrs
+                .insert("cost_center".into(), serde_json::json!("CC1"));
+        }
+        for a in d.accounts.values_mut() {
+            a.title = Some("Engineer".into());
+            a.attrs.insert("badge".into(), serde_json::json!("B1"));
+            if a.anchor.as_str() == "2" {
+                // primary first: hr does not sort first
+                a.orgs = vec!["hr".into(), "fe".into()];
+            }
+        }
+    })?;
+    Ok(s)
+}
+
+#[tokio::test]
+async fn fields_the_sink_does_not_hold_and_org_order_of_a_set_sink_are_not_diffed() {
+    let s = forgetful_setup(true).unwrap();
+    let r = s.engine.run(&s.job).await.unwrap();
+    assert_eq!(r.status, RunStatus::Succeeded, "{r:#?}");
+    let plan = s.engine.plan(&s.job).await.unwrap();
+    assert!(plan.is_empty(), "second plan: {plan:#?}");
+
+    // the primary org changes, the set does not: nothing to do for this sink
+    s.source
+        .edit(|d| {
+            d.accounts.get_mut(&Anchor::from("2")).unwrap().orgs = vec!["fe".into(), "hr".into()]
+        })
+        .unwrap();
+    assert!(s.engine.plan(&s.job).await.unwrap().is_empty());
+
+    // the set changes: one update of the orgs, and of nothing the sink cannot hold
+    s.source
+        .edit(|d| {
+            let lisi = d.accounts.get_mut(&Anchor::from("2")).unwrap();
+            lisi.orgs = vec!["fe".into()];
+            lisi.title = Some("Lead".into());
+            d.orgs.get_mut(&Anchor::from("be")).unwrap().order = Some(99);
+        })
+        .unwrap();
+    let plan = s.engine.plan(&s.job).await.unwrap();
+    assert_eq!(plan.ops.len(), 1, "{plan:#?}");
+    match &plan.ops[0].op {
+        Op::UpdateAccount { changes, .. } => {
+            let keys: Vec<&String> = changes.keys().collect();
+            assert_eq!(keys, vec!["orgs"], "{plan:#?}");
+            assert_eq!(changes["orgs"], serde_json::json!(["fe"]));
+        }
+        other => panic!("{other:?}"),
+    }
+    let r = s.engine.apply(&s.job, &plan).await.unwrap();
+    assert_eq!(r.counts.failed, 0);
+    assert!(s.engine.plan(&s.job).await.unwrap().is_empty());
+}
+
+/// The same sink without the declaration: every run plans the same updates again (what
+/// the capabilities prevent).
+#[tokio::test]
+async fn a_sink_claiming_to_hold_everything_never_converges() {
+    let s = forgetful_setup(false).unwrap();
+    s.engine.run(&s.job).await.unwrap();
+    let plan = s.engine.plan(&s.job).await.unwrap();
+    let names: Vec<&str> = plan.ops.iter().map(|p| p.op.name()).collect();
+    assert!(names.contains(&"update_org"), "{plan:#?}");
+    assert!(names.contains(&"update_account"), "{plan:#?}");
+}
+
+/// The `anchor` correlation rule: a job whose accounts have the anchors of hub accounts
+/// made by another job links them instead of creating them again.
+#[tokio::test]
+async fn the_anchor_rule_correlates_with_hub_accounts_of_another_job() {
+    let s = hub_setup();
+    s.engine.run(&s.job).await.unwrap();
+    let (orgs, mut accounts) = sample();
+    accounts[0].title = Some("Lead".into());
+    let other = Arc::new(MemoryAdapter::with_data("other", orgs, accounts));
+    let hub = Arc::new(Hub::new(s.store.clone()));
+    let job = Job::new("other", other, hub)
+        .with_guard(Guard::off())
+        .with_correlation(vec!["anchor".into()]);
+    let plan = s.engine.plan(&job).await.unwrap();
+    let names: Vec<&str> = plan
+        .ops
+        .iter()
+        .filter(|p| matches!(p.op, Op::CreateAccount { .. } | Op::UpdateAccount { .. }))
+        .map(|p| p.op.name())
+        .collect();
+    assert_eq!(names, vec!["update_account"], "{plan:#?}");
+    let account_links = plan
+        .links
+        .iter()
+        .filter(|l| l.kind == EntityKind::Account && l.source == l.target)
+        .count();
+    assert_eq!(account_links, 4, "{plan:#?}");
+}

@@ -851,6 +851,7 @@ impl Source for RestDirectory {
                 requests: n,
                 per: Duration::from_secs(1),
             }),
+            ..Capabilities::read_only()
         }
     }
 

@@ -94,7 +94,12 @@ async fn measure(http: &reqwest::Client, base: &str, token: &str, n_patch: usize
             .send()
             .await
             .unwrap();
-        assert!(r.status().is_success(), "PATCH {id}: {}", r.status());
+        let status = r.status();
+        assert!(
+            status.is_success(),
+            "PATCH {id}: {status} {}",
+            r.text().await.unwrap_or_default()
+        );
     }
     Timings {
         list,

@@ -28,7 +28,10 @@
 //!   (the default) a child org is a member of type `Group` of its parent's Group, so the
 //!   tree survives; `flat` keeps no parents (moves change nothing); `off` provisions no
 //!   Groups. Read back, an account's orgs are its direct Groups (the User's `groups` when the
-//!   app fills it, else a `members.value eq` search), sorted: SCIM has no primary group.
+//!   app fills it, else a `members.value eq` search), sorted: SCIM has no primary group, so
+//!   the capabilities say `ordered_orgs: false` and the engine compares memberships as a
+//!   set. A Group holds no `order` and no attributes (`org_fields`), a User no attributes
+//!   (`account_fields`): the engine does not diff what the app cannot keep.
 //!
 //! Field mapping: `userName` ← username, `displayName`, `title`, `active` ← status, one
 //! `emails` value (work, primary) ← email, one `phoneNumbers` value (work, primary) ←
@@ -111,8 +114,9 @@ pub enum GroupMode {
     #[default]
     Nested,
     /// Orgs are Groups without parents: for apps that take no groups in groups (Okta).
-    /// Moves change nothing in the app and the Groups read back as roots, so a job into
-    /// such a target should not own the org field `parent`.
+    /// Moves change nothing in the app and the Groups read back as roots; the client's
+    /// capabilities leave `parent` out of the org fields it holds, so the engine plans no
+    /// moves into it.
     Flat,
     /// No Groups: accounts only.
     Off,
@@ -1158,10 +1162,25 @@ impl Source for ScimClient {
     }
 
     fn capabilities(&self) -> Capabilities {
+        // What a User and a Group hold: the typed account fields (no attributes) and a
+        // Group's displayName, plus its parent when Groups nest. No primary Group: an
+        // account's Groups read back as a set.
+        let org_fields: &[&str] = match self.cfg.groups {
+            GroupMode::Nested => &["name", "parent"],
+            GroupMode::Flat | GroupMode::Off => &["name"],
+        };
         Capabilities {
             orgs: self.cfg.groups != GroupMode::Off,
             move_org: self.cfg.groups == GroupMode::Nested,
             assigns_anchors: true,
+            org_fields: Some(org_fields.iter().map(|f| (*f).to_owned()).collect()),
+            account_fields: Some(
+                <Account as idsync_core::Entity>::typed_fields()
+                    .iter()
+                    .map(|f| (*f).to_owned())
+                    .collect(),
+            ),
+            ordered_orgs: false,
             ..Capabilities::read_write()
         }
     }

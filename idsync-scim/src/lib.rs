@@ -12,6 +12,11 @@
 //!   orgs contain the group); see [`resource`] for the attribute mapping.
 //! * Filters (the whole RFC 7644 §3.4.2.2 grammar, [`filter`]), `startIndex`/`count`
 //!   paging in id order, `sortBy`/`sortOrder`, `attributes`/`excludedAttributes`.
+//!   **Cost**: a page without a filter or `sortBy` is read by position; a User filter that
+//!   pins `userName`, `employeeNumber` or `id` with `eq` (alone, in an `and`, or on both
+//!   sides of an `or`) reads its candidates through the hub's index, also in `/.search`;
+//!   any other User filter (`externalId`, `emails`, `co`, `pr`, `not` ...) and `sortBy`
+//!   read every hub account, so on a big hub they cost about a full listing.
 //! * PATCH `add`/`remove`/`replace` with paths, value-path filters and the quirks of
 //!   Entra ID and Okta ([`patch`]); PUT; DELETE (by default the account is disabled and the
 //!   resource is gone: [`DeletePolicy`]).

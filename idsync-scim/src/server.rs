@@ -402,15 +402,6 @@ impl ScimServer {
         }
     }
 
-    async fn org_names(&self) -> ScimResult<HashMap<Anchor, String>> {
-        Ok(self
-            .all_orgs()
-            .await?
-            .into_iter()
-            .map(|o| (o.anchor, o.name))
-            .collect())
-    }
-
     async fn visible_account(&self, id: &str) -> ScimResult<Account> {
         match self.inner.store.hub_account(&Anchor::from(id)).await? {
             Some(a) if !hidden(&a) => Ok(a),
@@ -856,6 +847,20 @@ fn index_key(f: &Filter) -> Option<(&'static str, String)> {
     }
 }
 
+/// The indexed keys whose hub accounts hold every User the filter matches: one
+/// ([`index_key`]), or one per side of an `or` when both sides pin one (`userName eq "a"
+/// or userName eq "b"`). `None`: the filter needs a scan.
+fn index_keys(f: &Filter) -> Option<Vec<(&'static str, String)>> {
+    match f {
+        Filter::Or(a, b) => {
+            let mut keys = index_keys(a)?;
+            keys.extend(index_keys(b)?);
+            Some(keys)
+        }
+        other => index_key(other).map(|k| vec![k]),
+    }
+}
+
 fn id_of(d: &Value) -> &str {
     d.get("id").and_then(Value::as_str).unwrap_or_default()
 }
@@ -978,20 +983,35 @@ impl ScimServer {
             out["startIndex"] = json!(start);
             return Ok(out);
         }
-        let candidates: Vec<Account> = match filter.as_ref().and_then(index_key) {
-            Some(("anchor", v)) => self
-                .inner
-                .store
-                .hub_account(&Anchor::from(v.as_str()))
-                .await?
-                .into_iter()
-                .collect(),
-            Some((field, v)) => self.inner.store.hub_find_accounts(field, &v).await?,
-            None => self.all_accounts().await?,
-        };
+        let candidates = self.user_candidates(filter.as_ref()).await?;
         let visible: Vec<Account> = candidates.into_iter().filter(|a| !hidden(a)).collect();
         let docs = self.render_users(&visible).await?;
         list_response(&USER_TYPE, docs, p, max)
+    }
+
+    /// The hub accounts among which are all Users `filter` matches, in anchor order: read
+    /// through the hub's index when the filter pins `userName`, `employeeNumber` or `id`
+    /// with `eq` ([`index_keys`]), else the whole hub.
+    async fn user_candidates(&self, filter: Option<&Filter>) -> ScimResult<Vec<Account>> {
+        let Some(keys) = filter.and_then(index_keys) else {
+            return self.all_accounts().await;
+        };
+        let mut out: Vec<Account> = Vec::new();
+        for (field, v) in keys {
+            if field == "anchor" {
+                out.extend(
+                    self.inner
+                        .store
+                        .hub_account(&Anchor::from(v.as_str()))
+                        .await?,
+                );
+            } else {
+                out.extend(self.inner.store.hub_find_accounts(field, &v).await?);
+            }
+        }
+        out.sort_by(|a, b| a.anchor.cmp(&b.anchor));
+        out.dedup_by(|a, b| a.anchor == b.anchor);
+        Ok(out)
     }
 
     /// Render users, looking up each org they name once.
@@ -1614,14 +1634,14 @@ async fn root_search(State(s): State<ScimServer>, headers: HeaderMap, body: Body
 impl ScimServer {
     async fn list_users_unbounded(&self, p: &ListParams, max: usize) -> ScimResult<Vec<Value>> {
         let p = &only_known(&USER_TYPE, p);
-        let names = self.org_names().await?;
-        let docs: Vec<Value> = self
-            .all_accounts()
+        let filter = p.filter.as_deref().map(filter::parse).transpose()?;
+        let visible: Vec<Account> = self
+            .user_candidates(filter.as_ref())
             .await?
-            .iter()
+            .into_iter()
             .filter(|a| !hidden(a))
-            .map(|a| resource::render_user(a, self.base(), &|o| names.get(o).cloned()))
             .collect();
+        let docs = self.render_users(&visible).await?;
         let out = list_response(&USER_TYPE, docs, p, max)?;
         Ok(out["Resources"].as_array().cloned().unwrap_or_default())
     }

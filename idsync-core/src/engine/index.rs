@@ -18,6 +18,11 @@ pub(crate) enum AccField {
     EmployeeId,
     Title,
     Orgs,
+    /// The account's own anchor: a correlation rule (`"anchor"`) that matches a target
+    /// account of the same anchor, e.g. a hub account made by another job.
+    Anchor,
+    /// The orgs as a set (order and repeats ignored): for targets that keep no primary org.
+    OrgSet,
     Manager,
     Status,
     Attr(String),
@@ -34,6 +39,7 @@ impl AccField {
             "employee_id" => AccField::EmployeeId,
             "title" => AccField::Title,
             "orgs" => AccField::Orgs,
+            "anchor" => AccField::Anchor,
             "manager" => AccField::Manager,
             "status" => AccField::Status,
             "attrs.*" => AccField::AllAttrs,
@@ -49,7 +55,8 @@ impl AccField {
             AccField::Phone => "phone".into(),
             AccField::EmployeeId => "employee_id".into(),
             AccField::Title => "title".into(),
-            AccField::Orgs => "orgs".into(),
+            AccField::Orgs | AccField::OrgSet => "orgs".into(),
+            AccField::Anchor => "anchor".into(),
             AccField::Manager => "manager".into(),
             AccField::Status => "status".into(),
             AccField::Attr(a) => format!("{ATTR_PREFIX}{a}"),
@@ -119,6 +126,7 @@ fn hash_value_into(v: &Value, h: &mut Fp) {
 pub(crate) fn field_str<'a>(a: &'a Account, f: &AccField) -> Option<&'a str> {
     match f {
         AccField::Username => Some(&a.username),
+        AccField::Anchor => Some(a.anchor.as_str()),
         AccField::DisplayName => a.display_name.as_deref(),
         AccField::Email => a.email.as_deref(),
         AccField::Phone => a.phone.as_deref(),
@@ -126,7 +134,7 @@ pub(crate) fn field_str<'a>(a: &'a Account, f: &AccField) -> Option<&'a str> {
         AccField::Title => a.title.as_deref(),
         AccField::Manager => a.manager.as_ref().map(|m| m.as_str()),
         AccField::Attr(name) => a.attrs.get(name).and_then(Value::as_str),
-        AccField::Orgs | AccField::Status | AccField::AllAttrs => None,
+        AccField::Orgs | AccField::OrgSet | AccField::Status | AccField::AllAttrs => None,
     }
 }
 
@@ -134,6 +142,7 @@ pub(crate) fn field_str<'a>(a: &'a Account, f: &AccField) -> Option<&'a str> {
 pub(crate) fn field_hash(a: &Account, f: &AccField) -> u64 {
     match f {
         AccField::Username => h_opt_str(Some(&a.username)),
+        AccField::Anchor => h_opt_str(Some(a.anchor.as_str())),
         AccField::DisplayName => h_opt_str(a.display_name.as_deref()),
         AccField::Email => h_opt_str(a.email.as_deref()),
         AccField::Phone => h_opt_str(a.phone.as_deref()),
@@ -144,6 +153,18 @@ pub(crate) fn field_hash(a: &Account, f: &AccField) -> u64 {
             h.write_usize(a.orgs.len());
             for o in &a.orgs {
                 h.write(o.as_str().as_bytes());
+                h.write_u8(0xff);
+            }
+            h.finish()
+        }
+        AccField::OrgSet => {
+            let mut set: Vec<&str> = a.orgs.iter().map(|o| o.as_str()).collect();
+            set.sort_unstable();
+            set.dedup();
+            let mut h = Fp::default();
+            h.write_usize(set.len());
+            for o in set {
+                h.write(o.as_bytes());
                 h.write_u8(0xff);
             }
             h.finish()

@@ -492,6 +492,32 @@ async fn indexed_lookups_stay_exact() {
         ids(&list(&s, &q(&format!("id eq \"{}\"", a["id"].as_str().unwrap()))).await),
         ["Alice.Smith"]
     );
+    // An `or` of indexed keys: the union of both lookups.
+    let mut both = ids(&list(&s, &q("userName eq \"bob\" or userName eq \"ALICE.smith\"")).await);
+    assert_eq!(both.len(), 2, "{both:?}");
+    both.sort();
+    assert_eq!(both, ["Alice.Smith", "bob"]);
+    assert_eq!(
+        ids(&list(&s, &q("userName eq \"bob\" or userName eq \"nobody\"")).await),
+        ["bob"]
+    );
+    // One side not indexed: a scan, same answer.
+    let mut scan = ids(&list(&s, &q("userName eq \"bob\" or title eq \"Boss\"")).await);
+    scan.sort();
+    assert_eq!(scan, ["Alice.Smith", "bob"]);
+    // POST /.search reads its Users through the index too, with the whole filter applied.
+    let r = s
+        .post(
+            "/.search",
+            &json!({"filter": "userName eq \"alice.smith\" and title eq \"Boss\""}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["totalResults"], 1, "{v}");
+    assert_eq!(v["Resources"][0]["userName"], "Alice.Smith", "{v}");
     // Soft-deleted users are not found.
     let r = s
         .delete(&format!("/Users/{}", a["id"].as_str().unwrap()))

@@ -98,7 +98,11 @@ pub(super) fn too_many() -> Error {
 
 impl<'a> AccPlanner<'a> {
     pub(super) fn new(job: &'a Job, with_orgs: bool) -> Self {
-        let owned = job.mapping.accounts.owned_fields::<Account>();
+        let mut owned = job.mapping.accounts.owned_fields::<Account>();
+        // Only the fields the target holds are diffed (the others read back different on
+        // every run); memberships are a set where the target keeps no primary org.
+        let caps = job.target.capabilities();
+        owned.retain(|f| caps.holds_account_field(f));
         let mut fields = Vec::new();
         let mut all_attrs = false;
         let mut own_status = false;
@@ -106,6 +110,7 @@ impl<'a> AccPlanner<'a> {
             match AccField::parse(f) {
                 Some(AccField::AllAttrs) => all_attrs = true,
                 Some(AccField::Orgs) if !with_orgs => {}
+                Some(AccField::Orgs) if !caps.ordered_orgs => fields.push(AccField::OrgSet),
                 Some(AccField::Status) => {
                     own_status = true;
                     fields.push(AccField::Status);

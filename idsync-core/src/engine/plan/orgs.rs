@@ -28,9 +28,15 @@ pub(super) fn sync_orgs(job: &Job) -> bool {
     job.sync_orgs && job.source.capabilities().orgs && job.target.capabilities().orgs
 }
 
-/// Owned org fields, split into typed fields, parent ownership, and all-attrs.
+/// Owned org fields that the target holds ([`Capabilities::org_fields`]), split into typed
+/// fields, parent ownership, and all-attrs. A field the target cannot hold is not diffed:
+/// it would read back different on every run.
+///
+/// [`Capabilities::org_fields`]: crate::source::Capabilities::org_fields
 pub(super) fn org_fields(job: &Job) -> (Vec<String>, bool, bool) {
     let mut owned = job.mapping.orgs.owned_fields::<Org>();
+    let caps = job.target.capabilities();
+    owned.retain(|f| caps.holds_org_field(f));
     let parent = owned.iter().any(|f| f == "parent");
     let all_attrs = owned.iter().any(|f| f == "attrs.*");
     owned.retain(|f| f != "parent" && f != "attrs.*");
