@@ -271,6 +271,7 @@ impl WebhookSink {
             assigns_anchors: false,
             max_page_size: None,
             rate_limit: None,
+            ..Capabilities::read_write()
         }
     }
 
