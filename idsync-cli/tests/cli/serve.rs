@@ -136,6 +136,18 @@ fn token_line(name: &str, token: &str, scopes: &str) -> String {
     )
 }
 
+/// GET `url` with a bearer token, the answer as JSON (`Null` when it is not JSON).
+async fn get_json(http: &reqwest::Client, url: &str, token: &str) -> serde_json::Value {
+    http.get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .json()
+        .await
+        .unwrap_or_default()
+}
+
 /// One signed, encrypted DingTalk push: its query string and body.
 fn signed_push(
     crypto: &CallbackCrypto,
@@ -559,15 +571,7 @@ tokens = [{}]
             let running = |u: String| {
                 let h = h.clone();
                 async move {
-                    let v: serde_json::Value = h
-                        .get(&u)
-                        .bearer_auth(READ_TOKEN)
-                        .send()
-                        .await
-                        .unwrap()
-                        .json()
-                        .await
-                        .unwrap();
+                    let v = get_json(&h, &u, READ_TOKEN).await;
                     v["hr-in"]["running"] == true
                 }
             };
@@ -598,15 +602,7 @@ tokens = [{}]
         }
     })
     .await;
-    let v: serde_json::Value = http
-        .get(survivor.url("/api/v1/jobs"))
-        .bearer_auth(READ_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = get_json(&http, &survivor.url("/api/v1/jobs"), READ_TOKEN).await;
     assert!(v["hr-in"]["last_run"].is_array(), "{v}");
     // Never two runs at once: every finished run ended before the next one started.
     let mut runs = store.runs(Some("hr-in"), 1000).await.unwrap();
@@ -914,15 +910,7 @@ redirect_uri = "http://127.0.0.1:8765/oidc/op/callback"
     wait_until(30, "10 SCIM users", move || {
         let (u, h) = (u.clone(), h.clone());
         async move {
-            let v: serde_json::Value = h
-                .get(&u)
-                .bearer_auth(scim_token)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let v = get_json(&h, &u, scim_token).await;
             v["totalResults"] == 10
         }
     })
@@ -937,15 +925,7 @@ redirect_uri = "http://127.0.0.1:8765/oidc/op/callback"
         .unwrap();
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
     // The SCIM write went through the engine into the hub: the feed has it.
-    let feed: serde_json::Value = http
-        .get(served.url("/api/v1/changes?limit=1000"))
-        .bearer_auth(READ_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let feed = get_json(&http, &served.url("/api/v1/changes?limit=1000"), READ_TOKEN).await;
     assert!(
         feed["entries"]
             .as_array()
@@ -1017,15 +997,7 @@ tokens = [{}]
     .await;
     let http = reqwest::Client::new();
     let usernames = |u: String, h: reqwest::Client| async move {
-        let v: serde_json::Value = h
-            .get(&u)
-            .bearer_auth(READ_TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap_or_default();
+        let v = get_json(&h, &u, READ_TOKEN).await;
         v["items"]
             .as_array()
             .map(|a| {
