@@ -324,32 +324,47 @@ fn wecom_resolved(
 impl Provider for idsync_lark::LarkConfig {
     const TYPE: &'static str = "lark";
 
-    async fn build(&self, _: &str, _: &BuildContext, role: Role) -> Result<Built, CliError> {
+    async fn build(&self, _: &str, ctx: &BuildContext, role: Role) -> Result<Built, CliError> {
+        let c = lark_resolved(self, ctx);
         match role {
             Role::Source => Ok(Built {
-                source: Arc::new(idsync_lark::source_from_config(self)?),
+                source: Arc::new(idsync_lark::source_from_config(&c)?),
                 sink: None,
             }),
-            Role::Sink => Ok(Built::both(idsync_lark::sink_from_config(self)?)),
+            Role::Sink => Ok(Built::both(idsync_lark::sink_from_config(&c)?)),
         }
     }
 
     async fn serve_events(
         &self,
         _: &str,
-        _: &BuildContext,
+        ctx: &BuildContext,
         inbox: &Inbox,
     ) -> Result<Option<ServedEvents>, CliError> {
         if self.events.is_none() {
             return Ok(None);
         }
-        let (source, router) =
-            idsync_lark::source_with_inbox(self, inbox.events::<idsync_lark::Target>())?;
+        let (source, router) = idsync_lark::source_with_inbox(
+            &lark_resolved(self, ctx),
+            inbox.events::<idsync_lark::Target>(),
+        )?;
         Ok(Some(ServedEvents {
             source: Arc::new(source),
             router,
         }))
     }
+}
+
+/// The config with its secret files resolved against the config's folder.
+#[cfg(feature = "provider-lark")]
+fn lark_resolved(cfg: &idsync_lark::LarkConfig, ctx: &BuildContext) -> idsync_lark::LarkConfig {
+    let mut c = cfg.clone();
+    ctx.resolve_opt(&mut c.app_secret_file);
+    if let Some(ev) = c.events.as_mut() {
+        ctx.resolve_opt(&mut ev.verification_token_file);
+        ctx.resolve_opt(&mut ev.encrypt_key_file);
+    }
+    c
 }
 
 /// `type = "scim"`: a SCIM 2.0 service provider the hub provisions
@@ -1129,7 +1144,8 @@ mod tests {
         feature = "provider-ldap",
         feature = "provider-dingtalk",
         feature = "provider-rest",
-        feature = "provider-webhook"
+        feature = "provider-webhook",
+        feature = "provider-lark"
     ))]
     fn ctx() -> BuildContext {
         BuildContext {
@@ -1175,6 +1191,37 @@ mod tests {
              secrets = [\"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"]\n";
         let e = crate::Config::parse(&dir.path().join("t.toml"), text.to_owned()).unwrap_err();
         assert!(!e.to_string().contains("MfKQ9r8"), "{e}");
+    }
+
+    #[cfg(feature = "provider-lark")]
+    #[tokio::test]
+    async fn lark_secret_files_are_relative_to_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("lark-secret"), "lark-app-secret\n").unwrap();
+        std::fs::write(dir.path().join("lark-vt"), "verification-token\n").unwrap();
+        let text = "[providers.lk]\ntype = \"lark\"\napp_id = \"cli_x\"\n\
+             app_secret_file = \"lark-secret\"\n\
+             events = { verification_token_file = \"lark-vt\" }\n";
+        let cfg = crate::Config::parse(&dir.path().join("t.toml"), text.to_owned()).unwrap();
+        assert!(cfg.validate().is_empty(), "{:?}", cfg.validate());
+        let p = cfg.provider("lk").unwrap();
+        // from another working folder, the files are found next to the config
+        let ctx = BuildContext {
+            base_dir: dir.path().to_owned(),
+            ..ctx()
+        };
+        let built = build("lk", &p, &ctx, Role::Sink).await.unwrap();
+        assert!(built.sink.is_some());
+        let store: Arc<dyn Store> = Arc::new(idsync_core::MemoryStore::new());
+        let inbox = Inbox::new(store, "lark:lk", idsync_serve::ops::Metrics::new());
+        let served = p.settings.serve_events("lk", &ctx, &inbox).await.unwrap();
+        assert!(served.is_some());
+        // without the folder, the relative file is not found: the error names it
+        let e = build("lk", &p, &self::ctx(), Role::Sink)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("lark-secret"), "{e}");
     }
 
     #[cfg(feature = "provider-rest")]
