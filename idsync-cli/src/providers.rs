@@ -93,6 +93,16 @@ pub struct ServedEvents {
     pub router: axum::Router,
 }
 
+impl ServedEvents {
+    /// From what an adapter's `source_with_inbox` returns.
+    pub fn of<S: Source + 'static>((source, router): (S, axum::Router)) -> Option<Self> {
+        Some(ServedEvents {
+            source: Arc::new(source),
+            router,
+        })
+    }
+}
+
 /// A provider's settings behind a pointer: what the registry hands out.
 #[async_trait]
 pub trait ProviderSettings: fmt::Debug + Send + Sync {
@@ -289,14 +299,10 @@ impl Provider for idsync_wecom::WeComConfig {
         if self.callback.is_none() {
             return Ok(None);
         }
-        let (source, router) = idsync_wecom::source_with_inbox(
+        Ok(ServedEvents::of(idsync_wecom::source_with_inbox(
             &wecom_resolved(self, ctx),
             inbox.events::<idsync_wecom::Target>(),
-        )?;
-        Ok(Some(ServedEvents {
-            source: Arc::new(source),
-            router,
-        }))
+        )?))
     }
 }
 
@@ -344,14 +350,10 @@ impl Provider for idsync_lark::LarkConfig {
         if self.events.is_none() {
             return Ok(None);
         }
-        let (source, router) = idsync_lark::source_with_inbox(
+        Ok(ServedEvents::of(idsync_lark::source_with_inbox(
             &lark_resolved(self, ctx),
             inbox.events::<idsync_lark::Target>(),
-        )?;
-        Ok(Some(ServedEvents {
-            source: Arc::new(source),
-            router,
-        }))
+        )?))
     }
 }
 
@@ -875,7 +877,9 @@ impl Provider for idsync_dingtalk::DingTalkConfig {
     }
 
     async fn build(&self, _: &str, ctx: &BuildContext, _: Role) -> Result<Built, CliError> {
-        let cfg = dingtalk_resolved(self, ctx)?;
+        let mut cfg = dingtalk_resolved(self, ctx);
+        // one read of the secrets for both sides
+        cfg.read_secrets()?;
         let source = idsync_dingtalk::DingTalkSource::new(cfg.clone())?;
         let sink = idsync_dingtalk::DingTalkSink::new(cfg)?;
         Ok(Built {
@@ -893,32 +897,27 @@ impl Provider for idsync_dingtalk::DingTalkConfig {
         if self.callback.is_none() {
             return Ok(None);
         }
-        let cfg = dingtalk_resolved(self, ctx)?;
-        let (source, router) = idsync_dingtalk::source_with_inbox(
-            &cfg,
+        // source_with_inbox reads the secrets
+        Ok(ServedEvents::of(idsync_dingtalk::source_with_inbox(
+            &dingtalk_resolved(self, ctx),
             inbox.events::<idsync_dingtalk::callback::EventTarget>(),
-        )?;
-        Ok(Some(ServedEvents {
-            source: Arc::new(source),
-            router,
-        }))
+        )?))
     }
 }
 
-/// The config with its secret files resolved and its secrets read (once, for all sides).
+/// The config with its secret files resolved against the config's folder.
 #[cfg(feature = "provider-dingtalk")]
 fn dingtalk_resolved(
     cfg: &idsync_dingtalk::DingTalkConfig,
     ctx: &BuildContext,
-) -> Result<idsync_dingtalk::DingTalkConfig, CliError> {
+) -> idsync_dingtalk::DingTalkConfig {
     let mut cfg = cfg.clone();
     ctx.resolve_opt(&mut cfg.app_secret_file);
     if let Some(cb) = cfg.callback.as_mut() {
         ctx.resolve_opt(&mut cb.token_file);
         ctx.resolve_opt(&mut cb.aes_key_file);
     }
-    cfg.read_secrets()?;
-    Ok(cfg)
+    cfg
 }
 
 /// A built provider: always a source, a sink when it takes writes.
@@ -1008,7 +1007,7 @@ pub async fn build(
 
 /// A source built another way (`serve_events`) wrapped in the provider's layers, as
 /// [`build`] wraps its sources.
-pub fn layered(_name: &str, cfg: &ProviderConfig, source: Arc<dyn Source>) -> Arc<dyn Source> {
+pub fn layered(cfg: &ProviderConfig, source: Arc<dyn Source>) -> Arc<dyn Source> {
     if cfg.settings.layered() {
         cfg.request.stack().source(source)
     } else {

@@ -348,13 +348,12 @@ pub async fn assemble(cfg: &Config) -> Result<Assembled, CliError> {
                 }
                 let path = format!("/callbacks/{src_name}");
                 server = server.callback(path.clone(), ev.router);
-                let source = providers::layered(src_name, &src_cfg, ev.source);
+                let source = providers::layered(&src_cfg, ev.source);
                 (Some(source), Some(inbox), Some(path))
             }
             None => (None, None, None),
         };
-        let mut job = crate::commands::build_job(cfg, name, &ctx, &meter, source).await?;
-        job = job.with_progress(|_| {});
+        let job = crate::commands::build_job(cfg, name, &ctx, &meter, source).await?;
         let mut sj = ServeJob::new(job, schedule)
             .with_lease_ttl(Duration::from_secs(j.lease_seconds.max(3)));
         if let Some(inbox) = inbox {

@@ -28,6 +28,26 @@ pub fn reply(
     }))
 }
 
+/// The POST DingTalk sends for an event (the fake's and tests' side of a callback): the query
+/// (`signature`, `timestamp`, `nonce`) and the JSON body `{"encrypt": …}`.
+pub fn seal_event(
+    crypto: &CallbackCrypto,
+    message: &str,
+    timestamp: &str,
+    nonce: &str,
+) -> Result<(Vec<(String, String)>, serde_json::Value)> {
+    let encrypt = crypto.encrypt(message)?;
+    let signature = crypto.signature(timestamp, nonce, &encrypt);
+    Ok((
+        vec![
+            ("signature".into(), signature),
+            ("timestamp".into(), timestamp.to_owned()),
+            ("nonce".into(), nonce.to_owned()),
+        ],
+        serde_json::json!({ "encrypt": encrypt }),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -150,21 +150,12 @@ async fn get_json(http: &reqwest::Client, url: &str, token: &str) -> serde_json:
 
 /// One signed, encrypted DingTalk push: its query string and body.
 fn signed_push(
-    crypto: &CallbackCrypto,
+    crypto: &idsync_dingtalk::CallbackCrypto,
     nonce: &str,
     payload: &serde_json::Value,
 ) -> (Vec<(String, String)>, serde_json::Value) {
     let ts = chrono::Utc::now().timestamp_millis().to_string();
-    let enc = crypto.encrypt(&payload.to_string()).unwrap();
-    let sig = crypto.signature(&ts, nonce, &enc);
-    (
-        vec![
-            ("signature".into(), sig),
-            ("timestamp".into(), ts),
-            ("nonce".into(), nonce.to_owned()),
-        ],
-        serde_json::json!({ "encrypt": enc }),
-    )
+    idsync_dingtalk::crypto::seal_event(crypto, &payload.to_string(), &ts, nonce).unwrap()
 }
 
 /// `success`, decrypted from a callback answer, or the status when it was not a 200.

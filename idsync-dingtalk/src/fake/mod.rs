@@ -553,22 +553,19 @@ fn event_for(path: &str, body: &[u8], answer: &Value) -> Option<Value> {
 
 /// Pushes one event as DingTalk does; true when answered with an encrypted `success`.
 async fn deliver(url: &str, crypto: &CallbackCrypto, event: &Value) -> bool {
-    let Ok(encrypt) = crypto.encrypt(&event.to_string()) else {
-        return false;
-    };
     let timestamp = chrono::Utc::now().timestamp_millis().to_string();
     let mut r = [0u8; 6];
     rand::Rng::fill(&mut rand::rng(), &mut r);
     let nonce: String = r.iter().map(|b| format!("{b:02x}")).collect();
-    let signature = crypto.signature(&timestamp, &nonce, &encrypt);
+    let Ok((query, body)) =
+        crate::crypto::seal_event(crypto, &event.to_string(), &timestamp, &nonce)
+    else {
+        return false;
+    };
     let Ok(resp) = reqwest::Client::new()
         .post(url)
-        .query(&[
-            ("signature", signature.as_str()),
-            ("timestamp", timestamp.as_str()),
-            ("nonce", nonce.as_str()),
-        ])
-        .json(&json!({ "encrypt": encrypt }))
+        .query(&query)
+        .json(&body)
         .send()
         .await
     else {

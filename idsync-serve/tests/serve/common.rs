@@ -87,14 +87,5 @@ pub(crate) fn signed_push(
     payload: &serde_json::Value,
 ) -> (Vec<(String, String)>, serde_json::Value) {
     let ts = chrono::Utc::now().timestamp_millis().to_string();
-    let enc = crypto.encrypt(&payload.to_string()).unwrap();
-    let sig = crypto.signature(&ts, nonce, &enc);
-    (
-        vec![
-            ("signature".into(), sig),
-            ("timestamp".into(), ts),
-            ("nonce".into(), nonce.to_owned()),
-        ],
-        serde_json::json!({ "encrypt": enc }),
-    )
+    idsync_dingtalk::crypto::seal_event(crypto, &payload.to_string(), &ts, nonce).unwrap()
 }
